@@ -1,0 +1,1 @@
+"""Reads lth run directories (summary.json) and writes tables and plots."""

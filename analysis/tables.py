@@ -1,0 +1,31 @@
+"""Text tables of lottery summaries: level, density, and test accuracy per arm (mean ± std)."""
+from __future__ import annotations
+
+
+def arms(summary: dict) -> dict[str, list[dict]]:
+    """{'ticket': levels, '<control>': entries, ...} from a summary.json dict."""
+    out = {"ticket": summary["levels"]}
+    out.update({name: rows for name, rows in summary.get("controls", {}).items() if rows})
+    return out
+
+
+def _cell(entry, key):
+    if entry is None or key not in entry:
+        return "-"
+    text = f"{100 * entry[key]:.2f}"
+    if len(entry.get("replicates", [])) > 1:
+        text += f" ± {100 * entry[key + '_std']:.2f}"
+    return text
+
+
+def lottery_table(summary: dict, key: str = "test_accuracy") -> str:
+    """Markdown table: one row per level, one accuracy column per arm (percent)."""
+    a = arms(summary)
+    by_level = {name: {e["level"]: e for e in rows} for name, rows in a.items()}
+    header = ["level", "density %"] + [f"{n} {key.replace('_', ' ')} %" for n in a]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in summary["levels"]:
+        lv = e["level"]
+        cells = [str(lv), f"{100 * e['density']:.2f}"] + [_cell(by_level[n].get(lv), key) for n in a]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""The config schema: every field, its default and its meaning. configs/*.py start from `base()`.
+
+Durations are strings: '500it' (iterations) or '2ep' (epochs, converted with the training set's
+steps per epoch); a bare integer means iterations.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+import ml_collections
+
+from lth.errors import UserError
+
+
+def base() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "lottery"              # readable prefix of the run directory
+    c.seed = 0                      # replicate r uses seed + r (init, data order, controls)
+    c.replicates = 1                # R seeds trained together in one vmapped program
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "lenet_300_100"  # registry name, see `lth models`
+    c.model.init = "kaiming_normal"  # kernel init: glorot_normal|glorot_uniform|kaiming_normal|kaiming_uniform|lecun_normal
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mnist1d"         # mnist1d (offline) | mnist | fashion_mnist (tfds, prepared)
+    c.data.data_dir = ""            # tfds data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    c.data.validation_size = 500    # examples carved from train for validation / early stopping
+    c.data.split_seed = 0           # seed of that carve (fixed across replicates)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.optimizer = "sgd"       # sgd (with momentum) | adam | adamw
+    c.train.lr = 0.1                # peak learning rate
+    c.train.momentum = 0.9          # sgd momentum (0 = plain SGD)
+    c.train.nesterov = False        # sgd Nesterov momentum
+    c.train.weight_decay = 0.0      # L2 added to the gradient (sgd, adam); decoupled for adamw
+    c.train.batch_size = 128
+    c.train.duration = "20ep"       # training length
+    c.train.schedule = "constant"   # constant | step | cosine | linear (decay to 0)
+    c.train.milestones = ""         # step schedule: comma-separated durations, e.g. '80ep,120ep'
+    c.train.gamma = 0.1             # step schedule: factor at each milestone
+    c.train.warmup = "0it"          # linear warmup from 0 to lr over this duration
+    c.train.eval_every = "1ep"      # evaluate validation and test sets this often (and at the end)
+    c.train.eval_batch_size = 1000  # examples per evaluation chunk
+
+    c.prune = ml_collections.ConfigDict()
+    c.prune.score = "magnitude"     # criterion for IMP levels (|w| of the trained weights)
+    c.prune.fraction = 0.2          # fraction of the remaining prunable weights removed per level
+    c.prune.scope = "global"        # global (one ranking) | layerwise (each layer at `fraction`)
+    c.prune.prunable = r".*kernel"  # regex fullmatching the param paths that may be pruned
+    c.prune.layer_fractions = ""    # per-layer overrides 'LAYER=FRACTION,...'; 0 = never pruned
+
+    c.lottery = ml_collections.ConfigDict()
+    c.lottery.levels = 6            # IMP levels after the dense level 0
+    c.lottery.rewind = "0it"        # rewind point k: 0 = original LTH, >0 = late rewinding
+    c.lottery.rewind_mode = "weights"  # weights (rewind to step k) | lr (keep trained weights, replay schedule from k)
+    c.lottery.controls = "reinit,random_prune"  # comma list of reinit | random_prune | shuffle ('' = none)
+
+    c.run = ml_collections.ConfigDict()   # not part of the run's identity (not hashed)
+    c.run.out = "runs"              # root folder of run directories
+    c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)
+    c.run.progress = True           # show a progress bar
+    return c
+
+
+UNHASHED = ("run", "lottery.levels", "lottery.controls")
+
+
+def identity(cfg) -> dict:
+    """The part of the config that decides results (run options and level/control counts removed)."""
+    d = json.loads(cfg.to_json())
+    for key in UNHASHED:
+        *head, last = key.split(".")
+        node = d
+        for h in head:
+            node = node[h]
+        node.pop(last, None)
+    return d
+
+
+def parse_duration(text: str, steps_per_epoch: int, what: str = "duration") -> int:
+    """'500it' | '2ep' | '500' → iterations."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*", str(text))
+    if not m:
+        raise UserError(f"bad {what} {text!r}; expected e.g. '500it' or '2ep'")
+    value, unit = float(m.group(1)), m.group(2) or "it"
+    return int(round(value * steps_per_epoch)) if unit == "ep" else int(value)
+
+
+def apply_overrides(cfg, items) -> None:
+    """Apply ['key=value', ...]; unknown keys and wrong types are UserErrors."""
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"bad --set {item!r}; expected key=value")
+        *head, last = key.strip().split(".")
+        node = cfg
+        for h in head:
+            if not isinstance(node, ml_collections.ConfigDict) or h not in node:
+                raise UserError(f"unknown config key {key!r}; allowed: {', '.join(all_keys(cfg))}")
+            node = node[h]
+        if not isinstance(node, ml_collections.ConfigDict) or last not in node or isinstance(node[last], ml_collections.ConfigDict):
+            raise UserError(f"unknown config key {key!r}; allowed: {', '.join(all_keys(cfg))}")
+        current = node[last]
+        if isinstance(current, str):
+            value = raw
+        else:
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw
+            if isinstance(current, bool) and raw.lower() in ("true", "false"):
+                value = raw.lower() == "true"
+            if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+        try:
+            node[last] = value
+        except TypeError:
+            raise UserError(f"bad value {raw!r} for {key} (expected {type(current).__name__})") from None
+
+
+def all_keys(cfg, prefix="") -> list[str]:
+    out = []
+    for k, v in cfg.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            out += all_keys(v, f"{prefix}{k}.")
+        else:
+            out.append(prefix + k)
+    return out

@@ -1,0 +1,76 @@
+"""Dataset name → loader; the validation split carved from train; per-channel normalization."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from lth.errors import UserError
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Whole splits as arrays: x float32 (N, ...), y int32 (N,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self):
+        return self.x_train.shape[1:]
+
+
+def _mnist1d(cfg):
+    from lth.data import mnist1d
+    return mnist1d.load()
+
+
+def _tfds(name):
+    def load(cfg):
+        from lth.data import tfds_source
+        return tfds_source.load(name, cfg.data_dir or None)
+    return load
+
+
+LOADERS = {
+    "mnist1d": (_mnist1d, "MNIST-1D generated offline (4,000 train / 1,000 test, length 40)"),
+    "mnist": (_tfds("mnist"), "tfds MNIST (needs a prepared data dir)"),
+    "fashion_mnist": (_tfds("fashion_mnist"), "tfds Fashion-MNIST (needs a prepared data dir)"),
+}
+
+
+def names() -> list[str]:
+    return sorted(LOADERS)
+
+
+def split_validation(x, y, size: int, seed: int = 0):
+    """Carve a fixed, seeded validation set of `size` examples out of the training set."""
+    if not 0 <= size < len(y):
+        raise UserError(f"data.validation_size {size} out of range; allowed: 0 <= size < {len(y)} (training examples)")
+    perm = np.random.default_rng(seed).permutation(len(y))
+    val, train = perm[:size], perm[size:]
+    return x[train], y[train], x[val], y[val]
+
+
+def normalize(x_train, *others):
+    """Standardize with the training set's per-channel (last axis for images, global otherwise) stats."""
+    axes = tuple(range(x_train.ndim - 1)) if x_train.ndim >= 4 else None
+    mean = x_train.mean(axis=axes, keepdims=axes is not None)
+    std = x_train.std(axis=axes, keepdims=axes is not None) + 1e-8
+    return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)]
+
+
+def load(cfg) -> Dataset:
+    """Load `cfg.name` (a config's `data` section) with its validation split, normalized."""
+    if cfg.name not in LOADERS:
+        raise UserError(f"unknown dataset {cfg.name!r}; allowed: {', '.join(names())}")
+    (xtr, ytr), (xte, yte), num_classes = LOADERS[cfg.name][0](cfg)
+    xtr, ytr, xva, yva = split_validation(xtr, ytr, cfg.validation_size, cfg.split_seed)
+    xtr, xva, xte = normalize(xtr, xva, xte)
+    return Dataset(cfg.name, xtr, ytr.astype(np.int32), xva, yva.astype(np.int32), xte, yte.astype(np.int32), num_classes)

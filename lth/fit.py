@@ -1,0 +1,97 @@
+"""Host side of the training loop: runs compiled segments between events (epoch ends, evaluations,
+checkpoints, captures such as the rewind point) and keeps the metric history."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from lth.train import Trainer, TrainState
+
+
+@dataclasses.dataclass
+class DeviceData:
+    """Training arrays on the device, and validation/test splits padded into evaluation chunks."""
+
+    x_train: jnp.ndarray
+    y_train: jnp.ndarray
+    val: tuple
+    test: tuple
+
+
+def device_data(trainer: Trainer, ds) -> DeviceData:
+    return DeviceData(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train),
+                      trainer.chunked(ds.x_val, ds.y_val) if len(ds.y_val) else None,
+                      trainer.chunked(ds.x_test, ds.y_test))
+
+
+def _next_multiple(step, every):
+    return (step // every + 1) * every if every > 0 else None
+
+
+def fit(trainer: Trainer, state: TrainState, data: DeviceData, end: int, *, eval_every: int,
+        history: list, checkpoint_every: int = 0, on_checkpoint: Callable | None = None,
+        captures: dict[int, Callable] | None = None, progress=None, pending=None):
+    """Train `state` (all replicates) up to global step `end`.
+
+    Evaluates every `eval_every` steps and at `end`, appending to `history` dicts of per-replicate
+    lists. Calls `captures[s](state)` when step s is reached (s may equal the start step) and
+    `on_checkpoint(state, history, pending)` every `checkpoint_every` steps before the end, where
+    `pending` holds the train losses since the last evaluation (pass it back in to resume exactly).
+    """
+    captures = dict(captures or {})
+    step = int(np.asarray(state.step)[0])
+    if step in captures:
+        captures.pop(step)(state)
+    spe = trainer.steps_per_epoch
+    perm, perm_epoch = None, None
+    losses = [(k, np.asarray(l)) for k, l in (pending or [])]
+    while step < end:
+        stops = [end, (step // spe + 1) * spe, _next_multiple(step, eval_every),
+                 _next_multiple(step, checkpoint_every), *[s for s in captures if s > step]]
+        stop = min(s for s in stops if s is not None)
+        if perm_epoch != step // spe:
+            perm_epoch = step // spe
+            perm = trainer.epoch_perm(state.data_rng, perm_epoch)
+        state, loss = trainer.run_steps(state, perm, data.x_train, data.y_train, stop - step)
+        losses.append((stop - step, np.asarray(loss)))
+        if progress is not None:
+            progress.update(stop - step)
+        step = stop
+        if step in captures:
+            captures.pop(step)(state)
+        if step == end or (eval_every > 0 and step % eval_every == 0):
+            n = sum(k for k, _ in losses)
+            entry = {"step": step, "train_loss": (sum(k * l for k, l in losses) / n).tolist()}
+            entry.update(evaluate(trainer, state, data))
+            history.append(entry)
+            losses = []
+        if on_checkpoint and checkpoint_every > 0 and step % checkpoint_every == 0 and step < end:
+            on_checkpoint(state, history, [(k, l.tolist()) for k, l in losses])
+    return state, history
+
+
+def evaluate(trainer: Trainer, state: TrainState, data: DeviceData) -> dict:
+    out = {}
+    for name, split in (("val", data.val), ("test", data.test)):
+        if split is not None:
+            loss, acc = trainer.evaluate(state, split)
+            out[f"{name}_loss"], out[f"{name}_acc"] = np.asarray(loss).tolist(), np.asarray(acc).tolist()
+    return out
+
+
+def summarize(history: list) -> list[dict]:
+    """Per replicate: final test accuracy, the early-stop step (minimum validation loss), and the
+    test accuracy there."""
+    r = len(history[-1]["test_acc"])
+    out = []
+    for i in range(r):
+        row = {"test_accuracy": history[-1]["test_acc"][i], "final_step": history[-1]["step"]}
+        if "val_loss" in history[-1]:
+            best = min(history, key=lambda e: e["val_loss"][i])
+            row.update(best_val_loss=best["val_loss"][i], best_val_loss_step=best["step"],
+                       test_accuracy_at_best_val=best["test_acc"][i])
+        out.append(row)
+    return out

@@ -1,0 +1,219 @@
+"""Iterative magnitude pruning with rewinding, and its controls (reinit, random prune, shuffle).
+
+Level 0 trains the dense network from init and records the rewind weights at step k. Level L
+prunes `prune.fraction` of the surviving weights by score (magnitude of level L-1's trained
+weights) and trains (rewind weights at k) ⊙ mask_L from step k, with a fresh optimizer and the
+schedule resumed at k. With rewind_mode='lr' it instead starts from level L-1's trained weights
+⊙ mask_L (learning-rate rewinding). All replicates are trained together (leading axis R).
+
+Layout of a run directory:
+  config.json, summary.json
+  level_0/rewind                  params + model state at step k (orbax)
+  level_L/final                   final TrainState: params, masks, opt state, step, rng (orbax)
+  level_L/metrics.json            history + per-replicate summary; its presence marks the level done
+  level_L/ckpt/                   rolling mid-training checkpoint (removed when the level is done)
+  controls/<name>/level_L/...     the same for each control
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from lth import checkpoint, data as D, masks as M, prune as P, scores as S
+from lth.config import parse_duration
+from lth.errors import UserError, check_choice
+from lth.experiment import read_json, write_json
+from lth.fit import device_data, fit, summarize
+from lth.models import registry
+from lth.train import make_trainer
+
+CONTROLS = ("reinit", "random_prune", "shuffle")
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything derived from a config, validated before any training."""
+
+    cfg: object
+    dataset: D.Dataset
+    trainer: object
+    prunable: object
+    layer_fractions: list
+    total: int
+    rewind: int
+    eval_every: int
+    checkpoint_every: int
+    controls: tuple
+
+    @property
+    def replicates(self) -> int:
+        return self.cfg.replicates
+
+
+def validate(cfg) -> None:
+    """Config checks that need no data (one-line UserErrors)."""
+    if not 0.0 < cfg.prune.fraction < 1.0:
+        raise UserError(f"prune.fraction {cfg.prune.fraction} out of range; allowed: 0 < fraction < 1")
+    if cfg.lottery.levels < 0:
+        raise UserError(f"lottery.levels {cfg.lottery.levels} is negative; allowed: 0 or more")
+    if cfg.replicates < 1:
+        raise UserError(f"replicates {cfg.replicates} out of range; allowed: 1 or more")
+    check_choice("prune.scope", cfg.prune.scope, ("global", "layerwise"))
+    check_choice("lottery.rewind_mode", cfg.lottery.rewind_mode, ("weights", "lr"))
+    for c in controls_of(cfg):
+        check_choice("control", c, CONTROLS)
+    S.get(cfg.prune.score)
+    check_choice("dataset", cfg.data.name, D.names())
+    registry.find(cfg.model.name)
+    P.parse_layer_fractions(cfg.prune.layer_fractions)
+
+
+def controls_of(cfg) -> tuple:
+    return tuple(c.strip() for c in cfg.lottery.controls.split(",") if c.strip())
+
+
+def setup(cfg) -> Setup:
+    validate(cfg)
+    ds = D.load(cfg.data)
+    model = registry.build(cfg.model.name, ds.num_classes, cfg.model.init, ds.input_shape)
+    trainer = make_trainer(model, cfg.train, len(ds.y_train))
+    spe = trainer.steps_per_epoch
+    total = parse_duration(cfg.train.duration, spe, "train.duration")
+    rewind = parse_duration(cfg.lottery.rewind, spe, "lottery.rewind")
+    if rewind >= total:
+        raise UserError(f"lottery.rewind {cfg.lottery.rewind!r} = step {rewind} is not before the end of "
+                        f"training (step {total}); allowed: 0 <= rewind < {total}")
+    params, _ = jax.eval_shape(trainer.init_variables, jax.random.PRNGKey(0), jnp.zeros((1, *ds.input_shape)))
+    prunable = M.prunable_tree(params, cfg.prune.prunable)
+    if not any(jax.tree.leaves(prunable)):
+        raise UserError(f"prune.prunable {cfg.prune.prunable!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
+    lf = P.parse_layer_fractions(cfg.prune.layer_fractions)
+    P.plan_groups(M.leaf_paths(params), jax.tree.leaves(prunable), cfg.prune.fraction, False, lf)
+    return Setup(cfg, ds, trainer, prunable, lf, total, rewind,
+                 parse_duration(cfg.train.eval_every, spe, "train.eval_every"),
+                 parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), controls_of(cfg))
+
+
+# ----- keys and initialization ---------------------------------------------------------------
+def keys(s: Setup, purpose: int):
+    """[R] keys for a purpose (0 init, 1 train steps, 2 data order, 100+L reinit, 200+L random masks)."""
+    return jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s.cfg.seed + r), purpose) for r in range(s.replicates)])
+
+
+def init_variables(s: Setup, rng):
+    sample = jnp.zeros((1, *s.dataset.input_shape), jnp.float32)
+    return jax.vmap(lambda k: s.trainer.init_variables(k, sample))(rng)
+
+
+# ----- one training run (an arm at a level) ---------------------------------------------------
+def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data, *, captures=None, label=""):
+    """Train from (params ⊙ masks) at step `start` to the end, resuming from `adir` if possible.
+    Returns (final state, per-replicate summary rows)."""
+    t = s.trainer
+    state = t.new_state(params, model_state, masks, start, keys(s, 1), keys(s, 2))
+    metrics_path = os.path.join(adir, "metrics.json")
+    if os.path.exists(metrics_path):
+        return checkpoint.load(os.path.join(adir, "final"), state), read_json(metrics_path)["replicates"]
+    rolling = checkpoint.Rolling(os.path.join(adir, "ckpt"))
+    history, pending = [], None
+    latest = rolling.latest(state)
+    if latest is not None:
+        state, meta = latest
+        history, pending = meta["history"], meta["pending"]
+    bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label,
+               disable=not s.cfg.run.progress, leave=False, dynamic_ncols=True)
+
+    def on_checkpoint(st, hist, pend):
+        rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend})
+
+    state, history = fit(t, state, data, s.total, eval_every=s.eval_every, history=history,
+                         checkpoint_every=s.checkpoint_every, on_checkpoint=on_checkpoint,
+                         captures=captures, progress=bar, pending=pending)
+    bar.close()
+    rolling.close()
+    checkpoint.save(os.path.join(adir, "final"), state)
+    rows = summarize(history)
+    dens, per_layer = M.density(state.masks, s.prunable, axis=0)
+    for r, row in enumerate(rows):
+        row.update(seed=s.cfg.seed + r, density=float(dens[r]), density_per_layer={k: float(v[r]) for k, v in per_layer.items()})
+    write_json(metrics_path, {"replicates": rows, "history": history})
+    shutil.rmtree(os.path.join(adir, "ckpt"), ignore_errors=True)
+    return state, rows
+
+
+def level_entry(level: int, rows: list) -> dict:
+    """Summary row of a level: means over replicates, stds, and the per-replicate rows."""
+    out = {"level": level}
+    for key in ("density", "test_accuracy", "best_val_loss_step", "test_accuracy_at_best_val"):
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            out[key] = float(np.mean(vals))
+            out[key + "_std"] = float(np.std(vals))
+    out["replicates"] = rows
+    return out
+
+
+# ----- the IMP run -----------------------------------------------------------------------------
+def run(s: Setup, run_dir: str, log=print) -> dict:
+    """All levels and controls; writes summary.json after every finished arm. Returns the summary."""
+    cfg, t = s.cfg, s.trainer
+    data = device_data(t, s.dataset)
+    init_params, init_ms = init_variables(s, keys(s, 0))
+    rewind_path = os.path.join(run_dir, "level_0", "rewind")
+    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "levels": [],
+               "controls": {c: [] for c in s.controls}}
+    score_fn = S.get(cfg.prune.score)
+
+    def save_rewind(st):
+        if not checkpoint.exists(rewind_path):
+            checkpoint.save(rewind_path, {"params": st.params, "model_state": st.model_state})
+
+    masks, final = M.ones_like(init_params), None
+    for level in range(cfg.lottery.levels + 1):
+        if level > 0:
+            scores = jax.vmap(lambda p, m, k: score_fn(None, {"params": p}, m, None, k))(
+                final.params, final.masks, keys(s, 300 + level))
+            masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=cfg.prune.fraction,
+                                       layerwise=cfg.prune.scope == "layerwise", layer_fractions=s.layer_fractions)
+        if level == 0:
+            params, ms, start, captures = init_params, init_ms, 0, {s.rewind: save_rewind}
+        else:
+            rw = checkpoint.load(rewind_path, {"params": init_params, "model_state": init_ms})
+            src = final if cfg.lottery.rewind_mode == "lr" else rw
+            params = src.params if cfg.lottery.rewind_mode == "lr" else src["params"]
+            ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]
+            start, captures = s.rewind, None
+        final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, start, data,
+                                captures=captures, label=f"level {level}")
+        summary["levels"].append(level_entry(level, rows))
+        log(_line(f"level {level}", summary["levels"][-1]))
+        if level > 0:
+            rw_params, rw_ms = rw["params"], rw["model_state"]
+            for c in s.controls:
+                c_params, c_ms, c_masks = control_start(s, c, level, masks, rw_params, rw_ms)
+                _, c_rows = train_arm(s, os.path.join(run_dir, "controls", c, f"level_{level}"), c_params, c_ms,
+                                      c_masks, s.rewind, data, label=f"{c} {level}")
+                summary["controls"][c].append(level_entry(level, c_rows))
+                log(_line(f"  {c}", summary["controls"][c][-1]))
+        write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
+
+
+def control_start(s: Setup, control: str, level: int, masks, rw_params, rw_ms):
+    """(params, model_state, masks) a control arm starts from at `level`."""
+    if control == "reinit":
+        p, ms = init_variables(s, keys(s, 100 + level))
+        return p, ms, masks
+    k = keys(s, (200 if control == "random_prune" else 250) + level)
+    return rw_params, rw_ms, jax.vmap(lambda m, key: P.shuffle(m, s.prunable, key))(masks, k)
+
+
+def _line(name, e):
+    acc = f"{e['test_accuracy']:.4f}" + (f" ± {e['test_accuracy_std']:.4f}" if len(e["replicates"]) > 1 else "")
+    return f"{name:<16} density {e['density']:.4f}  test acc {acc}  early-stop step {e.get('best_val_loss_step', float('nan')):.0f}"

@@ -1,0 +1,28 @@
+"""Install lth: `pip install -e .` (add `[test]` for the test suite, `[prepare]` to download tfds data)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="lth",
+    version="0.1.0",
+    description="Lottery tickets and pruning at initialization in JAX/Flax",
+    packages=find_packages(include=["lth", "lth.*", "analysis", "analysis.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.6",
+        "tensorflow-datasets>=4.9.6",
+        "numpy",
+        "ml_collections",
+        "matplotlib",
+        "tqdm",
+        "mnist1d",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        # Preparing MNIST/CIFAR/GLUE for tfds.data_source needs TensorFlow and internet access.
+        "prepare": ["tensorflow-cpu", "array_record"],
+    },
+    entry_points={"console_scripts": ["lth=lth.cli:main"]},
+)
