@@ -11,6 +11,8 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from lth.errors import UserError
@@ -20,6 +22,12 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 
 def _abstract(like):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+
+
+def _uncommitted(tree):
+    """Restored arrays come back committed to a device; fresh ones are not, and jit compiles the two
+    separately. A host round trip gives restored state the same cache key as fresh state."""
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), tree)
 
 
 def _unreadable(path, e):
@@ -41,7 +49,7 @@ def save(path, tree) -> None:
 def load(path, like):
     """Restore the pytree at `path` with the structure, shapes and dtypes of `like`."""
     try:
-        return ocp.StandardCheckpointer().restore(os.path.abspath(path), _abstract(like))
+        return _uncommitted(ocp.StandardCheckpointer().restore(os.path.abspath(path), _abstract(like)))
     except Exception as e:  # orbax raises many types for missing, truncated or mismatched files
         raise _unreadable(path, e) from None
 
@@ -77,7 +85,7 @@ class Rolling:
                                                                   meta=ocp.args.JsonRestore()))
         except Exception as e:
             raise _unreadable(os.path.join(self.directory, str(step)), e) from None
-        return out["state"], out["meta"]
+        return _uncommitted(out["state"]), out["meta"]
 
     def close(self):
         if self._mngr is not None:

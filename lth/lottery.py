@@ -17,6 +17,7 @@ Layout of a run directory:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 
@@ -54,6 +55,17 @@ class Setup:
     @property
     def replicates(self) -> int:
         return self.cfg.replicates
+
+    @functools.cached_property
+    def score(self):
+        """(params [R], masks [R], keys [R]) → IMP scores of trained weights (jit, vmapped)."""
+        fn = S.get(self.cfg.prune.score)
+        return jax.jit(jax.vmap(lambda p, m, k: fn(None, {"params": p}, m, None, k)))
+
+    @functools.cached_property
+    def shuffle(self):
+        """(masks [R], keys [R]) → layerwise-shuffled masks (jit, vmapped)."""
+        return jax.jit(jax.vmap(lambda m, k: P.shuffle(m, self.prunable, k)))
 
 
 def validate(cfg) -> None:
@@ -101,14 +113,18 @@ def setup(cfg) -> Setup:
 
 
 # ----- keys and initialization ---------------------------------------------------------------
+@jax.jit
+def _keys(seeds, purpose):
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), purpose))(seeds)
+
+
 def keys(s: Setup, purpose: int):
     """[R] keys for a purpose (0 init, 1 train steps, 2 data order, 100+L reinit, 200+L random masks)."""
-    return jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s.cfg.seed + r), purpose) for r in range(s.replicates)])
+    return _keys(jnp.arange(s.replicates, dtype=jnp.uint32) + s.cfg.seed, jnp.uint32(purpose))
 
 
 def init_variables(s: Setup, rng):
-    sample = jnp.zeros((1, *s.dataset.input_shape), jnp.float32)
-    return jax.vmap(lambda k: s.trainer.init_variables(k, sample))(rng)
+    return s.trainer.init_replicates(rng, s.dataset.input_shape)
 
 
 # ----- one training run (an arm at a level) ---------------------------------------------------
@@ -168,7 +184,6 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     rewind_path = os.path.join(run_dir, "level_0", "rewind")
     summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "levels": [],
                "controls": {c: [] for c in s.controls}}
-    score_fn = S.get(cfg.prune.score)
 
     def save_rewind(st):
         if not checkpoint.exists(rewind_path):
@@ -177,8 +192,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     masks, final = M.ones_like(init_params), None
     for level in range(cfg.lottery.levels + 1):
         if level > 0:
-            scores = jax.vmap(lambda p, m, k: score_fn(None, {"params": p}, m, None, k))(
-                final.params, final.masks, keys(s, 300 + level))
+            scores = s.score(final.params, final.masks, keys(s, 300 + level))
             masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=cfg.prune.fraction,
                                        layerwise=cfg.prune.scope == "layerwise", layer_fractions=s.layer_fractions)
         if level == 0:
@@ -211,7 +225,7 @@ def control_start(s: Setup, control: str, level: int, masks, rw_params, rw_ms):
         p, ms = init_variables(s, keys(s, 100 + level))
         return p, ms, masks
     k = keys(s, (200 if control == "random_prune" else 250) + level)
-    return rw_params, rw_ms, jax.vmap(lambda m, key: P.shuffle(m, s.prunable, key))(masks, k)
+    return rw_params, rw_ms, s.shuffle(masks, k)
 
 
 def _line(name, e):

@@ -100,10 +100,25 @@ class Trainer:
 
     def new_state(self, params, model_state, masks, step, rng, data_rng) -> TrainState:
         """A fresh state (new optimizer state) for stacked replicates; params are masked."""
-        params = M.apply(params, masks)
-        return TrainState(params=params, model_state=model_state, opt_state=jax.vmap(self.tx.init)(params),
-                          masks=masks, step=jnp.full(jax.tree.leaves(masks)[0].shape[:1], step, jnp.int32),
-                          rng=rng, data_rng=data_rng)
+        return self._jit_new_state(params, model_state, masks, jnp.int32(step), rng, data_rng)
+
+    @functools.cached_property
+    def _jit_new_state(self):
+        def make(params, model_state, masks, step, rng, data_rng):
+            params = M.apply(params, masks)
+            return TrainState(params=params, model_state=model_state, opt_state=self.tx.init(params),
+                              masks=masks, step=step, rng=rng, data_rng=data_rng)
+        return jax.jit(jax.vmap(make, in_axes=(0, 0, 0, None, 0, 0)))
+
+    def init_replicates(self, rngs, input_shape):
+        """(params, model_state) stacked over the [R] keys `rngs`."""
+        return self._jit_init(rngs, tuple(input_shape))
+
+    @functools.cached_property
+    def _jit_init(self):
+        def init(rngs, input_shape):
+            return jax.vmap(lambda k: self.init_variables(k, jnp.zeros((1, *input_shape), jnp.float32)))(rngs)
+        return jax.jit(init, static_argnums=1)
 
     # ----- training --------------------------------------------------------------------------
     def train_step(self, state: TrainState, x, y):

@@ -1,0 +1,24 @@
+"""Shared tiny settings: narrow MLPs on MNIST-1D, tens of iterations."""
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "configs", "mnist1d_mlp.py")
+
+TINY = [
+    "model.name=lenet_24_12", "train.batch_size=50", "train.duration=60it", "train.eval_every=20it",
+    "train.optimizer=sgd", "train.lr=0.05", "train.momentum=0.9", "train.weight_decay=1e-4",
+    "lottery.levels=2", "run.checkpoint_every=10it", "run.progress=False", "prune.layer_fractions=",
+]
+
+
+def tiny_config(*extra):
+    from lth.cli import load_config
+
+    return load_config(DEMO, TINY + list(extra))
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config

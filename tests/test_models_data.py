@@ -1,0 +1,76 @@
+"""Model registry (parameter counts, shapes) and data loaders (MNIST-1D, tfds under mock_data)."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from lth import data as D, masks as M
+from lth.errors import UserError
+from lth.models import registry
+
+
+def init(name, shape, classes=10):
+    model = registry.build(name, classes, "glorot_normal", shape)
+    return model, model.init(jax.random.PRNGKey(0), jnp.zeros((2, *shape)))
+
+
+def test_lenet_300_100_parameter_count_on_mnist():
+    _, v = init("lenet_300_100", (28, 28, 1))
+    assert M.num_params(v["params"]) == 266_610
+
+
+def test_any_hidden_widths_and_lenet5_shapes():
+    model, v = init("lenet_7_5_3", (40,))
+    assert [v["params"][k]["kernel"].shape for k in ("fc_0", "fc_1", "fc_2", "out")] == [(40, 7), (7, 5), (5, 3), (3, 10)]
+    model, v = init("lenet5", (28, 28, 1))
+    assert model.apply(v, jnp.zeros((3, 28, 28, 1))).shape == (3, 10)
+    assert M.num_params(v["params"]) == 156 + 2416 + 48120 + 10164 + 850
+
+
+def test_bad_model_names():
+    with pytest.raises(UserError, match="resnet999.*allowed"):
+        registry.build("resnet999", 10, "glorot_normal", (40,))
+    with pytest.raises(UserError, match="lenet5"):
+        registry.build("lenet5", 10, "glorot_normal", (40,))
+    with pytest.raises(UserError, match="model.init 'zeros'"):
+        registry.build("lenet_10", 10, "zeros", (40,))
+
+
+def data_cfg(name, **kw):
+    c = ml_collections.ConfigDict(dict(name=name, data_dir="", validation_size=500, split_seed=0))
+    c.update(kw)
+    return c
+
+
+def test_mnist1d_splits_and_normalization():
+    ds = D.load(data_cfg("mnist1d"))
+    assert ds.x_train.shape == (3500, 40) and ds.x_val.shape == (500, 40) and ds.x_test.shape == (1000, 40)
+    assert ds.num_classes == 10 and set(np.unique(ds.y_train)) == set(range(10))
+    assert abs(ds.x_train.mean()) < 1e-4 and abs(ds.x_train.std() - 1) < 1e-3
+    again = D.load(data_cfg("mnist1d"))
+    np.testing.assert_array_equal(ds.x_val, again.x_val)  # fixed carve
+
+
+def test_tfds_loader_under_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=64):
+        ds = D.load(data_cfg("mnist", data_dir=str(tmp_path), validation_size=14))
+    assert ds.x_train.shape == (50, 28, 28, 1) and ds.x_val.shape == (14, 28, 28, 1)
+    assert ds.x_test.shape[1:] == (28, 28, 1) and ds.num_classes == 10
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+    assert abs(float(ds.x_train.mean())) < 1e-3
+
+
+def test_tfds_not_prepared_says_how(tmp_path):
+    with pytest.raises(UserError, match=r"'mnist'.*not prepared.*lth data prepare mnist"):
+        D.load(data_cfg("mnist", data_dir=str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded or written
+
+
+def test_unknown_dataset_and_bad_validation_size():
+    with pytest.raises(UserError, match="'cifar7'.*allowed"):
+        D.load(data_cfg("cifar7"))
+    with pytest.raises(UserError, match="validation_size 4000"):
+        D.load(data_cfg("mnist1d", validation_size=4000))

@@ -1,0 +1,112 @@
+"""Selection by score: exact counts, tie-breaking, no revival, global vs layerwise, overrides."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lth import masks as M, prune as P
+from lth.errors import UserError
+
+
+def tree(rng, shapes):
+    keys = jax.random.split(jax.random.PRNGKey(rng), len(shapes))
+    return {name: {"kernel": jax.random.normal(k, s), "bias": jnp.zeros(s[-1])} for k, (name, s) in zip(keys, shapes.items())}
+
+
+SHAPES = {"fc_0": (40, 30), "fc_1": (30, 20), "out": (20, 10)}
+
+
+def setup():
+    params = tree(0, SHAPES)
+    prunable = M.prunable_tree(params, r".*kernel")
+    return params, prunable, M.ones_like(params)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_keep_top_k_matches_stable_sort(dtype):
+    with jax.enable_x64(dtype == jnp.float64):
+        rng = np.random.default_rng(0)
+        s = rng.normal(size=5000).round(1)  # many ties, negatives
+        elig = rng.random(5000) < 0.7
+        for k in (0, 1, 17, 1234, int(elig.sum())):
+            got = np.asarray(P.keep_top_k(jnp.asarray(s, dtype), jnp.asarray(elig), k))
+            order = sorted(np.flatnonzero(elig), key=lambda i: (-s[i], i))[:k]
+            want = np.zeros(5000, bool)
+            want[order] = True
+            np.testing.assert_array_equal(got, want)
+
+
+def test_global_and_layerwise_hit_exact_counts():
+    params, prunable, ones = setup()
+    scores = jax.tree.map(jnp.abs, params)
+    g = P.prune(scores, ones, prunable, fraction=0.3)
+    total = 40 * 30 + 30 * 20 + 20 * 10
+    kept_g = sum(int(k) for k, _ in M.counts(g, prunable).values())
+    assert kept_g == total - int(np.ceil(0.3 * total))
+    lw = P.prune(scores, ones, prunable, fraction=0.3, layerwise=True)
+    for path, (k, n) in M.counts(lw, prunable).items():
+        assert int(k) == n - int(np.ceil(0.3 * n)), path
+    # global keeps the top scores overall: every kept score >= every pruned one
+    flat_s = np.concatenate([np.abs(np.asarray(params[n]["kernel"])).ravel() for n in SHAPES])
+    flat_m = np.concatenate([np.asarray(g[n]["kernel"]).ravel() for n in SHAPES])
+    assert flat_s[flat_m].min() >= flat_s[~flat_m].max()
+    # biases untouched
+    assert all(bool(np.all(g[n]["bias"])) for n in SHAPES)
+
+
+def test_ties_are_deterministic_and_lower_index_kept():
+    params, prunable, ones = setup()
+    scores = jax.tree.map(jnp.ones_like, params)
+    a = P.prune(scores, ones, prunable, fraction=0.5, layerwise=True)
+    b = P.prune(scores, ones, prunable, fraction=0.5, layerwise=True)
+    for n in SHAPES:
+        m = np.asarray(a[n]["kernel"]).ravel()
+        np.testing.assert_array_equal(m, np.asarray(b[n]["kernel"]).ravel())
+        assert m[: m.sum()].all() and not m[m.sum():].any()
+
+
+def test_pruned_weights_never_revive():
+    params, prunable, ones = setup()
+    first = P.prune(jax.tree.map(jnp.abs, params), ones, prunable, fraction=0.5)
+    # give the pruned weights the highest scores: they must still stay pruned
+    scores = jax.tree.map(lambda m, p: jnp.where(m, jnp.abs(p), 1e9), first, params)
+    second = P.prune(scores, first, prunable, fraction=0.5)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
+        assert not np.any(np.asarray(b) & ~np.asarray(a))
+
+
+def test_density_after_levels_is_geometric():
+    params, prunable, masks = setup()
+    total = sum(n for _, n in M.counts(masks, prunable).values())
+    for level in range(1, 8):
+        scores = jax.tree.map(lambda p, k=level: jnp.abs(p) + 0.01 * k, params)
+        masks = P.prune(scores, masks, prunable, fraction=0.2)
+        kept = sum(int(k) for k, _ in M.counts(masks, prunable).values())
+        assert abs(kept - total * 0.8 ** level) <= level  # ceil per level: off by at most one per level
+
+
+def test_layer_overrides_rate_and_exclusion():
+    params, prunable, ones = setup()
+    scores = jax.tree.map(jnp.abs, params)
+    m = P.prune(scores, ones, prunable, fraction=0.2, layer_fractions=P.parse_layer_fractions("out=0.1,fc_0=0"))
+    c = M.counts(m, prunable)
+    assert int(c["out/kernel"][0]) == 200 - 20
+    assert int(c["fc_0/kernel"][0]) == 1200
+    assert int(c["fc_1/kernel"][0]) == 600 - 120
+
+
+def test_bad_layer_pattern_and_fraction():
+    params, prunable, ones = setup()
+    with pytest.raises(UserError, match="nosuch"):
+        P.prune(params, ones, prunable, fraction=0.2, layer_fractions=[("nosuch", 0.1)])
+    with pytest.raises(UserError, match="out=2"):
+        P.parse_layer_fractions("out=2")
+
+
+def test_shuffle_keeps_per_layer_counts_and_moves_positions():
+    params, prunable, ones = setup()
+    m = P.prune(jax.tree.map(jnp.abs, params), ones, prunable, fraction=0.6, layerwise=True)
+    sh = P.shuffle(m, prunable, jax.random.PRNGKey(3))
+    for path in M.counts(m, prunable):
+        assert M.counts(m, prunable)[path][0] == M.counts(sh, prunable)[path][0]
+    assert not np.array_equal(np.asarray(m["fc_0"]["kernel"]), np.asarray(sh["fc_0"]["kernel"]))

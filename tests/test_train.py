@@ -1,0 +1,102 @@
+"""The masked train step: pruned weights stay exactly 0, schedules, vmapped replicates."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from lth import masks as M, prune as P
+from lth.config import base
+from lth.models import registry
+from lth.train import make_schedule, make_trainer
+
+
+def train_cfg(**kw):
+    t = base().train
+    t.update(dict(batch_size=32, duration="30it", eval_batch_size=64), **kw)
+    return t
+
+
+def make(opt, n=256, **kw):
+    model = registry.build("lenet_32_16", 10, "kaiming_normal", (20,))
+    t = make_trainer(model, train_cfg(optimizer=opt, **kw), n)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, 20)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 10, n), jnp.int32)
+    return t, x, y
+
+
+def start_state(t, seeds, sparsity=0.5):
+    params, ms = [], []
+    for s in seeds:
+        p, m = t.init_variables(jax.random.PRNGKey(s), jnp.zeros((1, 20)))
+        params.append(p), ms.append(m)
+    params, ms = M.stack(params), M.stack(ms)
+    prunable = M.prunable_tree(M.index(params, 0), r".*kernel")
+    scores = M.stack([jax.tree.map(lambda p, s=s: jax.random.uniform(jax.random.PRNGKey(s), p.shape), M.index(params, 0))
+                      for s in seeds])
+    masks = P.prune_replicates(scores, M.ones_like(params), prunable, fraction=sparsity)
+    keys = lambda purpose: jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), purpose) for s in seeds])  # noqa: E731
+    return t.new_state(params, ms, masks, 0, keys(1), keys(2))
+
+
+@pytest.mark.parametrize("opt,kw", [("sgd", dict(momentum=0.9, weight_decay=5e-3, lr=0.1)),
+                                    ("adam", dict(weight_decay=1e-3, lr=1e-2)), ("adamw", dict(weight_decay=0.1, lr=1e-2))])
+def test_pruned_weights_exactly_zero_after_steps(opt, kw):
+    t, x, y = make(opt, **kw)
+    st = start_state(t, [0])
+    before = st.params
+    perm = t.epoch_perm(st.data_rng, 0)
+    st, loss = t.run_steps(st, perm, x, y, 7)
+    assert int(st.step[0]) == 7 and np.isfinite(np.asarray(loss)).all()
+    for p, m, p0 in zip(jax.tree.leaves(st.params), jax.tree.leaves(st.masks), jax.tree.leaves(before)):
+        p, m = np.asarray(p), np.asarray(m)
+        assert np.all(p[~m] == 0.0)
+        if m.all() or m.sum() > 0:
+            assert not np.array_equal(p[m], np.asarray(p0)[m])  # live weights did move
+    # optimizer state (momentum / Adam moments) of pruned weights stays 0 too
+    for leaf in jax.tree.leaves(st.opt_state):
+        if leaf.shape == st.params["fc_0"]["kernel"].shape:
+            assert np.all(np.asarray(leaf)[~np.asarray(st.masks["fc_0"]["kernel"])] == 0)
+
+
+def test_vmapped_replicates_equal_one_by_one():
+    t, x, y = make("sgd", momentum=0.9, lr=0.05)
+    both = start_state(t, [3, 4])
+    perm = t.epoch_perm(both.data_rng, 0)
+    both, _ = t.run_steps(both, perm, x, y, 8)
+    for r, seed in enumerate([3, 4]):
+        one = start_state(t, [seed])
+        one, _ = t.run_steps(one, t.epoch_perm(one.data_rng, 0), x, y, 8)
+        for a, b in zip(jax.tree.leaves(M.index(both.params, r)), jax.tree.leaves(M.index(one.params, 0))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_schedules():
+    cfg = train_cfg(schedule="step", lr=0.1, milestones="2ep,3ep", gamma=0.1)
+    f = make_schedule(cfg, steps_per_epoch=10, total=40)
+    np.testing.assert_allclose([float(f(s)) for s in (0, 19, 20, 29, 30, 39)], [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+    f = make_schedule(train_cfg(schedule="constant", lr=0.2, warmup="4it"), 10, 40)
+    np.testing.assert_allclose([float(f(s)) for s in (0, 3, 4, 30)], [0.05, 0.2, 0.2, 0.2], rtol=1e-6)
+    f = make_schedule(train_cfg(schedule="linear", lr=1.0), 10, 40)
+    assert float(f(0)) == 1.0 and abs(float(f(20)) - 0.5) < 1e-6
+
+
+def test_eval_counts_every_example_once():
+    t, x, y = make("sgd")
+    st = start_state(t, [0])
+    xs = np.asarray(x[:100])
+    split = t.chunked(xs, np.asarray(y[:100]))  # 100 examples in chunks of 64: padding must not count
+    loss, acc = t.evaluate(st, split)
+    logits = t.model.apply({"params": M.index(st.params, 0)}, jnp.asarray(xs))
+    np.testing.assert_allclose(float(acc[0]), float(np.mean(np.argmax(logits, -1) == np.asarray(y[:100]))), atol=1e-6)
+
+
+def test_bad_optimizer_and_batch():
+    from lth.errors import UserError
+
+    with pytest.raises(UserError, match="optimizer 'rmsprop'"):
+        make("rmsprop")
+    with pytest.raises(UserError, match="batch_size 999"):
+        make_trainer(registry.build("lenet_4", 10, "kaiming_normal", (20,)), train_cfg(batch_size=999), 256)
+    _ = ml_collections
