@@ -1,31 +1,49 @@
-"""PNG plots of lottery summaries: test accuracy vs density, one line per arm."""
+"""PNG plots of lottery summaries: a metric vs density, one line per arm (ticket and controls)."""
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.tables import arms  # noqa: E402
 
+LABELS = {
+    "test_accuracy": "final test accuracy (%)",
+    "test_accuracy_at_best_val": "test accuracy at early stop (%)",
+    "best_val_loss_step": "early-stop iteration (min. val loss)",
+}
+PERCENT = {"test_accuracy", "test_accuracy_at_best_val"}
 
-def accuracy_vs_density(summary: dict, path: str, key: str = "test_accuracy", title: str | None = None) -> str:
-    """Write the plot to `path` (log-scaled density axis, error bars = std over replicates)."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for name, rows in arms(summary).items():
-        rows = sorted(rows, key=lambda e: -e["density"])
-        x = [100 * e["density"] for e in rows]
-        y = [100 * e[key] for e in rows]
-        err = [100 * e.get(key + "_std", 0.0) for e in rows]
-        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=name)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel(key.replace("_", " ") + " (%)")
-    ax.set_title(title or summary.get("config", {}).get("name", ""))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+
+def metric_vs_density(summary: dict, path: str, keys=("test_accuracy",), title: str | None = None) -> str:
+    """One panel per metric key; log-scaled density axis, error bars = std over replicates."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), dpi=120, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        scale = 100 if key in PERCENT else 1
+        for name, rows in arms(summary).items():
+            rows = sorted((e for e in rows if key in e), key=lambda e: -e["density"])
+            if not rows:
+                continue
+            ax.errorbar([100 * e["density"] for e in rows], [scale * e[key] for e in rows],
+                        yerr=[scale * e.get(key + "_std", 0.0) for e in rows], marker="o", ms=4, capsize=2, label=name)
+        ax.set_xscale("log")
+        ticks = sorted({round(100 * e["density"], 3) for e in summary["levels"]}, reverse=True)[::2]
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.invert_xaxis()
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_ylabel(LABELS.get(key, key))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or summary.get("config", {}).get("name", ""))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def accuracy_vs_density(summary: dict, path: str) -> str:
+    return metric_vs_density(summary, path, ("test_accuracy",))

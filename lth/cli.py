@@ -77,10 +77,17 @@ def cmd_models(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lth", description="Lottery tickets and pruning at initialization (JAX).",
+    p = Parser(prog="lth", description="Lottery tickets and pruning at initialization (JAX).",
                                 epilog=EPILOG)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     lot = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
                          description="Train levels 0..L of IMP (resumes where it stopped; finished levels are "
                                      "skipped), print a table and write summary.json and a plot.", epilog=EPILOG)

@@ -1,0 +1,108 @@
+"""The command line: help, and one-line errors (exit 2) for bad input that leave files untouched."""
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lth.cli import main
+from conftest import DEMO, ROOT, TINY
+
+BASE = ["lottery", "--config", DEMO, "--no-progress"] + [a for t in TINY for a in ("--set", t)]
+
+
+def snapshot(path):
+    out = {}
+    for d, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, path)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+def fails(capsys, argv, *needles):
+    with pytest.raises(SystemExit) as e:
+        code = main(argv)
+        raise SystemExit(code)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2, err
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(BASE + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--out", str(out)]) == 0
+    (run_dir,) = [os.path.join(out, d) for d in os.listdir(out)]
+    return run_dir
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--set", "model.name=resnet999"], ["'resnet999'", "allowed"]),
+    (["--set", "data.name=imagenet"], ["'imagenet'", "mnist1d"]),
+    (["--set", "train.optimizer=rmsprop"], ["'rmsprop'", "sgd"]),
+    (["--set", "prune.fraction=1.5"], ["1.5", "0 < fraction < 1"]),
+    (["--set", "prune.fraction=0"], ["0.0", "0 < fraction < 1"]),
+    (["--set", "lottery.levels=-1"], ["-1", "0 or more"]),
+    (["--set", "lottery.rewind=500it"], ["'500it'", "rewind < 60"]),
+    (["--set", "train.lrr=0.1"], ["'train.lrr'", "train.lr"]),
+    (["--set", "lottery.levels=many"], ["'many'", "int"]),
+    (["--set", "lottery.controls=reinit,bogus"], ["'bogus'", "random_prune"]),
+    (["--set", "data.name=mnist", "--set", "data.data_dir=/nonexistent/tfds"], ["'mnist'", "not prepared", "lth data prepare mnist"]),
+])
+def test_bad_input_one_line_exit_2_and_nothing_written(capsys, tmp_path, extra, needles):
+    fails(capsys, BASE + extra + ["--out", str(tmp_path)], *needles)
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_command_and_missing_config(capsys):
+    fails(capsys, ["prune-everything"], "'prune-everything'", "lottery")
+    fails(capsys, ["lottery", "--config", "configs/nope.py"], "configs/nope.py", "get_config")
+
+
+def test_run_dir_of_another_config_is_refused_untouched(capsys, finished_run):
+    before = snapshot(finished_run)
+    fails(capsys, BASE + ["--set", "train.lr=0.01", "--run-dir", finished_run], "another config", finished_run)
+    assert snapshot(finished_run) == before
+
+
+def test_corrupt_checkpoint_is_reported_untouched(capsys, finished_run, tmp_path):
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    final = run / "level_0" / "final"
+    for d, _, files in os.walk(final):
+        for f in files:
+            if not f.startswith("_"):
+                with open(os.path.join(d, f), "wb") as fh:
+                    fh.write(b"garbage")
+    before = snapshot(run)
+    fails(capsys, BASE + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--run-dir", str(run)],
+          "unreadable", "level_0")
+    assert snapshot(run) == before
+
+
+def test_rerun_skips_finished_levels_and_prints_table(capsys, finished_run):
+    before = snapshot(finished_run)
+    assert main(BASE + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--run-dir", finished_run]) == 0
+    out = capsys.readouterr().out
+    assert "| level | density % | ticket test accuracy % |" in out
+    assert re.search(r"^\| 1 \| 79\.9\d \| \d+\.\d\d \|$", out, re.M), out
+    after = snapshot(finished_run)
+    changed = {k for k in after if before.get(k) != after[k]}
+    assert changed <= {"summary.json", "accuracy_vs_density.png"}  # nothing retrained
+
+
+def test_help_explains_every_option():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run([sys.executable, "-m", "lth.cli", "lottery", "--help"], capture_output=True, text=True,
+                         env=env, cwd=ROOT).stdout
+    for opt in ("--config", "--set", "--replicates", "--out", "--run-dir", "--no-progress"):
+        assert opt in out
+    top = subprocess.run([sys.executable, "-m", "lth.cli", "--help"], capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    for cmd in ("lottery", "data", "models"):
+        assert cmd in top

@@ -1,0 +1,44 @@
+"""Every shipped config loads, validates and builds (tfds datasets under mock_data), and the
+published protocols say what their papers say."""
+import glob
+import os
+
+import jax
+import pytest
+import tensorflow_datasets as tfds
+
+from lth import lottery, masks as M
+from lth.cli import load_config
+from conftest import ROOT
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_builds(path, tmp_path):
+    cfg = load_config(path, ["train.duration=2it", "train.batch_size=8"])
+    lottery.validate(cfg)
+    if cfg.data.name != "mnist1d":
+        cfg.data.data_dir = str(tmp_path)
+        cfg.data.validation_size = min(cfg.data.validation_size, 16)
+        with tfds.testing.mock_data(num_examples=64):
+            s = lottery.setup(cfg)
+    else:
+        s = lottery.setup(cfg)
+    params, _ = s.trainer.init_replicates(lottery.keys(s, 0), s.dataset.input_shape)
+    if cfg.model.name == "lenet_300_100" and cfg.data.name == "mnist":
+        assert M.num_params(M.index(params, 0)) == 266_610
+    assert any(jax.tree.leaves(s.prunable))
+
+
+def test_frankle_carbin_protocol():
+    c = load_config(os.path.join(ROOT, "configs", "lenet_300_100_frankle_carbin.py"))
+    assert (c.train.optimizer, c.train.lr, c.train.batch_size, c.train.duration) == ("adam", 1.2e-3, 60, "50000it")
+    assert (c.prune.scope, c.prune.fraction, c.prune.layer_fractions) == ("layerwise", 0.2, "out=0.1")
+    assert (c.model.init, c.data.validation_size, c.lottery.rewind) == ("glorot_normal", 5000, "0it")
+
+
+def test_openlth_recipe():
+    c = load_config(os.path.join(ROOT, "configs", "openlth_mnist_lenet_300_100.py"))
+    assert (c.train.optimizer, c.train.lr, c.train.batch_size, c.train.duration) == ("sgd", 0.1, 128, "40ep")
+    assert (c.prune.scope, c.prune.fraction, c.prune.layer_fractions) == ("global", 0.2, "out=0")
