@@ -10,6 +10,7 @@ TINY = [
     "model.name=lenet_24_12", "train.batch_size=50", "train.duration=60it", "train.eval_every=20it",
     "train.optimizer=sgd", "train.lr=0.05", "train.momentum=0.9", "train.weight_decay=1e-4",
     "lottery.levels=2", "run.checkpoint_every=10it", "run.progress=False", "prune.layer_fractions=",
+    "replicates=1",
 ]
 
 
