@@ -70,6 +70,26 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import jax
+
+    from lth import bench
+    from lth.models import registry
+
+    for name in args.model:
+        registry.find(name)
+    peak = bench.matmul_peak()
+    print(f"device: {jax.devices()[0].device_kind} ×{len(jax.devices())} ({jax.default_backend()}); "
+          f"measured f32 matmul peak {peak:.1f} GFLOP/s", flush=True)
+    rows = []
+    for name in args.model:
+        rows.append(bench.bench_model(name, args.batch_size, args.replicates, args.width, args.devices, args.seconds,
+                                      args.replicate_mode))
+        print(f"  {name}: {rows[-1]['steps_per_s']:.2f} steps/s", flush=True)
+    print(bench.table(rows, peak))
+    return 0
+
+
 def cmd_models(args) -> int:
     from lth.models import names
 
@@ -105,6 +125,18 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("name", help="mnist | fashion_mnist | cifar10 | cifar100")
     data.add_argument("--data-dir", help="tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     data.set_defaults(func=cmd_data)
+
+    b = sub.add_parser("bench", help="train-step speed per model: compile time, steps/s, GFLOP/s, vmap vs sequential")
+    b.add_argument("--model", nargs="+", default=["lenet_300_100", "lenet5", "resnet20", "vgg16", "resnet18"],
+                   help="model names (default: the zoo)")
+    b.add_argument("--batch-size", type=int, help="batch size (default: the model's recipe, 60 or 128)")
+    b.add_argument("--replicates", type=int, default=2, help="R for the vmapped-replicates comparison (1 = skip)")
+    b.add_argument("--width", type=float, default=1.0, help="width multiplier")
+    b.add_argument("--devices", type=int, default=0, help="data-parallel devices (0 = all)")
+    b.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
+    b.add_argument("--replicate-mode", default="auto", choices=["auto", "vmap", "unroll"],
+                   help="how R replicates share a step (auto: unroll conv nets on CPU, vmap otherwise)")
+    b.set_defaults(func=cmd_bench)
 
     models = sub.add_parser("models", help="list model names")
     models.set_defaults(func=cmd_models)

@@ -23,12 +23,14 @@ def base() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "lenet_300_100"  # registry name, see `lth models`
     c.model.init = "kaiming_normal"  # kernel init: glorot_normal|glorot_uniform|kaiming_normal|kaiming_uniform|lecun_normal
+    c.model.width = 1.0             # multiplier on every layer's channels / hidden units
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "mnist1d"         # mnist1d (offline) | mnist | fashion_mnist (tfds, prepared)
     c.data.data_dir = ""            # tfds data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.data.validation_size = 500    # examples carved from train for validation / early stopping
     c.data.split_seed = 0           # seed of that carve (fixed across replicates)
+    c.data.augment = "none"         # training augmentation inside jit: none | crop_flip (pad 4, flip)
 
     c.train = ml_collections.ConfigDict()
     c.train.optimizer = "sgd"       # sgd (with momentum) | adam | adamw
@@ -62,6 +64,8 @@ def base() -> ml_collections.ConfigDict:
     c.run.out = "runs"              # root folder of run directories
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)
     c.run.progress = True           # show a progress bar
+    c.run.devices = 0               # data-parallel over this many devices (0 = all visible)
+    c.run.replicate_mode = "auto"   # vmap | unroll | auto (unroll conv nets on CPU, else vmap)
     return c
 
 

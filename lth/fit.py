@@ -22,9 +22,10 @@ class DeviceData:
 
 
 def device_data(trainer: Trainer, ds) -> DeviceData:
+    c = trainer.chunk_size(len(ds.y_val), len(ds.y_test))
     return DeviceData(jnp.asarray(ds.x_train), jnp.asarray(ds.y_train),
-                      trainer.chunked(ds.x_val, ds.y_val) if len(ds.y_val) else None,
-                      trainer.chunked(ds.x_test, ds.y_test))
+                      trainer.chunked(ds.x_val, ds.y_val, c) if len(ds.y_val) else None,
+                      trainer.chunked(ds.x_test, ds.y_test, c))
 
 
 def _next_multiple(step, every):

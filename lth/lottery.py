@@ -32,7 +32,8 @@ from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data, fit, summarize
 from lth.models import registry
-from lth.train import make_trainer
+from lth.data.augment import AUGMENTATIONS
+from lth.train import make_mesh, make_trainer, replicate_mode
 
 CONTROLS = ("reinit", "random_prune", "shuffle")
 
@@ -82,6 +83,7 @@ def validate(cfg) -> None:
         check_choice("control", c, CONTROLS)
     S.get(cfg.prune.score)
     check_choice("dataset", cfg.data.name, D.names())
+    check_choice("data.augment", cfg.data.augment, AUGMENTATIONS)
     registry.find(cfg.model.name)
     P.parse_layer_fractions(cfg.prune.layer_fractions)
 
@@ -93,8 +95,10 @@ def controls_of(cfg) -> tuple:
 def setup(cfg) -> Setup:
     validate(cfg)
     ds = D.load(cfg.data)
-    model = registry.build(cfg.model.name, ds.num_classes, cfg.model.init, ds.input_shape)
-    trainer = make_trainer(model, cfg.train, len(ds.y_train))
+    model = registry.build(cfg.model.name, ds.num_classes, cfg.model.init, ds.input_shape, cfg.model.width)
+    trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=AUGMENTATIONS[cfg.data.augment],
+                           mesh=make_mesh(cfg.run.devices),
+                           replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape))
     spe = trainer.steps_per_epoch
     total = parse_duration(cfg.train.duration, spe, "train.duration")
     rewind = parse_duration(cfg.lottery.rewind, spe, "lottery.rewind")
@@ -143,7 +147,7 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
         state, meta = latest
         history, pending = meta["history"], meta["pending"]
     bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label,
-               disable=not s.cfg.run.progress, leave=False, dynamic_ncols=True)
+               disable=None if s.cfg.run.progress else True, leave=False, dynamic_ncols=True)
 
     def on_checkpoint(st, hist, pend):
         rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend})

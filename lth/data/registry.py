@@ -42,6 +42,8 @@ LOADERS = {
     "mnist1d": (_mnist1d, "MNIST-1D generated offline (4,000 train / 1,000 test, length 40)"),
     "mnist": (_tfds("mnist"), "tfds MNIST (needs a prepared data dir)"),
     "fashion_mnist": (_tfds("fashion_mnist"), "tfds Fashion-MNIST (needs a prepared data dir)"),
+    "cifar10": (_tfds("cifar10"), "tfds CIFAR-10 (needs a prepared data dir)"),
+    "cifar100": (_tfds("cifar100"), "tfds CIFAR-100 (needs a prepared data dir)"),
 }
 
 

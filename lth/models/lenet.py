@@ -41,11 +41,11 @@ class LeNet5(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="out")(x)
 
 
-def lenet_mlp(match, num_classes, kernel_init, input_shape):
-    return MLP(tuple(int(w) for w in match.group(1).split("_")), num_classes, kernel_init)
+def lenet_mlp(match, num_classes, kernel_init, input_shape, width):
+    return MLP(tuple(max(1, round(int(w) * width)) for w in match.group(1).split("_")), num_classes, kernel_init)
 
 
-def lenet5(match, num_classes, kernel_init, input_shape):
+def lenet5(match, num_classes, kernel_init, input_shape, width):
     if len(input_shape) not in (2, 3) or min(input_shape[:2]) < 16:
         raise ValueError(f"lenet5 needs image inputs of at least 16×16 (H, W[, C]), got shape {tuple(input_shape)}")
     return LeNet5(num_classes, kernel_init)

@@ -10,9 +10,9 @@ import re
 import jax
 
 from lth.errors import UserError
-from lth.models import lenet
+from lth.models import lenet, resnet, vgg
 
-FAMILIES = [lenet]
+FAMILIES = [lenet, vgg, resnet]
 
 INITS = {
     "glorot_normal": jax.nn.initializers.glorot_normal(),
@@ -38,12 +38,15 @@ def find(name: str):
     raise UserError(f"unknown model {name!r}; allowed: {'; '.join(names())}")
 
 
-def build(name: str, num_classes: int, init: str, input_shape):
-    """The Flax module called `name` for inputs of `input_shape` (no batch axis)."""
+def build(name: str, num_classes: int, init: str, input_shape, width: float = 1.0):
+    """The Flax module called `name` for inputs of `input_shape` (no batch axis); `width` scales
+    every layer's channels / units."""
+    if not 0 < width <= 64:
+        raise UserError(f"model.width {width} out of range; allowed: 0 < width <= 64")
     if init not in INITS:
         raise UserError(f"unknown model.init {init!r}; allowed: {', '.join(sorted(INITS))}")
     builder, m = find(name)
     try:
-        return builder(m, num_classes, INITS[init], tuple(input_shape))
+        return builder(m, num_classes, INITS[init], tuple(input_shape), width)
     except ValueError as e:
         raise UserError(f"model {name!r}: {e}") from None

@@ -1,0 +1,98 @@
+"""`lth bench`: speed of the train step per model on synthetic data of the model's usual shape —
+compile time, steps/s, examples/s, achieved GFLOP/s (XLA cost analysis) against the device's
+measured matmul peak, and R vmapped replicates against R sequential runs."""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lth import masks as M
+from lth.config import base
+from lth.models import registry
+from lth.train import make_mesh, make_trainer, replicate_mode
+
+SHAPES = {"lenet": ((28, 28, 1), 10, 60), "vgg": ((32, 32, 3), 10, 128), "resnet": ((32, 32, 3), 10, 128)}
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
+def matmul_peak(n: int | None = None, dtype=jnp.float32) -> float:
+    """Measured GFLOP/s of an n×n matmul on the default device."""
+    n = n or (8192 if jax.default_backend() == "gpu" else 2048)
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 1.0 or reps < 3:
+        f(a).block_until_ready()
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def _setup(name, batch, replicates, width, devices, seconds, mode="auto"):
+    shape, classes, default_batch = next(v for k, v in SHAPES.items() if name.startswith(k))
+    batch = batch or default_batch
+    cfg = base().train
+    cfg.update(dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=batch, duration="1000000it"))
+    model = registry.build(name, classes, "kaiming_normal", shape, width)
+    n_train = batch * 4
+    trainer = make_trainer(model, cfg, n_train, mesh=make_mesh(devices),
+                           replicates=replicate_mode(mode, model, shape))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n_train, *shape)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, classes, n_train), jnp.int32)
+    keys = jax.random.split(jax.random.PRNGKey(0), replicates)
+    p, ms = trainer.init_replicates(keys, shape)
+    state = trainer.new_state(p, ms, M.ones_like(p), 0, keys, keys)
+    return trainer, state, x, y, batch
+
+
+def _time_steps(trainer, state, x, y, seconds):
+    perm = trainer.epoch_perm(state.data_rng, 0)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or steps < 2:
+        state, loss = trainer.run_steps(state, perm, x, y, 2)
+        loss.block_until_ready()
+        steps += 2
+    return steps / (time.perf_counter() - t0)
+
+
+def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.0, mode="auto") -> dict:
+    trainer, state, x, y, batch = _setup(name, batch, 1, width, devices, seconds)
+    perm = trainer.epoch_perm(state.data_rng, 0)
+    t0 = time.perf_counter()
+    trainer.run_steps(state, perm, x, y, 1)[1].block_until_ready()
+    compile_s = time.perf_counter() - t0
+    step = jax.jit(trainer.over_replicates(trainer.train_step, (0, 0, 0)))
+    flops = _flops(step.lower(state, x[None, :batch], y[None, :batch]).compile())
+    sps = _time_steps(trainer, state, x, y, seconds)
+    out = {"model": name, "batch": batch, "params": M.num_params(state.params), "compile_s": compile_s,
+           "steps_per_s": sps, "examples_per_s": sps * batch, "gflops_per_step": flops / 1e9,
+           "gflop_per_s": sps * flops / 1e9, "replicates": replicates}
+    if replicates > 1:
+        tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, seconds, mode)
+        out["mode"] = tr.replicate_mode
+        tr.run_steps(st, tr.epoch_perm(st.data_rng, 0), x, y, 1)[1].block_until_ready()
+        out["vmapped_steps_per_s"] = _time_steps(tr, st, x, y, seconds)  # R models per step
+        out["vmap_speedup"] = out["vmapped_steps_per_s"] / (sps / replicates)
+    return out
+
+
+def table(rows, peak) -> str:
+    head = ("| model | params | batch | compile s | steps/s | examples/s | GFLOP/step | GFLOP/s | % of peak "
+            "| R | mode | R-replicate steps/s | vs R sequential |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['compile_s']:.1f} | {r['steps_per_s']:.2f} "
+                     f"| {r['examples_per_s']:.0f} | {r['gflops_per_step']:.2f} | {r['gflop_per_s']:.1f} "
+                     f"| {100 * r['gflop_per_s'] / peak:.0f}% | {r['replicates']} | {r.get('mode', '-')} "
+                     f"| {r.get('vmapped_steps_per_s', float('nan')):.2f} | {r.get('vmap_speedup', float('nan')):.2f}× |")
+    return "\n".join(lines)

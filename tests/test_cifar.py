@@ -1,0 +1,138 @@
+"""CIFAR zoo: parameter counts, BatchNorm modes, masked conv training, augmentation, IMP on mock
+CIFAR through the same loop, and data-parallel training on 2 (CPU) devices."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from lth import lottery, masks as M, prune as P
+from lth.data.augment import crop_flip
+from lth.experiment import open_run_dir
+from lth.models import registry
+from conftest import ROOT, tiny_config
+
+COUNTS = {  # (all params, conv/dense kernels, prunable tensors) on CIFAR-10 at width 1
+    "vgg11": (9_231_114, None, 9), "vgg16": (14_728_266, 14_715_584, 14), "vgg19": (20_040_522, None, 17),
+    "resnet20": (272_474, None, 22), "resnet18": (11_174_986, 11_164_352, 21),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_parameter_counts(name):
+    model = registry.build(name, 10, "kaiming_normal", (32, 32, 3))
+    v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    prunable = M.prunable_tree(v["params"], r".*kernel")
+    total, kernels, tensors = COUNTS[name]
+    assert M.num_params(v["params"]) == total
+    assert sum(jax.tree.leaves(prunable)) == tensors
+    if kernels:
+        assert sum(x.size for x, p in zip(jax.tree.leaves(v["params"]), jax.tree.leaves(prunable)) if p) == kernels
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet20", "resnet18"])
+def test_forward_shapes_and_batchnorm_modes(name):
+    model = registry.build(name, 100, "kaiming_normal", (32, 32, 3), width=0.125)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3)) * 3 + 1
+    v = model.init(jax.random.PRNGKey(0), x[:1])
+    assert set(v) == {"params", "batch_stats"}
+    logits, new = model.apply(v, x, train=True, mutable=["batch_stats"])
+    assert logits.shape == (4, 100)
+    before, after = jax.tree.leaves(v["batch_stats"]), jax.tree.leaves(new["batch_stats"])
+    assert any(not np.allclose(a, b) for a, b in zip(before, after))  # train mode updates running stats
+    v2 = {"params": v["params"], **new}
+    full = model.apply(v2, x, train=False)
+    single = model.apply(v2, x[:1], train=False)  # eval mode: per-example, independent of the batch
+    np.testing.assert_allclose(full[:1], single, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception):
+        model.apply(v2, x, train=True)  # train mode must be allowed to mutate batch_stats
+
+
+def test_resnet_width_multiplier_and_bad_shape():
+    from lth.errors import UserError
+
+    m = registry.build("resnet20", 10, "kaiming_normal", (32, 32, 3), width=2)
+    v = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    assert v["params"]["stem"]["kernel"].shape == (3, 3, 3, 32)
+    with pytest.raises(UserError, match="vgg16.*32, 32"):
+        registry.build("vgg16", 10, "kaiming_normal", (32, 32), 1.0)
+    with pytest.raises(UserError, match="width 0"):
+        registry.build("vgg16", 10, "kaiming_normal", (32, 32, 3), 0.0)
+
+
+def test_augmentation_changes_batch_is_reproducible_and_keeps_content():
+    x = jax.random.uniform(jax.random.PRNGKey(0), (16, 8, 8, 3))
+    a, b = crop_flip(jax.random.PRNGKey(5), x), crop_flip(jax.random.PRNGKey(5), x)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, x) and not np.array_equal(a, crop_flip(jax.random.PRNGKey(6), x))
+    # each output is a shifted (zero-filled) and maybe flipped copy: its nonzero pixels come from the input
+    for i in range(16):
+        vals = np.asarray(a[i]).ravel()
+        assert np.isin(vals[vals != 0], np.asarray(x[i]).ravel()).all()
+
+
+def mock_cifar(*extra):
+    return tiny_config("data.name=cifar10", "data.validation_size=16", "train.batch_size=16",
+                       "train.duration=6it", "train.eval_every=3it", "run.checkpoint_every=3it",
+                       "data.augment=crop_flip", "lottery.levels=1", "lottery.controls=reinit",
+                       "lottery.rewind=2it", "train.eval_batch_size=32", *extra)
+
+
+@pytest.mark.parametrize("model", ["vgg11", "resnet20"])
+def test_one_imp_level_on_mock_cifar(model, tmp_path):
+    cfg = mock_cifar(f"model.name={model}", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}",
+                     "prune.layer_fractions=out=0")
+    with tfds.testing.mock_data(num_examples=64):
+        s = lottery.setup(cfg)
+    open_run_dir(str(tmp_path / "run"), cfg)
+    summary = lottery.run(s, str(tmp_path / "run"), log=lambda *_: None)
+    assert [e["level"] for e in summary["levels"]] == [0, 1]
+    assert abs(summary["levels"][1]["density"] - 0.8) < 0.01
+    from lth import checkpoint
+    p, ms = s.trainer.init_replicates(lottery.keys(s, 0), s.dataset.input_shape)
+    like = s.trainer.new_state(p, ms, M.ones_like(p), 0, lottery.keys(s, 1), lottery.keys(s, 2))
+    final = checkpoint.load(str(tmp_path / "run" / "level_1" / "final"), like)
+    for w, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.masks)):
+        assert np.all(np.asarray(w)[~np.asarray(m)] == 0)  # pruned conv kernels exactly 0 after SGD+momentum+wd
+    assert bool(np.all(final.masks["out"]["kernel"]))  # output layer excluded
+    assert not tree_equal(final.model_state, ms)  # BatchNorm statistics were trained
+
+
+def tree_equal(a, b):
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+
+
+def test_two_devices_equal_one_device(tmp_path):
+    script = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import jax
+from lth import lottery
+from lth.experiment import open_run_dir
+from conftest import tiny_config
+out = {"devices": len(jax.devices())}
+for n in (1, 2):
+    cfg = tiny_config("lottery.levels=1", "lottery.controls=", "train.batch_size=50", f"run.devices={n}")
+    s = lottery.setup(cfg)
+    open_run_dir(f"{sys.argv[2]}/d{n}", cfg)
+    out[n] = {"mesh": s.trainer.mesh.size if s.trainer.mesh else 1,
+              "levels": lottery.run(s, f"{sys.argv[2]}/d{n}", log=lambda *_: None)["levels"]}
+print(json.dumps(out))
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
+    res = subprocess.run([sys.executable, "-c", script, os.path.join(ROOT, "tests"), str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["1"]["mesh"] == 1 and out["2"]["mesh"] == 2
+    for a, b in zip(out["1"]["levels"], out["2"]["levels"]):
+        assert a["density"] == b["density"]
+        np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=0.01)
+        np.testing.assert_allclose(a["replicates"][0]["best_val_loss"], b["replicates"][0]["best_val_loss"], rtol=1e-3)
