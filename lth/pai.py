@@ -1,0 +1,122 @@
+"""Pruning at initialization: any score, single-shot or iterative (exponential or linear schedule),
+global or layerwise, to a target compression; sanity checks (shuffle, reinit, invert).
+
+Each round is one jit-compiled scoring call followed by exact selection (lth.prune). The loop over
+rounds runs on the host: on XLA:CPU a convolution inside a compiled while loop runs ~16× slower
+than the same convolution in a plain compiled call (measured on ResNet-20), and a round is long
+enough that the host loop costs nothing measurable.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+
+from lth import masks as M, prune as P, scores as S
+from lth.errors import UserError, check_choice
+from lth.scores import synflow as SF
+from lth.scores.registry import DATA_FREE
+
+SCHEDULES = ("exponential", "linear")
+SANITY = ("shuffle", "reinit", "invert")
+
+
+def parse_compression(text) -> float:
+    """'100', '1e3' or '10^2.5' → compression ratio (≥ 1): kept = total / ratio."""
+    s = str(text).strip()
+    m = re.fullmatch(r"10\^(-?\d+(?:\.\d+)?)", s)
+    try:
+        value = 10 ** float(m.group(1)) if m else float(s)
+    except ValueError:
+        value = None
+    if value is None or not value >= 1.0:
+        raise UserError(f"compression {text!r} out of range; allowed: a ratio >= 1, e.g. 100 or 10^2")
+    return value
+
+
+def max_compression(prunable_sizes) -> float:
+    """Total prunable weights / number of prunable layers: one weight left in every layer."""
+    return sum(prunable_sizes) / len(prunable_sizes)
+
+
+def check_target(compression: float, prunable_sizes, scope: str) -> None:
+    top = max_compression(prunable_sizes) if scope == "global" else min(prunable_sizes)
+    if compression > top * (1 + 1e-9):
+        raise UserError(f"compression {compression:.4g} (10^{math.log10(compression):.3f}) is beyond max compression "
+                        f"{top:.4g} (10^{math.log10(top):.3f}, one weight per layer); allowed: 1 <= compression <= {top:.4g}")
+
+
+def default_rounds(method: str) -> int:
+    return 100 if method == "synflow" else 1
+
+
+class Scorer:
+    """scorer(variables, masks, rng) → scores, jit-compiled once, with the method's options bound."""
+
+    def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, *, batches=1,
+                 temperature=200.0, obd_method="hutchinson", obd_probes=32, precision="auto"):
+        fn = S.get(method)
+        if method not in DATA_FREE and batch is None:
+            raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "
+                            f"{', '.join(DATA_FREE)}")
+        check_choice("synflow precision", precision, ("auto", "float64", "scaled32"))
+        kw = {}
+        if method in ("snip", "grasp", "grasp_abs"):
+            kw["batches"] = batches
+        if method in ("grasp", "grasp_abs"):
+            kw["temperature"] = temperature
+        if method == "obd":
+            from lth.scores.obd import METHODS
+            check_choice("OBD method", obd_method, METHODS)
+            kw.update(method=obd_method, probes=obd_probes)
+        self.x64 = False
+        if method == "synflow":
+            if precision == "auto":
+                ok = SF.is_homogeneous(apply_fn, variables, M.ones_like(variables["params"]), prunable, input_shape)
+                precision = "scaled32" if ok else "float64"
+            kw.update(input_shape=tuple(input_shape), precision=precision, prunable=prunable)
+            self.x64 = precision == "float64"
+        self.method, self.precision, self.batch = method, kw.get("precision"), batch
+        self._fn = jax.jit(lambda v, m, b, k: fn(apply_fn, v, m, b, k, **kw))
+
+    def __call__(self, variables, masks, rng):
+        if self.x64:
+            with jax.enable_x64(True):
+                return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
+        return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
+
+
+def densities(target: float, rounds: int, schedule: str):
+    check_choice("schedule", schedule, SCHEDULES)
+    if rounds < 1:
+        raise UserError(f"rounds {rounds} out of range; allowed: 1 or more")
+    if schedule == "exponential":
+        return [target ** (r / rounds) for r in range(1, rounds + 1)]
+    return [1.0 - (1.0 - target) * r / rounds for r in range(1, rounds + 1)]
+
+
+def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds=1, schedule="exponential",
+                  scope="global", rng=None, invert=False, timings: dict | None = None):
+    """Masks keeping `density` of the prunable weights after `rounds` rounds of score-and-prune."""
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    masks = M.ones_like(variables["params"])
+    t_score = t_select = 0.0
+    for r, d in enumerate(densities(density, rounds, schedule)):
+        t0 = time.perf_counter()
+        scores = scorer(variables, masks, jax.random.fold_in(rng, r))
+        if invert:
+            scores = jax.tree.map(lambda s: -s, scores)
+        t1 = time.perf_counter()
+        masks = P.prune(scores, masks, prunable, density=d, layerwise=scope == "layerwise")
+        jax.block_until_ready(masks)
+        t_score, t_select = t_score + t1 - t0, t_select + time.perf_counter() - t1
+    if timings is not None:
+        timings.update(score_s=t_score, select_s=t_select, rounds=rounds)
+    return masks
+
+
+def kept_per_layer(masks, prunable) -> dict[str, int]:
+    return {path: int(k) for path, (k, _) in M.counts(masks, prunable).items()}
