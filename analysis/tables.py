@@ -29,3 +29,12 @@ def lottery_table(summary: dict, key: str = "test_accuracy") -> str:
         cells = [str(lv), f"{100 * e['density']:.2f}"] + [_cell(by_level[n].get(lv), key) for n in a]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def pai_table(summary: dict) -> str:
+    """Markdown table of a `lth pai` summary: one row per method (and sanity check)."""
+    lines = ["| method | density % | test accuracy % | early-stop test accuracy % |", "|---|---|---|---|"]
+    for name, e in summary["methods"].items():
+        lines.append(f"| {name} | {100 * e['density']:.3f} | {_cell(e, 'test_accuracy')} "
+                     f"| {_cell(e, 'test_accuracy_at_best_val')} |")
+    return "\n".join(lines)

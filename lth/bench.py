@@ -96,3 +96,60 @@ def table(rows, peak) -> str:
                      f"| {100 * r['gflop_per_s'] / peak:.0f}% | {r['replicates']} | {r.get('mode', '-')} "
                      f"| {r.get('vmapped_steps_per_s', float('nan')):.2f} | {r.get('vmap_speedup', float('nan')):.2f}× |")
     return "\n".join(lines)
+
+
+def synflow_bench(model_name="vgg16", rounds=100, log10=3.0, precision="auto", width=1.0) -> dict:
+    """Seconds of iterative SynFlow on CIFAR-10 shapes: compile, score (forward/backward), select."""
+    from lth import masks as Mk, pai
+
+    model = registry.build(model_name, 10, "kaiming_normal", (32, 32, 3), width)
+    v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    prunable = Mk.prunable_tree(v["params"], r".*kernel")
+    apply_fn = lambda variables, x: model.apply(variables, x, train=False)  # noqa: E731
+    t0 = time.perf_counter()
+    scorer = pai.Scorer("synflow", apply_fn, v, prunable, None, (32, 32, 3), precision=precision)
+    scorer(v, Mk.ones_like(v["params"]), jax.random.PRNGKey(0))
+    compile_s = time.perf_counter() - t0
+    t = {}
+    t0 = time.perf_counter()
+    masks = pai.prune_at_init(scorer, v, prunable, 10 ** -log10, rounds=rounds, timings=t)
+    total = time.perf_counter() - t0
+    kept = pai.kept_per_layer(masks, prunable)
+    return {"model": model_name, "rounds": rounds, "compression_log10": log10, "precision": scorer.precision,
+            "compile_s": compile_s, "total_s": total, "score_s": t["score_s"], "select_s": t["select_s"],
+            "kept": sum(kept.values()), "min_layer_kept": min(kept.values())}
+
+
+def obd_bench(probes=8, batch=100) -> dict:
+    """OBD Hessian diagonals on LeNet-300-100 (MNIST shapes): seconds per Hutchinson probe, and the
+    exact diagonal (one HVP per parameter) timed on 8 chunks of 256 and extrapolated."""
+    from lth.scores import obd
+    from lth.scores.common import loss_fn
+
+    model = registry.build("lenet_300_100", 10, "glorot_normal", (28, 28, 1))
+    v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, 28, 28, 1))
+    y = jax.random.randint(jax.random.PRNGKey(2), (batch,), 0, 10)
+    loss = loss_fn(lambda variables, xb: model.apply(variables, xb), v)
+    out = {"params": M.num_params(v["params"]), "batch": batch}
+    f = jax.jit(lambda p, k: obd.diag_hutchinson(loss, p, x, y, k, probes, chunk=probes))
+    jax.block_until_ready(f(v["params"], jax.random.PRNGKey(0)))
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(v["params"], jax.random.PRNGKey(1)))
+    out["hutchinson_s_per_probe"] = (time.perf_counter() - t0) / probes
+    from jax.flatten_util import ravel_pytree
+    flat, unravel = ravel_pytree(v["params"])
+
+    def block(start):
+        basis = jax.nn.one_hot(start + jnp.arange(256), flat.shape[0], dtype=flat.dtype)
+        hv = jax.vmap(lambda e: ravel_pytree(obd.hvp(loss, v["params"], x, y, unravel(e)))[0])(basis)
+        return jnp.sum(hv * basis, axis=1)
+    g = jax.jit(lambda s: jax.lax.map(block, s))
+    starts = jnp.arange(0, 8 * 256, 256)
+    jax.block_until_ready(g(starts))
+    t0 = time.perf_counter()
+    jax.block_until_ready(g(starts))
+    per = (time.perf_counter() - t0) / (8 * 256)
+    out["exact_s_per_param"] = per
+    out["exact_full_s_projected"] = per * out["params"]
+    return out

@@ -55,6 +55,52 @@ def cmd_lottery(args) -> int:
     return 0
 
 
+def cmd_pai(args) -> int:
+    from analysis.tables import pai_table
+    from lth import experiment, lottery, pai_run
+
+    cfg = load_config(args.config, args.set)
+    if args.replicates is not None:
+        cfg.replicates = args.replicates
+    if args.no_progress:
+        cfg.run.progress = False
+    cfg.name = cfg.name if cfg.name.startswith("pai") else f"pai_{cfg.name}"
+    lottery.validate(cfg)
+    pai_run.variants(cfg)
+    run_dir = args.run_dir or experiment.run_dir_for(cfg, args.out)
+    experiment.check_run_dir(run_dir, cfg)
+    s = lottery.setup(cfg)
+    pai_run.check(s)
+    experiment.open_run_dir(run_dir, cfg)
+    print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, compression {cfg.pai.compression})", flush=True)
+    summary = pai_run.run(s, run_dir)
+    print()
+    print(pai_table(summary))
+    print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}")
+    return 0
+
+
+def cmd_collapse(args) -> int:
+    from analysis import collapse_plots
+    from lth import collapse
+    from lth.experiment import write_json
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    out_dir = args.out_dir or os.path.join("runs", f"collapse_{args.model}_w{args.width:g}")
+    summary = collapse.run(args.model, methods, max_log10=args.max_log10, step=args.step, dataset=args.dataset,
+                           data_dir=args.data_dir, width=args.width, seed=args.seed, rounds=args.rounds,
+                           schedule=args.schedule, scope=args.scope, batch_size=args.batch_size,
+                           obd_method=args.obd_method, obd_probes=args.obd_probes, precision=args.precision)
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
+    print()
+    print(collapse.table(summary))
+    print(f"\nsummary: {os.path.join(out_dir, 'summary.json')}")
+    print("plots:", collapse_plots.layer_density(summary, os.path.join(out_dir, "layer_density.png")),
+          collapse_plots.critical(summary, os.path.join(out_dir, "critical_compression.png")))
+    return 0
+
+
 def cmd_data(args) -> int:
     from lth.data import tfds_source
 
@@ -78,6 +124,20 @@ def cmd_bench(args) -> int:
 
     for name in args.model:
         registry.find(name)
+    if args.synflow:
+        for precision in ("auto", "float64"):
+            r = bench.synflow_bench(args.synflow_model, args.rounds, 3.0, precision, args.width)
+            print(f"SynFlow {r['rounds']} rounds, {r['model']} (CIFAR-10 shapes) to 10^{r['compression_log10']:g}, "
+                  f"{r['precision']}: total {r['total_s']:.1f} s = forward/backward {r['score_s']:.1f} s + "
+                  f"selection {r['select_s']:.1f} s (+ compile/first call {r['compile_s']:.1f} s); kept {r['kept']:,}, "
+                  f"fewest in a layer {r['min_layer_kept']}", flush=True)
+        return 0
+    if args.obd:
+        r = bench.obd_bench()
+        print(f"OBD on LeNet-300-100 ({r['params']:,} params, batch {r['batch']}): Hutchinson "
+              f"{1000 * r['hutchinson_s_per_probe']:.1f} ms/probe; exact diagonal {1000 * r['exact_s_per_param']:.2f} "
+              f"ms/param → {r['exact_full_s_projected']:.0f} s for all parameters")
+        return 0
     peak = bench.matmul_peak()
     print(f"device: {jax.devices()[0].device_kind} ×{len(jax.devices())} ({jax.default_backend()}); "
           f"measured f32 matmul peak {peak:.1f} GFLOP/s", flush=True)
@@ -120,6 +180,40 @@ def parser() -> argparse.ArgumentParser:
     lot.add_argument("--no-progress", action="store_true", help="no progress bar")
     lot.set_defaults(func=cmd_lottery)
 
+    pa = sub.add_parser("pai", help="prune at init to a target compression with each score, then train",
+                        description="Prune at init (pai.methods, pai.compression, pai.rounds, pai.sanity, ...) and "
+                                    "train each mask; writes summary.json with per-layer densities and accuracies.",
+                        epilog=EPILOG)
+    pa.add_argument("--config", required=True, help="configs/<name>.py defining get_config()")
+    pa.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    pa.add_argument("--replicates", type=int, help="train R seeds together")
+    pa.add_argument("--out", help="root folder of run directories")
+    pa.add_argument("--run-dir", help="exact run directory")
+    pa.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pa.set_defaults(func=cmd_pai)
+
+    co = sub.add_parser("collapse", help="layer-collapse sweep of pruning-at-init scores (no training)",
+                        description="Prune at init to 10^0 .. 10^MAX in steps of STEP with each method; report the "
+                                    "weights kept per layer, each method's critical compression and whether it "
+                                    "reaches max compression; write summary.json and PNG plots.")
+    co.add_argument("--model", default="vgg16", help="model name (see lth models)")
+    co.add_argument("--methods", default="synflow,magnitude,random,snip,grasp,obd", help="comma list of scores")
+    co.add_argument("--max-log10", type=float, default=3.0, help="largest compression, as log10")
+    co.add_argument("--step", type=float, default=0.25, help="sweep step in log10")
+    co.add_argument("--dataset", default="cifar10", help="input shapes and, if prepared, data for data-dependent scores")
+    co.add_argument("--data-dir", default="", help="tfds data dir")
+    co.add_argument("--width", type=float, default=1.0, help="width multiplier")
+    co.add_argument("--seed", type=int, default=0)
+    co.add_argument("--rounds", type=int, default=0, help="rounds per method (0 = synflow 100, others 1)")
+    co.add_argument("--schedule", default="exponential", choices=["exponential", "linear"])
+    co.add_argument("--scope", default="global", choices=["global", "layerwise"])
+    co.add_argument("--batch-size", type=int, default=128, help="examples for data-dependent scores")
+    co.add_argument("--obd-method", default="hutchinson", choices=["exact", "hutchinson", "fisher"])
+    co.add_argument("--obd-probes", type=int, default=8, help="Hutchinson probes")
+    co.add_argument("--precision", default="auto", choices=["auto", "float64", "scaled32"], help="SynFlow precision")
+    co.add_argument("--out-dir", help="output folder (default runs/collapse_<model>_w<width>)")
+    co.set_defaults(func=cmd_collapse)
+
     data = sub.add_parser("data", help="prepare tfds datasets (needs internet and the [prepare] extra)")
     data.add_argument("action", choices=["prepare"], help="prepare: download and convert to array_record")
     data.add_argument("name", help="mnist | fashion_mnist | cifar10 | cifar100")
@@ -136,6 +230,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
     b.add_argument("--replicate-mode", default="auto", choices=["auto", "vmap", "unroll"],
                    help="how R replicates share a step (auto: unroll conv nets on CPU, vmap otherwise)")
+    b.add_argument("--synflow", action="store_true", help="time iterative SynFlow to 10^3 instead (both precisions)")
+    b.add_argument("--synflow-model", default="vgg16", help="model for --synflow")
+    b.add_argument("--rounds", type=int, default=100, help="SynFlow rounds for --synflow")
+    b.add_argument("--obd", action="store_true", help="time OBD Hessian diagonals on LeNet-300-100 instead")
     b.set_defaults(func=cmd_bench)
 
     models = sub.add_parser("models", help="list model names")

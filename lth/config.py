@@ -60,6 +60,20 @@ def base() -> ml_collections.ConfigDict:
     c.lottery.rewind_mode = "weights"  # weights (rewind to step k) | lr (keep trained weights, replay schedule from k)
     c.lottery.controls = "reinit,random_prune"  # comma list of reinit | random_prune | shuffle ('' = none)
 
+    c.pai = ml_collections.ConfigDict()   # pruning at init (`lth pai`); scores' options (also for IMP)
+    c.pai.methods = "synflow,snip,grasp,magnitude,random"  # comma list of scores (see lth/scores)
+    c.pai.compression = "10^1"      # target: kept = total / compression; a ratio or 10^x
+    c.pai.rounds = 0                # score-and-prune rounds; 0 = method default (synflow 100, others 1)
+    c.pai.schedule = "exponential"  # density per round: exponential | linear
+    c.pai.scope = "global"          # global | layerwise
+    c.pai.sanity = ""               # comma list of shuffle | reinit | invert, each run beside its method
+    c.pai.batch_size = 256          # examples per batch for data-dependent scores
+    c.pai.batches = 1               # batches for snip / grasp (gradients summed)
+    c.pai.grasp_temperature = 200.0
+    c.pai.obd_method = "hutchinson"  # exact | hutchinson | fisher
+    c.pai.obd_probes = 32           # Hutchinson probes
+    c.pai.synflow_precision = "auto"  # auto | float64 | scaled32 (see lth/scores/synflow.py)
+
     c.run = ml_collections.ConfigDict()   # not part of the run's identity (not hashed)
     c.run.out = "runs"              # root folder of run directories
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)

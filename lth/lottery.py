@@ -57,11 +57,30 @@ class Setup:
     def replicates(self) -> int:
         return self.cfg.replicates
 
-    @functools.cached_property
-    def score(self):
-        """(params [R], masks [R], keys [R]) → IMP scores of trained weights (jit, vmapped)."""
-        fn = S.get(self.cfg.prune.score)
-        return jax.jit(jax.vmap(lambda p, m, k: fn(None, {"params": p}, m, None, k)))
+    def apply_fn(self, variables, x):
+        """Eval-mode logits: the model as the scores see it."""
+        return self.trainer.model.apply(variables, x, train=False)
+
+    def score_batch(self):
+        """A fixed batch of training examples for data-dependent scores."""
+        n = min(len(self.dataset.y_train), self.cfg.pai.batch_size * self.cfg.pai.batches)
+        return jnp.asarray(self.dataset.x_train[:n]), jnp.asarray(self.dataset.y_train[:n])
+
+    def scorer(self, method, variables):
+        """pai.Scorer for `method` with the config's options; `variables` of one replicate."""
+        from lth.pai import Scorer
+
+        p = self.cfg.pai
+        return Scorer(method, self.apply_fn, variables, self.prunable, self.score_batch(), self.dataset.input_shape,
+                      batches=p.batches, temperature=p.grasp_temperature, obd_method=p.obd_method,
+                      obd_probes=p.obd_probes, precision=p.synflow_precision)
+
+    def score(self, params, model_state, masks, rngs):
+        """IMP scores of trained weights, per replicate (leading axis R)."""
+        one = lambda t, r: M.index(t, r)  # noqa: E731
+        scorer = self.scorer(self.cfg.prune.score, {"params": one(params, 0), **one(model_state, 0)})
+        return M.stack([scorer({"params": one(params, r), **one(model_state, r)}, one(masks, r), rngs[r])
+                        for r in range(self.replicates)])
 
     @functools.cached_property
     def shuffle(self):
@@ -196,7 +215,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     masks, final = M.ones_like(init_params), None
     for level in range(cfg.lottery.levels + 1):
         if level > 0:
-            scores = s.score(final.params, final.masks, keys(s, 300 + level))
+            scores = s.score(final.params, final.model_state, final.masks, keys(s, 300 + level))
             masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=cfg.prune.fraction,
                                        layerwise=cfg.prune.scope == "layerwise", layer_fractions=s.layer_fractions)
         if level == 0:

@@ -96,16 +96,20 @@ def keep_top_k(scores, eligible, k):
 
 
 def keep_top_k_host(scores, eligible, k):
-    """numpy twin of `keep_top_k` (same result, ties to the lower index): introselect, O(n)."""
-    s = np.where(eligible & ~np.isnan(scores), scores + 0.0, -np.inf)
-    k = int(min(k, int(eligible.sum())))
-    keep = np.zeros(s.shape, bool)
+    """numpy twin of `keep_top_k` (same result, ties to the lower index): introselect, O(n), over
+    the eligible entries only (after many rounds most entries are pruned, and selecting among
+    millions of equal -inf would be slow)."""
+    idx = np.flatnonzero(eligible)
+    keep = np.zeros(scores.shape, bool)
+    k = int(min(k, idx.size))
     if k == 0:
         return keep
+    s = scores[idx] + 0.0
+    s[np.isnan(s)] = -np.inf
     t = np.partition(s, s.size - k)[s.size - k]
-    keep = (s > t) & eligible
-    ties = np.flatnonzero((s == t) & eligible)[: k - int(keep.sum())]
-    keep[ties] = True
+    sel = s > t
+    sel[np.flatnonzero(s == t)[: k - int(sel.sum())]] = True
+    keep[idx[sel]] = True
     return keep
 
 

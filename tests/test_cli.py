@@ -106,3 +106,59 @@ def test_help_explains_every_option():
     top = subprocess.run([sys.executable, "-m", "lth.cli", "--help"], capture_output=True, text=True, env=env, cwd=ROOT).stdout
     for cmd in ("lottery", "data", "models"):
         assert cmd in top
+
+
+def test_collapse_command_writes_summary_table_and_plots(capsys, tmp_path):
+    out = tmp_path / "collapse"
+    assert main(["collapse", "--model", "lenet_20_10", "--dataset", "mnist1d", "--methods", "synflow,magnitude",
+                 "--max-log10", "1", "--step", "0.5", "--out-dir", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| synflow | 10^" in text and "| magnitude | 10^" in text
+    import json
+    s = json.load(open(out / "summary.json"))
+    assert s["data"] == "mnist1d" and s["compressions_log10"][:3] == [0, 0.5, 1]
+    syn = s["methods"]["synflow"]
+    assert syn["reaches_max_compression"] and syn["critical_compression_log10"] == s["compressions_log10"][-1]
+    for lg, kept in syn["kept_per_layer"].items():
+        assert sum(kept.values()) == round(sum(s["layers"].values()) / 10 ** float(lg))
+    assert (out / "layer_density.png").stat().st_size > 0 and (out / "critical_compression.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--methods", "synflow,snap"], ["'snap'", "synflow"]),
+    (["--max-log10", "9"], ["beyond max compression"]),
+    (["--model", "vgg99"], ["'vgg99'"]),
+])
+def test_collapse_bad_input(capsys, tmp_path, argv, needles):
+    fails(capsys, ["collapse", "--model", "lenet_20_10", "--dataset", "mnist1d", "--out-dir", str(tmp_path / "c")] + argv,
+          *needles)
+    assert not (tmp_path / "c").exists()
+
+
+def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path):
+    args = ["pai", "--config", DEMO, "--no-progress", "--out", str(tmp_path)] + [a for t in TINY for a in ("--set", t)]
+    args += ["--set", "pai.methods=synflow,snip", "--set", "pai.compression=10^1", "--set", "pai.rounds=5",
+             "--set", "pai.sanity=shuffle,invert", "--set", "pai.batch_size=64"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| synflow+shuffle |" in text and "| snip+invert |" in text
+    import json
+    (run,) = list(tmp_path.iterdir())
+    s = json.load(open(run / "summary.json"))
+    assert set(s["methods"]) == {"synflow", "snip", "synflow+shuffle", "synflow+invert", "snip+shuffle", "snip+invert"}
+    syn, sh = s["methods"]["synflow"], s["methods"]["synflow+shuffle"]
+    assert abs(syn["density"] - 0.1) < 1e-3
+    assert syn["replicates"][0]["density_per_layer"] == sh["replicates"][0]["density_per_layer"]
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--set", "pai.compression=0.5"], ["0.5", ">= 1"]),
+    (["--set", "pai.compression=10^6"], ["beyond max compression"]),
+    (["--set", "pai.rounds=-1"], ["-1"]),
+    (["--set", "pai.methods=bogus"], ["'bogus'"]),
+    (["--set", "pai.sanity=flip"], ["'flip'", "shuffle"]),
+])
+def test_pai_bad_input(capsys, tmp_path, extra, needles):
+    args = ["pai", "--config", DEMO, "--no-progress", "--out", str(tmp_path)] + [a for t in TINY for a in ("--set", t)]
+    fails(capsys, args + extra, *needles)
+    assert os.listdir(tmp_path) == []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from lth.scores.common import keep_masked_out, loss_fn, masked
@@ -25,6 +24,7 @@ def hvp(loss, params, x, y, v):
 
 
 def diag_exact(loss, params, x, y, chunk: int = 256):
+    """e_iᵀ H e_i for every parameter: one HVP per parameter, `chunk` at a time (lax.map)."""
     flat, unravel = ravel_pytree(params)
     n = flat.shape[0]
 
@@ -32,8 +32,7 @@ def diag_exact(loss, params, x, y, chunk: int = 256):
         basis = jax.nn.one_hot(start + jnp.arange(chunk), n, dtype=flat.dtype)
         hv = jax.vmap(lambda e: ravel_pytree(hvp(loss, params, x, y, unravel(e)))[0])(basis)
         return jnp.sum(hv * basis, axis=1)
-    starts = np.arange(0, n, chunk)
-    d = jnp.concatenate([block(int(s)) for s in starts])[:n]
+    d = jax.lax.map(block, jnp.arange(0, n, chunk)).ravel()[:n]
     return unravel(d)
 
 
