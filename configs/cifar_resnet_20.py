@@ -4,31 +4,8 @@ magnitude pruning 20% per level. Late rewinding to iteration 500 (Frankle et al.
 Needs CIFAR-10 prepared for tfds (`lth data prepare cifar10`). CPU smoke run:
   lth lottery --config configs/cifar_resnet_20.py --set model.width=0.25 --set train.duration=20it \\
       --set train.batch_size=32 --set lottery.rewind=5it --set lottery.levels=1 --set lottery.controls="""
-from lth.config import base
+from lth.config import base, openlth_cifar
 
 
 def get_config():
-    c = base()
-    c.name = "cifar_resnet_20"
-    c.model.name = "resnet20"
-    c.model.init = "kaiming_normal"
-    c.data.name = "cifar10"
-    c.data.validation_size = 5000
-    c.data.augment = "crop_flip"
-    c.train.optimizer = "sgd"
-    c.train.lr = 0.1
-    c.train.momentum = 0.9
-    c.train.weight_decay = 1e-4
-    c.train.batch_size = 128
-    c.train.duration = "160ep"
-    c.train.schedule = "step"
-    c.train.milestones = "80ep,120ep"
-    c.train.gamma = 0.1
-    c.train.eval_every = "4ep"
-    c.prune.fraction = 0.2
-    c.prune.scope = "global"
-    c.lottery.levels = 15
-    c.lottery.rewind = "500it"
-    c.lottery.controls = "reinit,random_prune"
-    c.run.checkpoint_every = "4ep"
-    return c
+    return openlth_cifar(base(), "resnet20", rewind="500it")

@@ -29,9 +29,9 @@ def load_config(path: str, overrides=()):
     return cfg
 
 
-def cmd_lottery(args) -> int:
-    from analysis.plots import accuracy_vs_density
-    from analysis.tables import lottery_table
+def prepare_run(args, prefix="", checks=()):
+    """Config with the command-line options applied, validated, set up (data loaded) and its run
+    directory checked — all before anything is written. Returns (setup, run_dir)."""
     from lth import experiment, lottery
 
     cfg = load_config(args.config, args.set)
@@ -39,10 +39,23 @@ def cmd_lottery(args) -> int:
         cfg.replicates = args.replicates
     if args.no_progress:
         cfg.run.progress = False
+    if prefix and not cfg.name.startswith(prefix):
+        cfg.name = prefix + cfg.name
     lottery.validate(cfg)
+    for check in checks:
+        check(cfg)
     run_dir = args.run_dir or experiment.run_dir_for(cfg, args.out)
     experiment.check_run_dir(run_dir, cfg)
-    s = lottery.setup(cfg)
+    return lottery.setup(cfg), run_dir
+
+
+def cmd_lottery(args) -> int:
+    from analysis.plots import accuracy_vs_density
+    from analysis.tables import lottery_table
+    from lth import experiment, lottery
+
+    s, run_dir = prepare_run(args)
+    cfg = s.cfg
     experiment.open_run_dir(run_dir, cfg)
     print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, {s.total} iterations/level, "
           f"{cfg.lottery.levels} levels, R={cfg.replicates})", flush=True)
@@ -57,19 +70,10 @@ def cmd_lottery(args) -> int:
 
 def cmd_pai(args) -> int:
     from analysis.tables import pai_table
-    from lth import experiment, lottery, pai_run
+    from lth import experiment, pai_run
 
-    cfg = load_config(args.config, args.set)
-    if args.replicates is not None:
-        cfg.replicates = args.replicates
-    if args.no_progress:
-        cfg.run.progress = False
-    cfg.name = cfg.name if cfg.name.startswith("pai") else f"pai_{cfg.name}"
-    lottery.validate(cfg)
-    pai_run.variants(cfg)
-    run_dir = args.run_dir or experiment.run_dir_for(cfg, args.out)
-    experiment.check_run_dir(run_dir, cfg)
-    s = lottery.setup(cfg)
+    s, run_dir = prepare_run(args, "pai_", checks=(pai_run.variants,))
+    cfg = s.cfg
     pai_run.check(s)
     experiment.open_run_dir(run_dir, cfg)
     print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, compression {cfg.pai.compression})", flush=True)
@@ -242,6 +246,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)  # tfds/orbax chatter, not the user's business
     p = parser()
     args = p.parse_args(argv)
     if not getattr(args, "func", None):

@@ -147,3 +147,24 @@ def all_keys(cfg, prefix="") -> list[str]:
         else:
             out.append(prefix + k)
     return out
+
+
+def openlth_cifar(c, model: str, rewind: str):
+    """OpenLTH's CIFAR-10 recipe (shared by configs/cifar_vgg_16.py and cifar_resnet_20.py): SGD lr
+    0.1, momentum 0.9, weight decay 1e-4, batch 128, 160 epochs with ×0.1 at epochs 80 and 120,
+    crop+flip augmentation, 5K validation, global magnitude pruning 20% per level, late rewinding."""
+    c.name = f"cifar_{model[:-2]}_{model[-2:]}" if model[-2:].isdigit() else f"cifar_{model}"
+    c.model.name = model
+    c.model.init = "kaiming_normal"
+    c.data.name = "cifar10"
+    c.data.validation_size = 5000
+    c.data.augment = "crop_flip"
+    c.train.update(dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, duration="160ep",
+                        schedule="step", milestones="80ep,120ep", gamma=0.1, eval_every="4ep"))
+    c.prune.fraction = 0.2
+    c.prune.scope = "global"
+    c.lottery.levels = 15
+    c.lottery.rewind = rewind
+    c.lottery.controls = "reinit,random_prune"
+    c.run.checkpoint_every = "4ep"
+    return c

@@ -44,3 +44,16 @@ def test_openlth_recipe():
     c = load_config(os.path.join(ROOT, "configs", "openlth_mnist_lenet_300_100.py"))
     assert (c.train.optimizer, c.train.lr, c.train.batch_size, c.train.duration) == ("sgd", 0.1, 128, "40ep")
     assert (c.prune.scope, c.prune.fraction, c.prune.layer_fractions) == ("global", 0.2, "out=0")
+
+
+def test_cifar_recipes():
+    vgg = load_config(os.path.join(ROOT, "configs", "cifar_vgg_16.py"))
+    r20 = load_config(os.path.join(ROOT, "configs", "cifar_resnet_20.py"))
+    r18 = load_config(os.path.join(ROOT, "configs", "cifar_resnet_18.py"))
+    for c in (vgg, r20):
+        assert (c.train.lr, c.train.momentum, c.train.weight_decay, c.train.batch_size, c.train.duration) == \
+            (0.1, 0.9, 1e-4, 128, "160ep")
+        assert (c.train.schedule, c.train.milestones, c.train.gamma, c.prune.fraction) == ("step", "80ep,120ep", 0.1, 0.2)
+    assert vgg.prune.layer_fractions == "out=0" and vgg.lottery.rewind == "1000it" and r20.lottery.rewind == "500it"
+    assert (r18.train.lr, r18.train.gamma, r18.train.weight_decay) == (0.01, 0.2, 5e-4)
+    assert all(c.data.augment == "crop_flip" for c in (vgg, r20, r18))
