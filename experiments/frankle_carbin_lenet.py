@@ -15,7 +15,8 @@ import os
 import sys
 
 from analysis.plots import metric_vs_density
-from lth.cli import main as lth_main
+from lth import experiment
+from lth.cli import load_config, main as lth_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "lenet_300_100_frankle_carbin.py")
@@ -40,8 +41,7 @@ def main(argv=None) -> int:
     code = lth_main(args)
     if code:
         return code
-    from lth import experiment
-    cfg = __import__("lth.cli", fromlist=["load_config"]).load_config(CONFIG, sets)
+    cfg = load_config(CONFIG, sets)
     cfg.replicates = a.replicates
     run_dir = experiment.run_dir_for(cfg, a.out)
     with open(os.path.join(run_dir, "summary.json")) as f:

@@ -136,3 +136,18 @@ print(json.dumps(out))
         assert a["density"] == b["density"]
         np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=0.01)
         np.testing.assert_allclose(a["replicates"][0]["best_val_loss"], b["replicates"][0]["best_val_loss"], rtol=1e-3)
+
+
+def test_batch_not_divisible_by_devices_is_refused():
+    from types import SimpleNamespace
+
+    from lth.config import base
+    from lth.errors import UserError
+    from lth.train import make_mesh, make_trainer
+
+    cfg = base().train
+    cfg.batch_size = 50
+    with pytest.raises(UserError, match="batch_size 50 is not divisible by the 3 devices"):
+        make_trainer(registry.build("lenet_8", 10, "kaiming_normal", (40,)), cfg, 500, mesh=SimpleNamespace(size=3))
+    with pytest.raises(UserError, match="run.devices 9"):
+        make_mesh(9)

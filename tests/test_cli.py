@@ -162,3 +162,17 @@ def test_pai_bad_input(capsys, tmp_path, extra, needles):
     args = ["pai", "--config", DEMO, "--no-progress", "--out", str(tmp_path)] + [a for t in TINY for a in ("--set", t)]
     fails(capsys, args + extra, *needles)
     assert os.listdir(tmp_path) == []
+
+
+def test_layer_collapse_experiment_script(capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("exp", os.path.join(ROOT, "experiments", "synflow_layer_collapse.py"))
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    monkeypatch.chdir(tmp_path)
+    assert exp.main(["--models", "lenet_12", "--methods", "synflow,random", "--max-log10", "1", "--step", "0.5",
+                     "--data-dir", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "| lenet_12 | synflow | 10^" in out and "| synthetic |" in out
+    assert (tmp_path / "runs" / "collapse_lenet_12_w1" / "summary.json").exists()
