@@ -168,6 +168,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def run_options(p) -> None:
+    """Options of the commands that train from a config (lottery, pai)."""
+    p.add_argument("--config", required=True, help="configs/<name>.py defining get_config()")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set lottery.levels=3 (repeatable)")
+    p.add_argument("--replicates", type=int, help="train R seeds together in one compiled program")
+    p.add_argument("--out", help="root folder of run directories (default: config run.out, 'runs')")
+    p.add_argument("--run-dir", help="exact run directory (default: <out>/<name>-<config hash>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="lth", description="Lottery tickets and pruning at initialization (JAX).",
                                 epilog=EPILOG)
@@ -175,25 +186,14 @@ def parser() -> argparse.ArgumentParser:
     lot = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
                          description="Train levels 0..L of IMP (resumes where it stopped; finished levels are "
                                      "skipped), print a table and write summary.json and a plot.", epilog=EPILOG)
-    lot.add_argument("--config", required=True, help="configs/<name>.py defining get_config()")
-    lot.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field, e.g. --set lottery.levels=3 (repeatable)")
-    lot.add_argument("--replicates", type=int, help="train R seeds together in one vmapped program")
-    lot.add_argument("--out", help="root folder of run directories (default: config run.out, 'runs')")
-    lot.add_argument("--run-dir", help="exact run directory (default: <out>/<name>-<config hash>)")
-    lot.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_options(lot)
     lot.set_defaults(func=cmd_lottery)
 
     pa = sub.add_parser("pai", help="prune at init to a target compression with each score, then train",
                         description="Prune at init (pai.methods, pai.compression, pai.rounds, pai.sanity, ...) and "
                                     "train each mask; writes summary.json with per-layer densities and accuracies.",
                         epilog=EPILOG)
-    pa.add_argument("--config", required=True, help="configs/<name>.py defining get_config()")
-    pa.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    pa.add_argument("--replicates", type=int, help="train R seeds together")
-    pa.add_argument("--out", help="root folder of run directories")
-    pa.add_argument("--run-dir", help="exact run directory")
-    pa.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_options(pa)
     pa.set_defaults(func=cmd_pai)
 
     co = sub.add_parser("collapse", help="layer-collapse sweep of pruning-at-init scores (no training)",

@@ -52,6 +52,7 @@ class Setup:
     eval_every: int
     checkpoint_every: int
     controls: tuple
+    _scorers: dict = dataclasses.field(default_factory=dict)
 
     @property
     def replicates(self) -> int:
@@ -67,13 +68,17 @@ class Setup:
         return jnp.asarray(self.dataset.x_train[:n]), jnp.asarray(self.dataset.y_train[:n])
 
     def scorer(self, method, variables):
-        """pai.Scorer for `method` with the config's options; `variables` of one replicate."""
+        """pai.Scorer for `method` with the config's options (built once per method; `variables`, of
+        one replicate, serve as the template, e.g. for SynFlow's precision check)."""
         from lth.pai import Scorer
 
+        if method in self._scorers:
+            return self._scorers[method]
         p = self.cfg.pai
-        return Scorer(method, self.apply_fn, variables, self.prunable, self.score_batch(), self.dataset.input_shape,
+        self._scorers[method] = Scorer(method, self.apply_fn, variables, self.prunable, self.score_batch(), self.dataset.input_shape,
                       batches=p.batches, temperature=p.grasp_temperature, obd_method=p.obd_method,
                       obd_probes=p.obd_probes, precision=p.synflow_precision)
+        return self._scorers[method]
 
     def score(self, params, model_state, masks, rngs):
         """IMP scores of trained weights, per replicate (leading axis R)."""
