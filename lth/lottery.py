@@ -75,9 +75,10 @@ class Setup:
         if method in self._scorers:
             return self._scorers[method]
         p = self.cfg.pai
-        self._scorers[method] = Scorer(method, self.apply_fn, variables, self.prunable, self.score_batch(), self.dataset.input_shape,
-                      batches=p.batches, temperature=p.grasp_temperature, obd_method=p.obd_method,
-                      obd_probes=p.obd_probes, precision=p.synflow_precision)
+        self._scorers[method] = Scorer(
+            method, self.apply_fn, variables, self.prunable, self.score_batch(), self.dataset.input_shape,
+            batches=p.batches, temperature=p.grasp_temperature, obd_method=p.obd_method,
+            obd_probes=p.obd_probes, precision=p.synflow_precision)
         return self._scorers[method]
 
     def score(self, params, model_state, masks, rngs):
