@@ -214,7 +214,8 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument("--batch-size", type=int, default=128, help="examples for data-dependent scores")
     co.add_argument("--obd-method", default="hutchinson", choices=["exact", "hutchinson", "fisher"])
     co.add_argument("--obd-probes", type=int, default=8, help="Hutchinson probes")
-    co.add_argument("--precision", default="auto", choices=["auto", "float64", "scaled32"], help="SynFlow precision")
+    co.add_argument("--precision", default="float64", choices=["float64", "scaled32", "auto"],
+                    help="SynFlow precision (scaled32/auto: faster, but can collapse layers near max compression)")
     co.add_argument("--out-dir", help="output folder (default runs/collapse_<model>_w<width>)")
     co.set_defaults(func=cmd_collapse)
 

@@ -48,7 +48,7 @@ def compressions(max_log10: float, step: float, top: float):
 
 def run(model_name, methods, *, max_log10=3.0, step=0.25, dataset="cifar10", data_dir="", width=1.0, seed=0,
         rounds=0, schedule="exponential", scope="global", batch_size=128, batches=1, obd_method="hutchinson",
-        obd_probes=8, precision="auto", init="kaiming_normal", prunable_rx=r".*kernel", log=print) -> dict:
+        obd_probes=8, precision="float64", init="kaiming_normal", prunable_rx=r".*kernel", log=print) -> dict:
     for m in methods:
         from lth.scores import get
         get(m)

@@ -72,7 +72,7 @@ def base() -> ml_collections.ConfigDict:
     c.pai.grasp_temperature = 200.0
     c.pai.obd_method = "hutchinson"  # exact | hutchinson | fisher
     c.pai.obd_probes = 32           # Hutchinson probes
-    c.pai.synflow_precision = "auto"  # auto | float64 | scaled32 (see lth/scores/synflow.py)
+    c.pai.synflow_precision = "float64"  # float64 | scaled32 | auto (see lth/scores/synflow.py)
 
     c.run = ml_collections.ConfigDict()   # not part of the run's identity (not hashed)
     c.run.out = "runs"              # root folder of run directories

@@ -57,7 +57,7 @@ class Scorer:
     """scorer(variables, masks, rng) → scores, jit-compiled once, with the method's options bound."""
 
     def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, *, batches=1,
-                 temperature=200.0, obd_method="hutchinson", obd_probes=32, precision="auto"):
+                 temperature=200.0, obd_method="hutchinson", obd_probes=32, precision="float64"):
         fn = S.get(method)
         if method not in DATA_FREE and batch is None:
             raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "

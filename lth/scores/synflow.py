@@ -8,9 +8,14 @@ PyTorch reference fails there). `precision='float64'` computes in float64 (x64 e
 this computation). `precision='scaled32'` computes in float32 after rescaling each prunable layer's
 |kernel| to unit mean row sum: when the linearized network is positively homogeneous in each layer
 (no residual connections, zero biases and neutral BatchNorm — true of VGG/LeNet at init), this
-multiplies every score by one common constant, so the ranking is unchanged while all values stay
-near 1. `precision='auto'` (the default in lth.pai) checks that homogeneity numerically once and
-uses scaled32 when it holds, float64 otherwise.
+multiplies every score by one common constant, so the ranking is unchanged in exact arithmetic while
+all values stay near 1. `precision='auto'` checks that homogeneity numerically once and uses
+scaled32 when it holds, float64 otherwise.
+
+float64 is the default. scaled32 is 1.7× faster on VGG-16 (CPU) and keeps every layer alive up to
+10^3 there, but float32 rounding still changes near-ties. Pruning VGG-16 to max compression (10^6.02,
+one weight per layer) in 100 rounds, float64 keeps exactly one weight in every layer; scaled32
+collapses six layers.
 """
 from __future__ import annotations
 
