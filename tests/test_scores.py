@@ -48,13 +48,13 @@ def test_synflow_ignores_data_and_scaled32_ranks_like_float64():
     masks = M.ones_like(v["params"])
     for x, y in zip(jax.tree.leaves(a(v, masks, None)), jax.tree.leaves(b(v, masks, None))):
         np.testing.assert_array_equal(x, y)
-    auto = pai.Scorer("synflow", apply_fn, v, prunable, None, (5,))
+    auto = pai.Scorer("synflow", apply_fn, v, prunable, None, (5,), precision="auto")
     assert auto.precision == "scaled32"  # an MLP at init is homogeneous per layer
     m64 = pai.prune_at_init(a, v, prunable, 0.05, rounds=20)
     m32 = pai.prune_at_init(auto, v, prunable, 0.05, rounds=20)
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(m64), jax.tree.leaves(m32)))
     _, vb, fb = tiny((16, 8), d_in=5, bias=True)  # nonzero biases break homogeneity → float64
-    assert pai.Scorer("synflow", fb, vb, prunable, None, (5,)).precision == "float64"
+    assert pai.Scorer("synflow", fb, vb, prunable, None, (5,), precision="auto").precision == "float64"
 
 
 def test_iterative_synflow_avoids_layer_collapse_on_narrow_vgg():
