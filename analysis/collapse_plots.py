@@ -31,7 +31,7 @@ def layer_density(summary: dict, path: str) -> str:
         ax.set_ylim(1e-9, 1.5)
     for ax in axes.ravel()[len(methods):]:
         ax.axis("off")
-    fig.suptitle(f"{summary['model']}: density per layer (input layers dark, output light); data: {summary['data']}")
+    fig.suptitle(f"{summary['model']}: layer densities (dark: input side); data: {summary['data']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
