@@ -37,7 +37,7 @@ def matmul_peak(n: int | None = None, dtype=jnp.float32) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def _setup(name, batch, replicates, width, devices, seconds, mode="auto"):
+def _setup(name, batch, replicates, width, devices, mode="auto"):
     shape, classes, default_batch = next(v for k, v in SHAPES.items() if name.startswith(k))
     batch = batch or default_batch
     cfg = base().train
@@ -66,7 +66,7 @@ def _time_steps(trainer, state, x, y, seconds):
 
 
 def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.0, mode="auto") -> dict:
-    trainer, state, x, y, batch = _setup(name, batch, 1, width, devices, seconds)
+    trainer, state, x, y, batch = _setup(name, batch, 1, width, devices)
     perm = trainer.epoch_perm(state.data_rng, 0)
     t0 = time.perf_counter()
     trainer.run_steps(state, perm, x, y, 1)[1].block_until_ready()
@@ -78,7 +78,7 @@ def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.
            "steps_per_s": sps, "examples_per_s": sps * batch, "gflops_per_step": flops / 1e9,
            "gflop_per_s": sps * flops / 1e9, "replicates": replicates}
     if replicates > 1:
-        tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, seconds, mode)
+        tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, mode)
         out["mode"] = tr.replicate_mode
         tr.run_steps(st, tr.epoch_perm(st.data_rng, 0), x, y, 1)[1].block_until_ready()
         out["vmapped_steps_per_s"] = _time_steps(tr, st, x, y, seconds)  # R models per step

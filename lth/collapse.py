@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from lth import data as D, masks as M, pai, prune as P
 from lth.errors import UserError
+from lth.scores import get as get_score
 from lth.models import registry
 
 DATASET_SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "mnist": ((28, 28, 1), 10),
@@ -24,8 +25,6 @@ DATASET_SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), 
 def load_batch(dataset, data_dir, n, seed):
     """(x, y, source): n training examples of `dataset`, or synthetic N(0,1) inputs with random labels
     (source 'synthetic') when the dataset is not prepared."""
-    if dataset not in DATASET_SHAPES:
-        raise UserError(f"unknown dataset {dataset!r}; allowed: {', '.join(sorted(DATASET_SHAPES))}")
     shape, classes = DATASET_SHAPES[dataset]
     try:
         import ml_collections
@@ -50,8 +49,7 @@ def run(model_name, methods, *, max_log10=3.0, step=0.25, dataset="cifar10", dat
         rounds=0, schedule="exponential", scope="global", batch_size=128, batches=1, obd_method="hutchinson",
         obd_probes=8, precision="float64", init="kaiming_normal", prunable_rx=r".*kernel", log=print) -> dict:
     for m in methods:
-        from lth.scores import get
-        get(m)
+        get_score(m)
     if step <= 0 or max_log10 < 0:
         raise UserError(f"bad sweep 10^0..10^{max_log10} in steps of {step}; allowed: max >= 0, step > 0")
     if dataset not in DATASET_SHAPES:

@@ -13,7 +13,6 @@ import re
 import time
 
 import jax
-import jax.numpy as jnp
 
 from lth import masks as M, prune as P, scores as S
 from lth.errors import UserError, check_choice

@@ -113,33 +113,24 @@ def keep_top_k_host(scores, eligible, k):
     return keep
 
 
-def _select_host(score_leaves, mask_leaves, keep, groups):
+def _select_groups(xp, keep_fn, score_leaves, mask_leaves, keep, groups):
+    """Per group: flatten its leaves, keep the top `keep[g]` live scores, split back into leaves.
+    `xp`/`keep_fn` are numpy/keep_top_k_host on the host or jnp/keep_top_k under jit."""
     out = list(mask_leaves)
     for g, idx in enumerate(groups):
-        flat_s = np.concatenate([np.asarray(score_leaves[i]).ravel() for i in idx])
-        flat_m = np.concatenate([np.asarray(mask_leaves[i]).ravel() for i in idx])
-        kept = keep_top_k_host(flat_s, flat_m, int(keep[g]))
+        flat_s = xp.concatenate([xp.asarray(score_leaves[i]).ravel() for i in idx])
+        flat_m = xp.concatenate([xp.asarray(mask_leaves[i]).ravel() for i in idx])
+        kept = keep_fn(flat_s, flat_m, keep[g])
         offset = 0
         for i in idx:
-            n = int(np.prod(np.shape(mask_leaves[i])))
-            out[i] = jnp.asarray(kept[offset:offset + n].reshape(np.shape(mask_leaves[i])))
+            shape = xp.shape(mask_leaves[i])
+            n = math.prod(shape)
+            out[i] = kept[offset:offset + n].reshape(shape)
             offset += n
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("groups",))
-def _select(score_leaves, mask_leaves, keep, groups):
-    out = list(mask_leaves)
-    for g, idx in enumerate(groups):
-        flat_s = jnp.concatenate([score_leaves[i].ravel() for i in idx])
-        flat_m = jnp.concatenate([mask_leaves[i].ravel() for i in idx])
-        kept = keep_top_k(flat_s, flat_m, keep[g])
-        offset = 0
-        for i in idx:
-            n = mask_leaves[i].size
-            out[i] = kept[offset:offset + n].reshape(mask_leaves[i].shape)
-            offset += n
-    return out
+_select = jax.jit(functools.partial(_select_groups, jnp, keep_top_k), static_argnames=("groups",))
 
 
 def _alive(mask_leaves, groups):
@@ -169,7 +160,7 @@ def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=Fal
         sizes = [sum(int(np.prod(np.shape(m_leaves[i]))) for i in idx) for idx in groups]
         keep = [round((1.0 - f) * n) for n, (_, f) in zip(sizes, plan)]
     if jax.default_backend() == "cpu":
-        new = _select_host(s_leaves, m_leaves, keep, groups)
+        new = [jnp.asarray(m) for m in _select_groups(np, keep_top_k_host, s_leaves, m_leaves, keep, groups)]
     else:
         new = _select(s_leaves, [jnp.asarray(m) for m in m_leaves], jnp.asarray(keep, jnp.int32), groups)
     return jax.tree.unflatten(jax.tree.structure(masks), new)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from lth import lottery, masks as M, prune as P
+from lth import lottery, masks as M
 from lth.data.augment import crop_flip
 from lth.experiment import open_run_dir
 from lth.models import registry

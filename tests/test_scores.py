@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M, pai, prune as P
+from lth import masks as M, pai
 from lth.errors import UserError
 from lth.models import registry
 from lth.scores import grasp as G, obd as O, snip as SN, synflow as SF

@@ -1,7 +1,6 @@
 """The masked train step: pruned weights stay exactly 0, schedules, vmapped replicates."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -99,4 +98,3 @@ def test_bad_optimizer_and_batch():
         make("rmsprop")
     with pytest.raises(UserError, match="batch_size 999"):
         make_trainer(registry.build("lenet_4", 10, "kaiming_normal", (20,)), train_cfg(batch_size=999), 256)
-    _ = ml_collections

@@ -11,10 +11,6 @@ import jax.numpy as jnp
 import optax
 
 
-def masked(params, masks):
-    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, masks)
-
-
 def loss_fn(apply_fn, variables, temperature: float = 1.0):
     """loss(params, x, y): mean cross-entropy of logits / temperature."""
     def loss(params, x, y):

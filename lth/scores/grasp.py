@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lth.scores.common import chunks, keep_masked_out, loss_fn, masked, summed_grad
+from lth.masks import apply as masked
+from lth.scores.common import chunks, keep_masked_out, loss_fn, summed_grad
 
 
 def hessian_gradient(apply_fn, variables, params, batch, batches, temperature):

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from lth.scores.common import keep_masked_out, loss_fn, masked
+from lth.masks import apply as masked
+from lth.scores.common import keep_masked_out, loss_fn
 
 METHODS = ("exact", "hutchinson", "fisher")
 

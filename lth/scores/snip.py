@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lth.scores.common import keep_masked_out, loss_fn, masked, summed_grad
+from lth.masks import apply as masked
+from lth.scores.common import keep_masked_out, loss_fn, summed_grad
 
 
 def snip(apply_fn, variables, masks, batch, rng, *, batches: int = 1):

@@ -22,7 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lth.scores.common import keep_masked_out, masked
+from lth.masks import apply as masked
+from lth.scores.common import keep_masked_out
 
 
 def _linearized(variables, masks, dtype):
