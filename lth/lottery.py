@@ -103,6 +103,10 @@ def validate(cfg) -> None:
     if cfg.replicates < 1:
         raise UserError(f"replicates {cfg.replicates} out of range; allowed: 1 or more")
     check_choice("prune.scope", cfg.prune.scope, ("global", "layerwise"))
+    check_choice("prune.of", cfg.prune.of, ("remaining", "original"))
+    if cfg.prune.of == "original" and cfg.prune.fraction * cfg.lottery.levels >= 1:
+        raise UserError(f"prune.fraction {cfg.prune.fraction} of the original weights for {cfg.lottery.levels} levels "
+                        f"prunes everything; allowed: fraction · levels < 1")
     check_choice("lottery.rewind_mode", cfg.lottery.rewind_mode, ("weights", "lr"))
     for c in controls_of(cfg):
         check_choice("control", c, CONTROLS)
@@ -131,7 +135,10 @@ def setup(cfg) -> Setup:
         raise UserError(f"lottery.rewind {cfg.lottery.rewind!r} = step {rewind} is not before the end of "
                         f"training (step {total}); allowed: 0 <= rewind < {total}")
     params, _ = jax.eval_shape(trainer.init_variables, jax.random.PRNGKey(0), jnp.zeros((1, *ds.input_shape)))
+    check_text(model, ds)
     prunable = M.prunable_tree(params, cfg.prune.prunable)
+    if cfg.lottery.reinit and not any(jax.tree.leaves(M.prunable_tree(params, cfg.lottery.reinit))):
+        raise UserError(f"lottery.reinit {cfg.lottery.reinit!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
     if not any(jax.tree.leaves(prunable)):
         raise UserError(f"prune.prunable {cfg.prune.prunable!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
     lf = P.parse_layer_fractions(cfg.prune.layer_fractions)
@@ -139,6 +146,19 @@ def setup(cfg) -> Setup:
     return Setup(cfg, ds, trainer, prunable, lf, total, rewind,
                  parse_duration(cfg.train.eval_every, spe, "train.eval_every"),
                  parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), controls_of(cfg))
+
+
+def check_text(model, ds) -> None:
+    """Token ids from the dataset's tokenizer must mean the same to the model."""
+    if not ds.meta:
+        return
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "vocab_size"):
+        raise UserError(f"dataset {ds.name!r} holds token ids; allowed models: BERT (see `lth models`)")
+    if ds.meta["vocab_size"] > cfg.vocab_size or ds.meta["pad_id"] != cfg.pad_id or ds.meta["sep_id"] != cfg.sep_id:
+        raise UserError(f"tokenizer (vocab {ds.meta['vocab_size']}, [PAD] {ds.meta['pad_id']}, [SEP] {ds.meta['sep_id']}) "
+                        f"does not match the model (vocab {cfg.vocab_size}, pad {cfg.pad_id}, sep {cfg.sep_id}); "
+                        f"allowed: the model's own vocabulary")
 
 
 # ----- keys and initialization ---------------------------------------------------------------
@@ -152,8 +172,32 @@ def keys(s: Setup, purpose: int):
     return _keys(jnp.arange(s.replicates, dtype=jnp.uint32) + s.cfg.seed, jnp.uint32(purpose))
 
 
-def init_variables(s: Setup, rng):
+def random_init(s: Setup, rng):
     return s.trainer.init_replicates(rng, s.dataset.input_shape)
+
+
+def init_variables(s: Setup, rng):
+    """[R] initial (params, model_state): random, with `model.pretrained` weights loaded over them."""
+    params, ms = random_init(s, rng)
+    if s.cfg.model.pretrained:
+        from lth.models.bert_import import load_weights, resolve
+
+        one = jax.tree.map(lambda a: np.asarray(a[0]), params)
+        loaded = load_weights(resolve(s.cfg.model.pretrained), one)
+        same = M.prunable_tree(one, s.cfg.lottery.reinit) if s.cfg.lottery.reinit else jax.tree.map(lambda _: False, one)
+        # every replicate gets the pretrained tensors; leaves re-drawn per level keep their own init
+        params = jax.tree.map(lambda p, w, fresh: p if fresh else jnp.broadcast_to(jnp.asarray(w), p.shape),
+                              params, loaded, same)
+    return params, ms
+
+
+def redraw(s: Setup, params, level: int):
+    """params with the `lottery.reinit` leaves drawn afresh for `level` (e.g. BERT's classifier)."""
+    if not s.cfg.lottery.reinit:
+        return params
+    fresh, _ = random_init(s, keys(s, 400 + level))
+    which = M.prunable_tree(M.index(params, 0), s.cfg.lottery.reinit)
+    return jax.tree.map(lambda p, f, w: f if w else p, params, fresh, which)
 
 
 # ----- one training run (an arm at a level) ---------------------------------------------------
@@ -222,14 +266,16 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     for level in range(cfg.lottery.levels + 1):
         if level > 0:
             scores = s.score(final.params, final.model_state, final.masks, keys(s, 300 + level))
-            masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=cfg.prune.fraction,
+            amount = ({"fraction": cfg.prune.fraction} if cfg.prune.of == "remaining"
+                      else {"density": 1.0 - level * cfg.prune.fraction})
+            masks = P.prune_replicates(scores, final.masks, s.prunable, **amount,
                                        layerwise=cfg.prune.scope == "layerwise", layer_fractions=s.layer_fractions)
         if level == 0:
             params, ms, start, captures = init_params, init_ms, 0, {s.rewind: save_rewind}
         else:
             rw = checkpoint.load(rewind_path, {"params": init_params, "model_state": init_ms})
             src = final if cfg.lottery.rewind_mode == "lr" else rw
-            params = src.params if cfg.lottery.rewind_mode == "lr" else src["params"]
+            params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
             ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]
             start, captures = s.rewind, None
         final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, start, data,
@@ -250,11 +296,11 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
 
 def control_start(s: Setup, control: str, level: int, masks, rw_params, rw_ms):
     """(params, model_state, masks) a control arm starts from at `level`."""
-    if control == "reinit":
-        p, ms = init_variables(s, keys(s, 100 + level))
+    if control == "reinit":  # a random network (not pretrained) with the ticket's mask
+        p, ms = random_init(s, keys(s, 100 + level))
         return p, ms, masks
     k = keys(s, (200 if control == "random_prune" else 250) + level)
-    return rw_params, rw_ms, s.shuffle(masks, k)
+    return redraw(s, rw_params, level), rw_ms, s.shuffle(masks, k)
 
 
 def _line(name, e):

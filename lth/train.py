@@ -37,6 +37,11 @@ class TrainState(struct.PyTreeNode):
     data_rng: jax.Array   # key of the data order: epoch e is permutation(fold_in(data_rng, e))
 
 
+def _matrices(params):
+    """AdamW decays weight matrices and embeddings only, not biases or norm scales (as BERT)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
 def make_optimizer(t) -> optax.GradientTransformation:
     """The update direction at learning rate 1; the step scales it by schedule(step)."""
     if t.optimizer == "sgd":
@@ -44,10 +49,14 @@ def make_optimizer(t) -> optax.GradientTransformation:
     elif t.optimizer == "adam":
         base = optax.adam(1.0)
     elif t.optimizer == "adamw":
-        return optax.adamw(1.0, weight_decay=t.weight_decay)
+        base = optax.adamw(1.0, weight_decay=t.weight_decay, mask=_matrices)
     else:
         raise UserError(f"unknown optimizer {t.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-    return optax.chain(optax.add_decayed_weights(t.weight_decay), base) if t.weight_decay else base
+    if t.weight_decay and t.optimizer != "adamw":
+        base = optax.chain(optax.add_decayed_weights(t.weight_decay), base)
+    if t.clip_norm < 0:
+        raise UserError(f"train.clip_norm {t.clip_norm} out of range; allowed: 0 (off) or a positive norm")
+    return optax.chain(optax.clip_by_global_norm(t.clip_norm), base) if t.clip_norm else base
 
 
 def make_schedule(t, steps_per_epoch: int, total: int) -> Callable:

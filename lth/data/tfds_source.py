@@ -1,4 +1,4 @@
-"""Image datasets through `tfds.data_source` from a prepared data dir, read whole into numpy."""
+"""tfds datasets through `tfds.data_source` from a prepared data dir, read whole into numpy."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,8 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
-def _read(name, split, data_dir):
+def read_split(name, split, data_dir):
+    """(list of example dicts, DatasetInfo) of a prepared split; UserError when it is not prepared."""
     import tensorflow_datasets as tfds
 
     try:
@@ -24,7 +25,11 @@ def _read(name, split, data_dir):
         where = data_dir or default_data_dir()
         raise UserError(f"dataset {name!r} ({split}) is not prepared in {where} "
                         f"({type(e).__name__}); " + PREPARE_HINT.format(name=name, dir=where)) from None
-    items = [src[i] for i in range(len(src))]
+    return [src[i] for i in range(len(src))], tfds.builder(name, data_dir=data_dir).info
+
+
+def _read(name, split, data_dir):
+    items, _ = read_split(name, split, data_dir)
     x = np.stack([np.asarray(it["image"]) for it in items]).astype(np.float32) / 255.0
     y = np.asarray([it["label"] for it in items], np.int32)
     return x, y

@@ -10,9 +10,9 @@ import re
 import jax
 
 from lth.errors import UserError
-from lth.models import lenet, resnet, vgg
+from lth.models import bert, lenet, resnet, vgg
 
-FAMILIES = [lenet, vgg, resnet]
+FAMILIES = [lenet, vgg, resnet, bert]
 
 INITS = {
     "glorot_normal": jax.nn.initializers.glorot_normal(),

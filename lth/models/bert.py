@@ -1,0 +1,177 @@
+"""BERT encoder with a sequence-classification head (Flax Linen), matching HF `BertModel` numerics.
+
+Input: token ids [B, T] (any numeric dtype; cast to int32). Padding (`pad_id`) is masked out of
+attention; token types are derived from the ids (segment B starts after the first [SEP]), so a
+dataset is a plain id array like any other. Output: logits [B, classes] from the tanh pooler over
+[CLS] (dropout, then `classifier`); features=True returns (hidden states [B, T, H], pooled [B, H]).
+
+Gates (Michel et al. 2019; Prasanna et al. 2020): `head_mask` [L, A] multiplies each head's
+attention probabilities (as HF's head_mask), `mlp_mask` [L] multiplies each layer's MLP output.
+A gate at 0 removes that head / MLP exactly; importance scores are gradients with respect to them.
+
+Param names: {word,position,token_type}/embedding, embeddings_ln; layer_i/attention/
+{query,key,value,output}, layer_i/attention_ln, layer_i/{intermediate,output}, layer_i/output_ln;
+pooler; classifier. PRUNABLE is the Chen et al. (2020) set: the encoder's q, k, v, attention-output,
+intermediate and output kernels plus the pooler.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PRUNABLE = r"(layer_\d+/attention/(query|key|value|output)|layer_\d+/(intermediate|output)|pooler)/kernel"
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 2
+    intermediate: int = 512
+    vocab_size: int = 30522
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    ln_eps: float = 1e-12
+    init_range: float = 0.02
+    pad_id: int = 0
+    sep_id: int = 102
+
+    @classmethod
+    def from_hf(cls, d: dict) -> "BertConfig":
+        """From an HF BERT `config.json` dict (only absolute positions and GELU are supported)."""
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {d['position_embedding_type']!r}; allowed: absolute")
+        if d.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"hidden_act {d['hidden_act']!r}; allowed: gelu")
+        return cls(layers=d["num_hidden_layers"], hidden=d["hidden_size"], heads=d["num_attention_heads"],
+                   intermediate=d["intermediate_size"], vocab_size=d["vocab_size"],
+                   max_positions=d.get("max_position_embeddings", 512), type_vocab_size=d.get("type_vocab_size", 2),
+                   dropout=d.get("hidden_dropout_prob", 0.1), attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
+                   ln_eps=d.get("layer_norm_eps", 1e-12), init_range=d.get("initializer_range", 0.02),
+                   pad_id=d.get("pad_token_id", 0) or 0)
+
+    def __post_init__(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} is not divisible by {self.heads} heads")
+
+
+def _sized(layers, hidden, heads):
+    return BertConfig(layers=layers, hidden=hidden, heads=heads, intermediate=4 * hidden)
+
+
+# Turc et al. (2019) compact BERTs, and MiniLM-L6-H384 (all-MiniLM-L6-v2's encoder).
+NAMED = {
+    "bert_tiny": _sized(2, 128, 2),
+    "bert_mini": _sized(4, 256, 4),
+    "bert_small": _sized(4, 512, 8),
+    "bert_medium": _sized(8, 512, 8),
+    "minilm_l6": BertConfig(layers=6, hidden=384, heads=12, intermediate=1536),
+}
+
+
+def config_from_file(path: str) -> BertConfig:
+    """BertConfig from an HF config.json (or a directory holding one)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    if not os.path.exists(path):
+        raise ValueError(f"no BERT config.json at {path}")
+    with open(path) as f:
+        try:
+            return BertConfig.from_hf(json.load(f))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{path} is not an HF BERT config ({type(e).__name__}: {e})") from None
+
+
+class SelfAttention(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, h, keep, gate, train):
+        c = self.cfg
+        b, t, _ = h.shape
+        d = c.hidden // c.heads
+        dense = lambda name: nn.Dense(c.hidden, kernel_init=nn.initializers.normal(c.init_range), name=name)  # noqa: E731
+        q, k, v = (dense(n)(h).reshape(b, t, c.heads, d) for n in ("query", "key", "value"))
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
+        s = jnp.where(keep[:, None, None, :], s, jnp.finfo(s.dtype).min)
+        p = nn.Dropout(c.attention_dropout)(jax.nn.softmax(s, axis=-1), deterministic=not train)
+        p = p * gate[None, :, None, None].astype(p.dtype)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, c.hidden)
+        return dense("output")(ctx)
+
+
+class Layer(nn.Module):
+    cfg: BertConfig
+
+    @nn.compact
+    def __call__(self, h, keep, head_gate, mlp_gate, train):
+        c = self.cfg
+        init = nn.initializers.normal(c.init_range)
+        drop = lambda x: nn.Dropout(c.dropout)(x, deterministic=not train)  # noqa: E731
+        a = SelfAttention(c, name="attention")(h, keep, head_gate, train)
+        h = nn.LayerNorm(c.ln_eps, name="attention_ln")(h + drop(a))
+        m = nn.gelu(nn.Dense(c.intermediate, kernel_init=init, name="intermediate")(h), approximate=False)
+        m = drop(nn.Dense(c.hidden, kernel_init=init, name="output")(m)) * mlp_gate.astype(h.dtype)
+        return nn.LayerNorm(c.ln_eps, name="output_ln")(h + m)
+
+
+def token_types(ids, sep_id):
+    """0 up to and including the first [SEP], 1 after it (BERT sentence pairs; padding is masked)."""
+    is_sep = (ids == sep_id).astype(jnp.int32)
+    return jnp.minimum(jnp.cumsum(is_sep, axis=-1) - is_sep, 1)
+
+
+class Bert(nn.Module):
+    cfg: BertConfig
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train=False, head_mask=None, mlp_mask=None, features=False):
+        """Logits [B, classes]; with features=True, (hidden states [B, T, H], pooled [B, H])."""
+        c = self.cfg
+        ids = jnp.asarray(x).astype(jnp.int32)
+        t = ids.shape[-1]
+        if t > c.max_positions:
+            raise ValueError(f"sequence length {t} is over the {c.max_positions} position embeddings")
+        head_mask = jnp.ones((c.layers, c.heads)) if head_mask is None else head_mask
+        mlp_mask = jnp.ones((c.layers,)) if mlp_mask is None else mlp_mask
+        keep = ids != c.pad_id
+        init = nn.initializers.normal(c.init_range)
+        drop = lambda x: nn.Dropout(c.dropout)(x, deterministic=not train)  # noqa: E731
+        emb = lambda n, name: nn.Embed(n, c.hidden, embedding_init=init, name=name)  # noqa: E731
+        h = (emb(c.vocab_size, "word")(ids) + emb(c.max_positions, "position")(jnp.arange(t))[None]
+             + emb(c.type_vocab_size, "token_type")(token_types(ids, c.sep_id) * keep))
+        h = drop(nn.LayerNorm(c.ln_eps, name="embeddings_ln")(h))
+        for i in range(c.layers):
+            h = Layer(c, name=f"layer_{i}")(h, keep, head_mask[i], mlp_mask[i], train)
+        pooled = jnp.tanh(nn.Dense(c.hidden, kernel_init=init, name="pooler")(h[:, 0]))
+        if features:
+            return h, pooled
+        return nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
+
+
+def _build(m, num_classes, init, input_shape, width):
+    if width != 1.0:
+        raise ValueError(f"model.width {width} is not supported for BERT; allowed: 1.0 (pick a named size)")
+    cfg = NAMED[m.group(0)] if m.group(0) in NAMED else config_from_file(m.group(1))
+    if len(input_shape) != 1:
+        raise ValueError(f"BERT takes token ids of shape (length,), got inputs of shape {tuple(input_shape)}")
+    if input_shape[0] > cfg.max_positions:
+        raise ValueError(f"sequence length {input_shape[0]} is over the {cfg.max_positions} position embeddings; "
+                         f"allowed: data.max_length <= {cfg.max_positions}")
+    return Bert(cfg, num_classes)
+
+
+PATTERNS = {
+    "|".join(NAMED): (_build, "BERT encoders: bert_tiny 2/128/2, bert_mini 4/256/4, bert_small 4/512/8, "
+                              "bert_medium 8/512/8, minilm_l6 6/384/12 (layers/hidden/heads); init N(0, 0.02)"),
+    r"bert:(.+)": (_build, "BERT from an HF config.json (path to the file or its directory)"),
+}

