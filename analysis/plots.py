@@ -47,3 +47,23 @@ def metric_vs_density(summary: dict, path: str, keys=("test_accuracy",), title: 
 
 def accuracy_vs_density(summary: dict, path: str) -> str:
     return metric_vs_density(summary, path, ("test_accuracy",))
+
+
+def heads_curve(out: dict, path: str) -> str:
+    """`lth heads`: test accuracy vs fraction of heads (and of MLPs) kept, dense accuracy dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for kind, label in (("heads", "attention heads"), ("mlps", "MLPs")):
+        rows = out[kind]
+        ax.errorbar([100 * r["fraction_kept"] for r in rows], [100 * r["test_accuracy"] for r in rows],
+                    yerr=[100 * r["test_accuracy_std"] for r in rows], marker="o", ms=4, capsize=2, label=label)
+    ax.axhline(100 * out["dense_test_accuracy"], ls="--", color="gray", label="dense")
+    ax.invert_xaxis()
+    ax.set_xlabel("kept (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title("structured pruning by gate importance")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -13,7 +13,7 @@ def _cell(entry, key):
     if entry is None or key not in entry:
         return "-"
     text = f"{100 * entry[key]:.2f}"
-    if len(entry.get("replicates", [])) > 1:
+    if len(entry.get("replicates", entry.get(key + "_replicates", []))) > 1:
         text += f" ± {100 * entry[key + '_std']:.2f}"
     return text
 
@@ -38,3 +38,15 @@ def pai_table(summary: dict) -> str:
         lines.append(f"| {name} | {100 * e['density']:.3f} | {_cell(e, 'test_accuracy')} "
                      f"| {_cell(e, 'test_accuracy_at_best_val')} |")
     return "\n".join(lines)
+
+
+def heads_table(out: dict) -> str:
+    """Markdown table of `lth heads`: test accuracy vs heads kept, and vs MLPs kept."""
+    lines = [f"dense test accuracy: {100 * out['dense_test_accuracy']:.2f}%", ""]
+    for kind in ("heads", "mlps"):
+        rows = out[kind]
+        total = rows[0]["kept"]
+        lines += [f"| {kind} kept | % kept | test accuracy % |", "|---|---|---|"]
+        lines += [f"| {r['kept']}/{total} | {100 * r['fraction_kept']:.0f} | {_cell(r, 'test_accuracy')} |" for r in rows]
+        lines.append("")
+    return "\n".join(lines).rstrip()

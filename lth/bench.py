@@ -1,6 +1,7 @@
 """`lth bench`: speed of the train step per model on synthetic data of the model's usual shape —
 compile time, steps/s, examples/s, achieved GFLOP/s (XLA cost analysis) against the device's
-measured matmul peak, and R vmapped replicates against R sequential runs."""
+measured matmul peak, peak memory (device memory on accelerators, process RSS on CPU — cumulative
+over the models of one invocation), and R vmapped replicates against R sequential runs."""
 from __future__ import annotations
 
 import time
@@ -14,7 +15,17 @@ from lth.config import base
 from lth.models import registry
 from lth.train import make_mesh, make_trainer, replicate_mode
 
-SHAPES = {"lenet": ((28, 28, 1), 10, 60), "vgg": ((32, 32, 3), 10, 128), "resnet": ((32, 32, 3), 10, 128)}
+SHAPES = {"lenet": ((28, 28, 1), 10, 60), "vgg": ((32, 32, 3), 10, 128), "resnet": ((32, 32, 3), 10, 128),
+          "bert": ((128,), 5, 32), "minilm": ((128,), 5, 32)}  # BERTs: 128 token ids, BBC News' 5 classes
+
+
+def peak_memory_mb() -> float:
+    """Peak device memory (accelerators) or peak resident memory of this process (CPU), in MB."""
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _flops(compiled) -> float:
@@ -47,7 +58,12 @@ def _setup(name, batch, replicates, width, devices, mode="auto"):
     trainer = make_trainer(model, cfg, n_train, mesh=make_mesh(devices),
                            replicates=replicate_mode(mode, model, shape))
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(n_train, *shape)), jnp.float32)
+    if hasattr(getattr(model, "cfg", None), "vocab_size"):  # token ids: [CLS] then words (no padding)
+        ids = rng.integers(1000, model.cfg.vocab_size, (n_train, *shape))
+        ids[:, 0] = 101
+        x = jnp.asarray(ids, jnp.int32)
+    else:
+        x = jnp.asarray(rng.normal(size=(n_train, *shape)), jnp.float32)
     y = jnp.asarray(rng.integers(0, classes, n_train), jnp.int32)
     keys = jax.random.split(jax.random.PRNGKey(0), replicates)
     p, ms = trainer.init_replicates(keys, shape)
@@ -76,7 +92,7 @@ def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.
     sps = _time_steps(trainer, state, x, y, seconds)
     out = {"model": name, "batch": batch, "params": M.num_params(state.params), "compile_s": compile_s,
            "steps_per_s": sps, "examples_per_s": sps * batch, "gflops_per_step": flops / 1e9,
-           "gflop_per_s": sps * flops / 1e9, "replicates": replicates}
+           "gflop_per_s": sps * flops / 1e9, "replicates": replicates, "peak_mb": peak_memory_mb()}
     if replicates > 1:
         tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, mode)
         out["mode"] = tr.replicate_mode
@@ -88,12 +104,12 @@ def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.
 
 def table(rows, peak) -> str:
     head = ("| model | params | batch | compile s | steps/s | examples/s | GFLOP/step | GFLOP/s | % of peak "
-            "| R | mode | R-replicate steps/s | vs R sequential |")
+            "| peak MB | R | mode | R-replicate steps/s | vs R sequential |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['compile_s']:.1f} | {r['steps_per_s']:.2f} "
                      f"| {r['examples_per_s']:.0f} | {r['gflops_per_step']:.2f} | {r['gflop_per_s']:.1f} "
-                     f"| {100 * r['gflop_per_s'] / peak:.0f}% | {r['replicates']} | {r.get('mode', '-')} "
+                     f"| {100 * r['gflop_per_s'] / peak:.0f}% | {r['peak_mb']:.0f} | {r['replicates']} | {r.get('mode', '-')} "
                      f"| {r.get('vmapped_steps_per_s', float('nan')):.2f} | {r.get('vmap_speedup', float('nan')):.2f}× |")
     return "\n".join(lines)
 

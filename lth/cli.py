@@ -1,4 +1,5 @@
-"""Command line: `lth lottery`, `lth data prepare`, `lth models`. User errors: one line, exit 2."""
+"""Command line: `lth lottery`, `lth heads`, `lth pai`, `lth collapse`, `lth data prepare`, `lth bench`,
+`lth models`. User errors: one line, exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,25 @@ def cmd_lottery(args) -> int:
     print(lottery_table(summary))
     plot = accuracy_vs_density(summary, os.path.join(run_dir, "accuracy_vs_density.png"))
     print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}\nplot: {plot}\ntime: {time.time() - t0:.1f} s")
+    return 0
+
+
+def cmd_heads(args) -> int:
+    from analysis.plots import heads_curve
+    from analysis.tables import heads_table
+    from lth import experiment, heads
+
+    s, run_dir = prepare_run(args)
+    heads.check(s)
+    experiment.open_run_dir(run_dir, s.cfg)
+    print(f"run directory: {run_dir}  ({s.cfg.model.name} on {s.cfg.data.name}, heads pruned in steps of "
+          f"{s.cfg.heads.step:g}, R={s.cfg.replicates})", flush=True)
+    t0 = time.time()
+    out = heads.run(s, run_dir)
+    print()
+    print(heads_table(out))
+    plot = heads_curve(out, os.path.join(run_dir, "heads.png"))
+    print(f"\nresults: {os.path.join(run_dir, 'heads.json')}\nplot: {plot}\ntime: {time.time() - t0:.1f} s")
     return 0
 
 
@@ -188,6 +208,14 @@ def parser() -> argparse.ArgumentParser:
                                      "skipped), print a table and write summary.json and a plot.", epilog=EPILOG)
     run_options(lot)
     lot.set_defaults(func=cmd_lottery)
+
+    he = sub.add_parser("heads", help="BERT head and MLP pruning by gate importance (Michel et al. 2019)",
+                        description="Fine-tune the dense model (level 0 of the lottery run of the same config, "
+                                    "reused if done), then prune attention heads, and separately MLPs, greedily "
+                                    "by importance E|dL/dgate|; print accuracy vs heads kept, write heads.json and "
+                                    "heads.png.", epilog=EPILOG)
+    run_options(he)
+    he.set_defaults(func=cmd_heads)
 
     pa = sub.add_parser("pai", help="prune at init to a target compression with each score, then train",
                         description="Prune at init (pai.methods, pai.compression, pai.rounds, pai.sanity, ...) and "

@@ -136,6 +136,9 @@ def setup(cfg) -> Setup:
                         f"training (step {total}); allowed: 0 <= rewind < {total}")
     params, _ = jax.eval_shape(trainer.init_variables, jax.random.PRNGKey(0), jnp.zeros((1, *ds.input_shape)))
     check_text(model, ds)
+    if cfg.model.pretrained:  # fail before anything is written: files, keys and shapes
+        from lth.models.bert_import import load_weights, resolve
+        load_weights(resolve(cfg.model.pretrained), params)
     prunable = M.prunable_tree(params, cfg.prune.prunable)
     if cfg.lottery.reinit and not any(jax.tree.leaves(M.prunable_tree(params, cfg.lottery.reinit))):
         raise UserError(f"lottery.reinit {cfg.lottery.reinit!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
@@ -249,37 +252,45 @@ def level_entry(level: int, rows: list) -> dict:
 
 
 # ----- the IMP run -----------------------------------------------------------------------------
-def run(s: Setup, run_dir: str, log=print) -> dict:
-    """All levels and controls; writes summary.json after every finished arm. Returns the summary."""
-    cfg, t = s.cfg, s.trainer
-    data = device_data(t, s.dataset)
-    init_params, init_ms = init_variables(s, keys(s, 0))
-    rewind_path = os.path.join(run_dir, "level_0", "rewind")
-    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "levels": [],
-               "controls": {c: [] for c in s.controls}}
+def rewind_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "level_0", "rewind")
+
+
+def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
+    """Level 0: the dense network trained from init, saving the rewind point (resumable; shared by
+    `lth lottery` and `lth heads`)."""
+    path = rewind_path(run_dir)
 
     def save_rewind(st):
-        if not checkpoint.exists(rewind_path):
-            checkpoint.save(rewind_path, {"params": st.params, "model_state": st.model_state})
+        if not checkpoint.exists(path):
+            checkpoint.save(path, {"params": st.params, "model_state": st.model_state})
 
+    return train_arm(s, os.path.join(run_dir, "level_0"), init_params, init_ms, M.ones_like(init_params), 0, data,
+                     captures={s.rewind: save_rewind}, label="level 0")
+
+def run(s: Setup, run_dir: str, log=print) -> dict:
+    """All levels and controls; writes summary.json after every finished arm. Returns the summary."""
+    cfg = s.cfg
+    data = device_data(s.trainer, s.dataset)
+    init_params, init_ms = init_variables(s, keys(s, 0))
+    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "levels": [],
+               "controls": {c: [] for c in s.controls}}
     masks, final = M.ones_like(init_params), None
     for level in range(cfg.lottery.levels + 1):
-        if level > 0:
+        if level == 0:
+            final, rows = train_dense(s, run_dir, data, init_params, init_ms)
+        else:
             scores = s.score(final.params, final.model_state, final.masks, keys(s, 300 + level))
             amount = ({"fraction": cfg.prune.fraction} if cfg.prune.of == "remaining"
                       else {"density": 1.0 - level * cfg.prune.fraction})
             masks = P.prune_replicates(scores, final.masks, s.prunable, **amount,
                                        layerwise=cfg.prune.scope == "layerwise", layer_fractions=s.layer_fractions)
-        if level == 0:
-            params, ms, start, captures = init_params, init_ms, 0, {s.rewind: save_rewind}
-        else:
-            rw = checkpoint.load(rewind_path, {"params": init_params, "model_state": init_ms})
+            rw = checkpoint.load(rewind_path(run_dir), {"params": init_params, "model_state": init_ms})
             src = final if cfg.lottery.rewind_mode == "lr" else rw
             params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
             ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]
-            start, captures = s.rewind, None
-        final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, start, data,
-                                captures=captures, label=f"level {level}")
+            final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, s.rewind, data,
+                                    label=f"level {level}")
         summary["levels"].append(level_entry(level, rows))
         log(_line(f"level {level}", summary["levels"][-1]))
         if level > 0:

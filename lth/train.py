@@ -110,12 +110,13 @@ class Trainer:
         params = variables.pop("params")
         return params, variables
 
-    def apply(self, params, model_state, x, train, rng):
-        """(logits, new model_state); train mode updates collections such as batch_stats."""
+    def apply(self, params, model_state, x, train, rng, **kw):
+        """(logits, new model_state); train mode updates collections such as batch_stats. `kw` go to
+        the model (e.g. BERT's head_mask / mlp_mask)."""
         variables = {"params": params, **model_state}
         if train and model_state:
-            return self.model.apply(variables, x, train=True, mutable=list(model_state), rngs={"dropout": rng})
-        return self.model.apply(variables, x, train=train, rngs={"dropout": rng}), model_state
+            return self.model.apply(variables, x, train=True, mutable=list(model_state), rngs={"dropout": rng}, **kw)
+        return self.model.apply(variables, x, train=train, rngs={"dropout": rng}, **kw), model_state
 
     def new_state(self, params, model_state, masks, step, rng, data_rng) -> TrainState:
         """A fresh state (new optimizer state) for stacked replicates; params are masked."""
@@ -206,13 +207,13 @@ class Trainer:
 
     @functools.cached_property
     def _jit_eval(self):
-        return jax.jit(self.over_replicates(self._evaluate, (0, None, None, None)))
+        return jax.jit(self.over_replicates(self._evaluate, (0, None, None, None, 0)))
 
     # ----- evaluation ------------------------------------------------------------------------
-    def _evaluate(self, state, xs, ys, ws):
+    def _evaluate(self, state, xs, ys, ws, model_kw):
         def chunk(args):
             xb, yb, wb = map(self.shard, args)
-            logits, _ = self.apply(state.params, state.model_state, xb, False, state.rng)
+            logits, _ = self.apply(state.params, state.model_state, xb, False, state.rng, **model_kw)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
             return jnp.sum(loss * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
 
@@ -220,9 +221,10 @@ class Trainer:
         n = jnp.sum(ws)
         return jnp.sum(loss) / n, jnp.sum(correct) / n
 
-    def evaluate(self, state, split):
-        """(loss [R], accuracy [R]) on a padded split from `chunked`."""
-        return self._jit_eval(state, *split)
+    def evaluate(self, state, split, **model_kw):
+        """(loss [R], accuracy [R]) on a padded split from `chunked`; `model_kw` (arrays with a
+        leading replicate axis) go to the model, e.g. BERT's gates."""
+        return self._jit_eval(state, *split, model_kw)
 
     def chunk_size(self, *sizes) -> int:
         """One evaluation chunk size for splits of these sizes (one compiled evaluator for all)."""

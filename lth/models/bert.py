@@ -6,7 +6,8 @@ dataset is a plain id array like any other. Output: logits [B, classes] from the
 [CLS] (dropout, then `classifier`); features=True returns (hidden states [B, T, H], pooled [B, H]).
 
 Gates (Michel et al. 2019; Prasanna et al. 2020): `head_mask` [L, A] multiplies each head's
-attention probabilities (as HF's head_mask), `mlp_mask` [L] multiplies each layer's MLP output.
+attention probabilities (as HF's head_mask), `mlp_mask` [L] multiplies each layer's MLP output;
+either may carry a leading batch axis ([B, L, A], [B, L]) for per-example gradients.
 A gate at 0 removes that head / MLP exactly; importance scores are gradients with respect to them.
 
 Param names: {word,position,token_type}/embedding, embeddings_ln; layer_i/attention/
@@ -56,7 +57,7 @@ class BertConfig:
                    max_positions=d.get("max_position_embeddings", 512), type_vocab_size=d.get("type_vocab_size", 2),
                    dropout=d.get("hidden_dropout_prob", 0.1), attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
                    ln_eps=d.get("layer_norm_eps", 1e-12), init_range=d.get("initializer_range", 0.02),
-                   pad_id=d.get("pad_token_id", 0) or 0)
+                   pad_id=d.get("pad_token_id", 0) or 0, sep_id=d.get("sep_token_id", 102))
 
     def __post_init__(self):
         if self.hidden % self.heads:
@@ -103,7 +104,7 @@ class SelfAttention(nn.Module):
         s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
         s = jnp.where(keep[:, None, None, :], s, jnp.finfo(s.dtype).min)
         p = nn.Dropout(c.attention_dropout)(jax.nn.softmax(s, axis=-1), deterministic=not train)
-        p = p * gate[None, :, None, None].astype(p.dtype)
+        p = p * gate[:, :, None, None].astype(p.dtype)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, c.hidden)
         return dense("output")(ctx)
 
@@ -119,7 +120,7 @@ class Layer(nn.Module):
         a = SelfAttention(c, name="attention")(h, keep, head_gate, train)
         h = nn.LayerNorm(c.ln_eps, name="attention_ln")(h + drop(a))
         m = nn.gelu(nn.Dense(c.intermediate, kernel_init=init, name="intermediate")(h), approximate=False)
-        m = drop(nn.Dense(c.hidden, kernel_init=init, name="output")(m)) * mlp_gate.astype(h.dtype)
+        m = drop(nn.Dense(c.hidden, kernel_init=init, name="output")(m)) * mlp_gate[:, None, None].astype(h.dtype)
         return nn.LayerNorm(c.ln_eps, name="output_ln")(h + m)
 
 
@@ -141,8 +142,9 @@ class Bert(nn.Module):
         t = ids.shape[-1]
         if t > c.max_positions:
             raise ValueError(f"sequence length {t} is over the {c.max_positions} position embeddings")
-        head_mask = jnp.ones((c.layers, c.heads)) if head_mask is None else head_mask
-        mlp_mask = jnp.ones((c.layers,)) if mlp_mask is None else mlp_mask
+        b = ids.shape[0]
+        head_mask = jnp.broadcast_to(1.0 if head_mask is None else head_mask, (b, c.layers, c.heads))
+        mlp_mask = jnp.broadcast_to(1.0 if mlp_mask is None else mlp_mask, (b, c.layers))
         keep = ids != c.pad_id
         init = nn.initializers.normal(c.init_range)
         drop = lambda x: nn.Dropout(c.dropout)(x, deterministic=not train)  # noqa: E731
@@ -151,7 +153,7 @@ class Bert(nn.Module):
              + emb(c.type_vocab_size, "token_type")(token_types(ids, c.sep_id) * keep))
         h = drop(nn.LayerNorm(c.ln_eps, name="embeddings_ln")(h))
         for i in range(c.layers):
-            h = Layer(c, name=f"layer_{i}")(h, keep, head_mask[i], mlp_mask[i], train)
+            h = Layer(c, name=f"layer_{i}")(h, keep, head_mask[:, i], mlp_mask[:, i], train)
         pooled = jnp.tanh(nn.Dense(c.hidden, kernel_init=init, name="pooler")(h[:, 0]))
         if features:
             return h, pooled

@@ -132,5 +132,5 @@ def hf_config(c: BertConfig) -> dict:
             "vocab_size": c.vocab_size, "max_position_embeddings": c.max_positions,
             "type_vocab_size": c.type_vocab_size, "hidden_dropout_prob": c.dropout,
             "attention_probs_dropout_prob": c.attention_dropout, "layer_norm_eps": c.ln_eps,
-            "initializer_range": c.init_range, "pad_token_id": c.pad_id, "hidden_act": "gelu",
+            "initializer_range": c.init_range, "pad_token_id": c.pad_id, "sep_token_id": c.sep_id, "hidden_act": "gelu",
             "position_embedding_type": "absolute"}
