@@ -129,7 +129,9 @@ def cmd_data(args) -> int:
     from lth.data import tfds_source
 
     if args.action == "prepare":
-        allowed = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+        from lth.data.text import GLUE
+
+        allowed = ("mnist", "fashion_mnist", "cifar10", "cifar100", *(f"glue/{t}" for t in GLUE))
         if args.name not in allowed:
             raise UserError(f"unknown dataset {args.name!r} to prepare; allowed: {', '.join(allowed)}")
         try:
@@ -249,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="prepare tfds datasets (needs internet and the [prepare] extra)")
     data.add_argument("action", choices=["prepare"], help="prepare: download and convert to array_record")
-    data.add_argument("name", help="mnist | fashion_mnist | cifar10 | cifar100")
+    data.add_argument("name", help="mnist | fashion_mnist | cifar10 | cifar100 | glue/<task> (sst2, mnli, ...)")
     data.add_argument("--data-dir", help="tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     data.set_defaults(func=cmd_data)
 

@@ -289,6 +289,8 @@ def test_pai_scores_prune_bert(method):
     for s_, pr in zip(jax.tree.leaves(scores), jax.tree.leaves(prunable)):
         if pr:
             assert np.isfinite(np.asarray(s_)).all()
+            if method in ("synflow", "snip", "magnitude"):
+                assert (np.asarray(s_) >= 0).all()
     masks = pai.prune_at_init(scorer, variables, prunable, 0.3, rounds=2 if method == "synflow" else 1)
     dens, _ = M.density(masks, prunable)
     assert float(dens) == pytest.approx(0.3, abs=1e-3)
@@ -333,3 +335,38 @@ def test_bad_input_one_line_errors(pretrained, tmp_path, capsys):
     assert main(["heads", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--run-dir",
                  str(tmp_path / "h")]) == 2
     assert "has no attention heads" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task,pair", [("sst2", False), ("mnli", True)])
+def test_glue_loader(pretrained, tmp_path, monkeypatch, task, pair):
+    """GLUE's tfds builders import TensorFlow, so tfds' mock_data cannot serve them here: the reader
+    is replaced by one returning examples as tfds.data_source does (bytes texts, int labels)."""
+    import types
+
+    from lth import data as D
+    from lth.data import tfds_source
+
+    asked = []
+
+    def fake_read(name, split, data_dir):
+        asked.append((name, split))
+        n = 40 if split == "train" else 12
+        keys = ("premise", "hypothesis") if pair else ("sentence",)
+        items = [{**{k: f"the bank {k} {i} said rates rise".encode() for k in keys}, "label": i % 3 if pair else i % 2}
+                 for i in range(n)]
+        label = types.SimpleNamespace(num_classes=3 if pair else 2)
+        return items, types.SimpleNamespace(features={"label": label})
+    monkeypatch.setattr(tfds_source, "read_split", fake_read)
+    ds = D.load(tiny_bert_cfg(pretrained, f"data.name=glue/{task}", "data.validation_size=8").data)
+    test_split = "validation_matched" if task == "mnli" else "validation"
+    assert asked == [(f"glue/{task}", "train"), (f"glue/{task}", test_split)]
+    assert ds.num_classes == (3 if pair else 2) and ds.x_train.shape == (32, 16) and len(ds.y_test) == 12
+    assert (ds.x_train[:, 0] == 2).all() and ((ds.x_train == 3).sum(1) == (2 if pair else 1)).all()  # [SEP] per text
+
+
+def test_glue_not_prepared(pretrained, tmp_path):
+    from lth import data as D
+
+    with pytest.raises(UserError, match=r"'glue/sst2'.*not prepared.*lth data prepare glue/sst2"):
+        D.load(tiny_bert_cfg(pretrained, "data.name=glue/sst2", f"data.data_dir={tmp_path}").data)
+    assert list(tmp_path.iterdir()) == []

@@ -17,7 +17,14 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_config_builds(path, tmp_path):
     cfg = load_config(path, ["train.duration=2it", "train.batch_size=8", "lottery.rewind=0it"])
-    if not cfg.model.name.startswith("lenet"):
+    if cfg.model.pretrained:
+        from lth.errors import UserError
+        from lth.models.bert_import import resolve
+        try:
+            resolve(cfg.model.pretrained)
+        except UserError as e:
+            pytest.skip(str(e))
+    if not cfg.model.name.startswith(("lenet", "bert", "minilm")):
         cfg.model.width = 0.125
     lottery.validate(cfg)
     if cfg.data.name != "mnist1d":
@@ -57,3 +64,15 @@ def test_cifar_recipes():
     assert vgg.prune.layer_fractions == "out=0" and vgg.lottery.rewind == "1000it" and r20.lottery.rewind == "500it"
     assert (r18.train.lr, r18.train.gamma, r18.train.weight_decay) == (0.01, 0.2, 5e-4)
     assert all(c.data.augment == "crop_flip" for c in (vgg, r20, r18))
+
+
+def test_bert_lottery_protocol():
+    """Chen et al. (2020): the encoder's linear kernels + pooler, rewound to the pretrained weights,
+    a new classifier each level, AdamW with warmup and linear decay, a fraction of the original weights."""
+    from lth.models.bert import PRUNABLE
+
+    c = load_config(os.path.join(ROOT, "configs", "bert_minilm_bbc.py"))
+    assert (c.model.name, c.model.pretrained, c.data.name) == ("minilm_l6", "minilm_l6", "bbc_news")
+    assert (c.prune.prunable, c.prune.of, c.prune.scope, c.lottery.rewind) == (PRUNABLE, "original", "global", "0it")
+    assert c.lottery.reinit == "classifier/.*" and set(c.lottery.controls.split(",")) == {"random_prune", "reinit"}
+    assert (c.train.optimizer, c.train.schedule) == ("adamw", "linear") and c.train.warmup != "0it"

@@ -12,6 +12,15 @@ multiplies every score by one common constant, so the ranking is unchanged in ex
 all values stay near 1. `precision='auto'` checks that homogeneity numerically once and uses
 scaled32 when it holds, float64 otherwise.
 
+On a transformer (BERT) the same recipe is applied as is: |θ| for every parameter (embeddings,
+LayerNorm scales and biases included), the all-ones input read as token id 1 at every position (no
+padding, so every position attends), dropout off. This is not the path sum of a linear network:
+softmax, LayerNorm and GELU stay in place, LayerNorm renormalizes the residual stream after every
+sub-layer, so R is not multiplicative in per-layer scales and SynFlow's conservation argument
+(equal total score per layer, hence no layer collapse) does not hold. `is_homogeneous` is False for
+BERT, so 'auto' computes in float64; the scores are finite and non-negative and rank within this
+nonlinear network (tests/test_bert.py pins both).
+
 float64 is the default. scaled32 is 1.7× faster on VGG-16 (CPU) and keeps every layer alive up to
 10^3 there, but float32 rounding still changes near-ties. Pruning VGG-16 to max compression (10^6.02,
 one weight per layer) in 100 rounds, float64 keeps exactly one weight in every layer; scaled32
