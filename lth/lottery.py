@@ -135,7 +135,9 @@ def setup(cfg) -> Setup:
         raise UserError(f"lottery.rewind {cfg.lottery.rewind!r} = step {rewind} is not before the end of "
                         f"training (step {total}); allowed: 0 <= rewind < {total}")
     params, _ = jax.eval_shape(trainer.init_variables, jax.random.PRNGKey(0), jnp.zeros((1, *ds.input_shape)))
-    check_text(model, ds)
+    if ds.meta:
+        from lth.models.bert import check_tokens
+        check_tokens(model, ds.name, ds.meta)
     if cfg.model.pretrained:  # fail before anything is written: files, keys and shapes
         from lth.models.bert_import import load_weights, resolve
         load_weights(resolve(cfg.model.pretrained), params)
@@ -149,19 +151,6 @@ def setup(cfg) -> Setup:
     return Setup(cfg, ds, trainer, prunable, lf, total, rewind,
                  parse_duration(cfg.train.eval_every, spe, "train.eval_every"),
                  parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), controls_of(cfg))
-
-
-def check_text(model, ds) -> None:
-    """Token ids from the dataset's tokenizer must mean the same to the model."""
-    if not ds.meta:
-        return
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "vocab_size"):
-        raise UserError(f"dataset {ds.name!r} holds token ids; allowed models: BERT (see `lth models`)")
-    if ds.meta["vocab_size"] > cfg.vocab_size or ds.meta["pad_id"] != cfg.pad_id or ds.meta["sep_id"] != cfg.sep_id:
-        raise UserError(f"tokenizer (vocab {ds.meta['vocab_size']}, [PAD] {ds.meta['pad_id']}, [SEP] {ds.meta['sep_id']}) "
-                        f"does not match the model (vocab {cfg.vocab_size}, pad {cfg.pad_id}, sep {cfg.sep_id}); "
-                        f"allowed: the model's own vocabulary")
 
 
 # ----- keys and initialization ---------------------------------------------------------------

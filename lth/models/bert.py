@@ -160,6 +160,19 @@ class Bert(nn.Module):
         return nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
 
 
+def check_tokens(model, dataset: str, meta: dict) -> None:
+    """Token ids from a dataset's tokenizer (its `meta`) must mean the same to `model`."""
+    from lth.errors import UserError
+
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(cfg, BertConfig):
+        raise UserError(f"dataset {dataset!r} holds token ids; allowed models: BERT (see `lth models`)")
+    if meta["vocab_size"] > cfg.vocab_size or meta["pad_id"] != cfg.pad_id or meta["sep_id"] != cfg.sep_id:
+        raise UserError(f"tokenizer (vocab {meta['vocab_size']}, [PAD] {meta['pad_id']}, [SEP] {meta['sep_id']}) "
+                        f"does not match the model (vocab {cfg.vocab_size}, pad {cfg.pad_id}, sep {cfg.sep_id}); "
+                        f"allowed: the model's own vocabulary")
+
+
 def _build(m, num_classes, init, input_shape, width):
     if width != 1.0:
         raise ValueError(f"model.width {width} is not supported for BERT; allowed: 1.0 (pick a named size)")
