@@ -57,7 +57,7 @@ def base() -> ml_collections.ConfigDict:
     c.prune.of = "remaining"        # remaining: density (1-f)^L | original: density 1 - L·f (Chen et al. BERT)
     c.prune.scope = "global"        # global (one ranking) | layerwise (each layer at `fraction`)
     c.prune.prunable = r".*kernel"  # regex fullmatching the param paths that may be pruned
-    c.prune.layer_fractions = ""    # per-layer overrides 'LAYER=FRACTION,...'; 0 = never pruned
+    c.prune.layer_fractions = ""    # per-layer overrides 'LAYER=FRACTION,...' (own ranking group, own rate per level); 0 = never pruned
 
     c.lottery = ml_collections.ConfigDict()
     c.lottery.levels = 6            # IMP levels after the dense level 0

@@ -270,10 +270,13 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             final, rows = train_dense(s, run_dir, data, init_params, init_ms)
         else:
             scores = s.score(final.params, final.model_state, final.masks, keys(s, 300 + level))
-            amount = ({"fraction": cfg.prune.fraction} if cfg.prune.of == "remaining"
-                      else {"density": 1.0 - level * cfg.prune.fraction})
+            if cfg.prune.of == "remaining":
+                amount = {"fraction": cfg.prune.fraction, "layer_fractions": s.layer_fractions}
+            else:  # level L keeps 1 - L·f of the original weights, per override group too
+                amount = {"density": 1.0 - level * cfg.prune.fraction,
+                          "layer_fractions": [(p, min(1.0, level * f)) for p, f in s.layer_fractions]}
             masks = P.prune_replicates(scores, final.masks, s.prunable, **amount,
-                                       layerwise=cfg.prune.scope == "layerwise", layer_fractions=s.layer_fractions)
+                                       layerwise=cfg.prune.scope == "layerwise")
             rw = checkpoint.load(rewind_path(run_dir), {"params": init_params, "model_state": init_ms})
             src = final if cfg.lottery.rewind_mode == "lr" else rw
             params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
