@@ -12,7 +12,7 @@ from lth import masks as M, pai, prune as P
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
-from lth.lottery import init_variables, keys, level_entry, train_arm
+from lth.lottery import init_variables, keys, level_entry, random_init, train_arm
 from lth.scores import SCORES
 
 
@@ -37,7 +37,7 @@ def variants(cfg) -> list[tuple[str, str, str | None]]:
 def check(s) -> float:
     """Compression target of the config, checked against the model's max compression."""
     c = pai.parse_compression(s.cfg.pai.compression)
-    params, _ = jax.eval_shape(lambda: init_variables(s, keys(s, 0)))
+    params, _ = jax.eval_shape(lambda: random_init(s, keys(s, 0)))
     sizes = [math.prod(x.shape[1:]) for x, pr in zip(jax.tree.leaves(params), jax.tree.leaves(s.prunable)) if pr]
     pai.check_target(c, sizes, s.cfg.pai.scope)
     return c
@@ -54,7 +54,7 @@ def run(s, run_dir: str, log=print) -> dict:
         adir = os.path.join(run_dir, "methods", name)
         masks = _masks(s, method, sanity, params, ms, 1.0 / compression) if not os.path.exists(
             os.path.join(adir, "metrics.json")) else M.ones_like(params)
-        p, m = (init_variables(s, keys(s, 100)) if sanity == "reinit" else (params, ms))
+        p, m = (random_init(s, keys(s, 100)) if sanity == "reinit" else (params, ms))  # a random (not pretrained) net
         _, rows = train_arm(s, adir, p, m, masks, 0, data, label=name)
         summary["methods"][name] = level_entry(0, rows)
         e = summary["methods"][name]

@@ -276,7 +276,7 @@ def test_head_importance_is_mean_absolute_per_example_gradient(pretrained):
 
 
 # ----- pruning-at-init scores on a transformer ---------------------------------------------------
-@pytest.mark.parametrize("method", ["synflow", "snip", "grasp", "magnitude", "random", "obd"])
+@pytest.mark.parametrize("method", ["synflow", "grasp", "magnitude", "random", "obd"])  # snip: test_pai_command_*
 def test_pai_scores_prune_bert(method):
     from lth import pai
 
@@ -374,3 +374,12 @@ def test_glue_not_prepared(pretrained, tmp_path):
     with pytest.raises(UserError, match=r"'glue/sst2'.*not prepared.*lth data prepare glue/sst2"):
         D.load(tiny_bert_cfg(pretrained, "data.name=glue/sst2", f"data.data_dir={tmp_path}").data)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pai_command_on_pretrained_bert(pretrained, tmp_path):
+    run = str(tmp_path / "pai")
+    assert main(["pai", "--config", CONFIG, "--run-dir", run, *sets(overrides(pretrained) + [
+        "pai.methods=synflow,snip", "pai.compression=4", "pai.rounds=2", "pai.batch_size=32", "replicates=1"])]) == 0
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    for name in ("synflow", "snip"):
+        assert summary["methods"][name]["density"] == pytest.approx(0.25, abs=1e-3)
