@@ -24,7 +24,7 @@ demo: $(BIN)/.installed
 	$(BIN)/lth lottery --config configs/mnist1d_mlp.py
 
 test: $(BIN)/.minilm
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) runs

