@@ -221,8 +221,10 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     checkpoint.save(os.path.join(adir, "final"), state)
     rows = summarize(history)
     dens, per_layer = M.density(state.masks, s.prunable, axis=0)
+    dens_all, _ = M.density(state.masks, jax.tree.map(lambda _: True, s.prunable), axis=0)  # every parameter
     for r, row in enumerate(rows):
-        row.update(seed=s.cfg.seed + r, density=float(dens[r]), density_per_layer={k: float(v[r]) for k, v in per_layer.items()})
+        row.update(seed=s.cfg.seed + r, density=float(dens[r]), density_all_params=float(dens_all[r]),
+                   density_per_layer={k: float(v[r]) for k, v in per_layer.items()})
     write_json(metrics_path, {"replicates": rows, "history": history})
     shutil.rmtree(os.path.join(adir, "ckpt"), ignore_errors=True)
     return state, rows

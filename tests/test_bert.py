@@ -236,7 +236,9 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
     assert [round(e["density"], 4) for e in summary["levels"]] == [1.0, 0.8]
     assert {c: [round(e["density"], 4) for e in rows] for c, rows in summary["controls"].items()} == \
         {"random_prune": [0.8], "reinit": [0.8]}
-    per_layer = summary["levels"][1]["replicates"][0]["density_per_layer"]
+    row = summary["levels"][1]["replicates"][0]
+    assert 0.8 < row["density_all_params"] < 0.99  # embeddings, biases, LayerNorms, classifier are kept
+    per_layer = row["density_per_layer"]
     assert per_layer["pooler/kernel"] == pytest.approx(0.8, abs=1 / 32)  # own group (prune.layer_fractions), same rate
     rw = checkpoint.load(os.path.join(run, "level_0", "rewind"), {"params": params, "model_state": {}})
     for path, a, b in zip(M.leaf_paths(want), jax.tree.leaves(want), jax.tree.leaves(rw["params"])):
