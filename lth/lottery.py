@@ -52,6 +52,7 @@ class Setup:
     eval_every: int
     checkpoint_every: int
     controls: tuple
+    pretrained: dict | None = None    # one replicate's params from model.pretrained (read once)
     _scorers: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -138,9 +139,10 @@ def setup(cfg) -> Setup:
     if ds.meta:
         from lth.models.bert import check_tokens
         check_tokens(model, ds.name, ds.meta)
-    if cfg.model.pretrained:  # fail before anything is written: files, keys and shapes
+    pretrained = None
+    if cfg.model.pretrained:  # read once, before anything is written: files, keys and shapes checked
         from lth.models.bert_import import load_weights, resolve
-        load_weights(resolve(cfg.model.pretrained), params)
+        pretrained = load_weights(resolve(cfg.model.pretrained), params)
     prunable = M.prunable_tree(params, cfg.prune.prunable)
     if cfg.lottery.reinit and not any(jax.tree.leaves(M.prunable_tree(params, cfg.lottery.reinit))):
         raise UserError(f"lottery.reinit {cfg.lottery.reinit!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
@@ -150,7 +152,8 @@ def setup(cfg) -> Setup:
     P.plan_groups(M.leaf_paths(params), jax.tree.leaves(prunable), cfg.prune.fraction, False, lf)
     return Setup(cfg, ds, trainer, prunable, lf, total, rewind,
                  parse_duration(cfg.train.eval_every, spe, "train.eval_every"),
-                 parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), controls_of(cfg))
+                 parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), controls_of(cfg),
+                 pretrained=pretrained)
 
 
 # ----- keys and initialization ---------------------------------------------------------------
@@ -171,15 +174,14 @@ def random_init(s: Setup, rng):
 def init_variables(s: Setup, rng):
     """[R] initial (params, model_state): random, with `model.pretrained` weights loaded over them."""
     params, ms = random_init(s, rng)
-    if s.cfg.model.pretrained:
-        from lth.models.bert_import import load_weights, resolve
-
-        one = jax.tree.map(lambda a: np.asarray(a[0]), params)
-        loaded = load_weights(resolve(s.cfg.model.pretrained), one)
-        same = M.prunable_tree(one, s.cfg.lottery.reinit) if s.cfg.lottery.reinit else jax.tree.map(lambda _: False, one)
-        # every replicate gets the pretrained tensors; leaves re-drawn per level keep their own init
-        params = jax.tree.map(lambda p, w, fresh: p if fresh else jnp.broadcast_to(jnp.asarray(w), p.shape),
-                              params, loaded, same)
+    if s.pretrained is not None:
+        one = M.index(params, 0)
+        fresh = M.prunable_tree(one, s.cfg.lottery.reinit) if s.cfg.lottery.reinit else jax.tree.map(lambda _: False, one)
+        # every replicate gets the pretrained tensors; leaves re-drawn per level, and leaves the
+        # checkpoint lacks (still shape structs: a BertModel's classifier), keep their own init
+        params = jax.tree.map(
+            lambda p, w, f: p if f or isinstance(w, jax.ShapeDtypeStruct) else jnp.broadcast_to(jnp.asarray(w), p.shape),
+            params, s.pretrained, fresh)
     return params, ms
 
 
