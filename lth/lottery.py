@@ -32,7 +32,8 @@ from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data, fit, summarize
 from lth.models import registry
-from lth.data.augment import AUGMENTATIONS
+from lth.models.inits import Init
+from lth.data.augment import AUGMENTATIONS, make as make_augment
 from lth.train import make_mesh, make_trainer, replicate_mode
 
 CONTROLS = ("reinit", "random_prune", "shuffle")
@@ -115,6 +116,7 @@ def validate(cfg) -> None:
     check_choice("dataset", cfg.data.name, D.names())
     check_choice("data.augment", cfg.data.augment, AUGMENTATIONS)
     registry.find(cfg.model.name)
+    Init.of(cfg.model)
     P.parse_layer_fractions(cfg.prune.layer_fractions)
 
 
@@ -125,8 +127,8 @@ def controls_of(cfg) -> tuple:
 def setup(cfg) -> Setup:
     validate(cfg)
     ds = D.load(cfg.data)
-    model = registry.build(cfg.model.name, ds.num_classes, cfg.model.init, ds.input_shape, cfg.model.width)
-    trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=AUGMENTATIONS[cfg.data.augment],
+    model = registry.build(cfg.model.name, ds.num_classes, Init.of(cfg.model), ds.input_shape, cfg.model.width)
+    trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),
                            mesh=make_mesh(cfg.run.devices),
                            replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape))
     spe = trainer.steps_per_epoch

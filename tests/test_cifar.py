@@ -19,7 +19,9 @@ from conftest import ROOT, tiny_config
 
 COUNTS = {  # (all params, conv/dense kernels, prunable tensors) on CIFAR-10 at width 1
     "vgg11": (9_231_114, None, 9), "vgg16": (14_728_266, 14_715_584, 14), "vgg19": (20_040_522, None, 17),
-    "resnet20": (272_474, None, 22), "resnet18": (11_174_986, 11_164_352, 21),
+    # ResNet-18: PyTorch counts 11,174,986 for the SynFlow code's model, 1,024 of them its frozen
+    # Identity2d ones, which lth omits (see lth/models/resnet.py).
+    "resnet20": (272_474, None, 22), "resnet18": (11_174_986 - 1_024, 11_164_352, 21),
 }
 
 

@@ -21,6 +21,7 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     meta: dict = dataclasses.field(default_factory=dict)  # text: vocab_size, max_length, pad/cls/sep ids
+    zero: np.ndarray | float = 0.0  # a raw 0 input after normalization: what padding a raw image with 0 gives
 
     @property
     def input_shape(self):
@@ -71,23 +72,43 @@ def split_validation(x, y, size: int, seed: int = 0):
     return x[train], y[train], x[val], y[val]
 
 
-def normalize(x_train, *others):
-    """Standardize with the training set's per-channel (last axis for images, global otherwise) stats;
-    integer arrays (token ids) are returned as they are."""
+def parse_stats(spec: str, channels: int):
+    """'0.485,0.456,0.406/0.229,0.224,0.225' → (mean, std) arrays of 1 or `channels` values."""
+    try:
+        mean, std = ([float(v) for v in part.split(",")] for part in spec.split("/"))
+    except ValueError:
+        mean = std = None
+    if not mean or not std or len(mean) != len(std) or len(mean) not in (1, channels) or min(std) <= 0:
+        raise UserError(f"bad data.normalize {spec!r}; allowed: train | 'MEAN/STD' with 1 or {channels} comma-separated "
+                        f"values each and STD > 0, e.g. '0.1307/0.3081'")
+    return np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+
+def normalize(x_train, *others, spec: str = "train"):
+    """(normalized arrays, normalized value of a raw 0). spec 'train' standardizes with the training
+    set's per-channel (last axis for images, global otherwise) stats; 'MEAN/STD' uses fixed ones, as
+    torchvision's Normalize (e.g. OpenLTH's CIFAR-10 uses ImageNet's). Token ids pass as they are."""
     if np.issubdtype(x_train.dtype, np.integer):
-        return [x_train, *others]
-    axes = tuple(range(x_train.ndim - 1)) if x_train.ndim >= 4 else None
-    mean = x_train.mean(axis=axes, keepdims=axes is not None)
-    std = x_train.std(axis=axes, keepdims=axes is not None) + 1e-8
-    return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)]
+        return [x_train, *others], 0
+    if spec == "train":
+        axes = tuple(range(x_train.ndim - 1)) if x_train.ndim >= 4 else None
+        mean = x_train.mean(axis=axes, keepdims=axes is not None)
+        std = x_train.std(axis=axes, keepdims=axes is not None) + 1e-8
+    else:
+        mean, std = parse_stats(spec, x_train.shape[-1] if x_train.ndim >= 4 else 1)
+    zero = np.asarray((0 - mean) / std, np.float32).reshape(-1)
+    return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)], zero
 
 
 def load(cfg) -> Dataset:
     """Load `cfg.name` (a config's `data` section) with its validation split, normalized."""
     if cfg.name not in LOADERS:
         raise UserError(f"unknown dataset {cfg.name!r}; allowed: {', '.join(names())}")
+    spec = cfg.get("normalize", "train")
+    if spec != "train":
+        parse_stats(spec, 3)  # format check before reading anything
     (xtr, ytr), (xte, yte), num_classes, *meta = LOADERS[cfg.name][0](cfg)
     xtr, ytr, xva, yva = split_validation(xtr, ytr, cfg.validation_size, cfg.split_seed)
-    xtr, xva, xte = normalize(xtr, xva, xte)
+    (xtr, xva, xte), zero = normalize(xtr, xva, xte, spec=spec)
     return Dataset(cfg.name, xtr, ytr.astype(np.int32), xva, yva.astype(np.int32), xte, yte.astype(np.int32),
-                   num_classes, *meta)
+                   num_classes, *(meta or [{}]), zero=zero)

@@ -1,2 +1,3 @@
 """Model zoo: Flax Linen modules behind a name registry (see registry.py)."""
-from lth.models.registry import INITS, build, names  # noqa: F401
+from lth.models.inits import Init  # noqa: F401
+from lth.models.registry import build, names  # noqa: F401

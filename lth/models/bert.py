@@ -174,6 +174,9 @@ def check_tokens(model, dataset: str, meta: dict) -> None:
 
 
 def _build(m, num_classes, init, input_shape, width):
+    if (init.bias, init.bn) != ("zeros", "ones") or init.out:
+        raise ValueError("draws its weights as HF BERT does (N(0, 0.02), zero biases, LayerNorm 1/0); allowed: "
+                         "model.bias_init=zeros, model.bn_init=ones, model.out_init='' (model.init is not used)")
     if width != 1.0:
         raise ValueError(f"model.width {width} is not supported for BERT; allowed: 1.0 (pick a named size)")
     cfg = NAMED[m.group(0)] if m.group(0) in NAMED else config_from_file(m.group(1))

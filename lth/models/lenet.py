@@ -1,9 +1,17 @@
-"""LeNet-300-100-style MLPs (any hidden widths) and the convolutional LeNet-5."""
+"""LeNet-300-100-style MLPs (any hidden widths) and the convolutional LeNet-5.
+
+The MLP is OpenLTH's `mnist_lenet_N1_N2...` (models/mnist_lenet.py in facebookresearch/open_lth):
+flatten, Linear + ReLU per hidden width, Linear output (`fc` there, `out` here), biases everywhere.
+LeNet-5 is the classic one (LeCun et al. 1998, with ReLU and max-pooling): conv(6, 5×5, pad 2) →
+maxpool 2 → conv(16, 5×5) → maxpool 2 → 120 → 84 → classes."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
+
+from lth.models.inits import Init
+from lth.models.layers import conv, dense
 
 
 class MLP(nn.Module):
@@ -11,48 +19,52 @@ class MLP(nn.Module):
 
     hidden: Sequence[int]
     num_classes: int
-    kernel_init: Callable
+    inits: Init
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(width, kernel_init=self.kernel_init, name=f"fc_{i}")(x))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="out")(x)
+            x = nn.relu(dense(x, width, self.inits, f"fc_{i}"))
+        return dense(x, self.num_classes, self.inits, "out", out=True)
 
 
 class LeNet5(nn.Module):
-    """LeNet-5: conv(6,5×5) → maxpool → conv(16,5×5) → maxpool → 120 → 84 → classes."""
-
     num_classes: int
-    kernel_init: Callable
+    inits: Init
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if x.ndim == 3:
             x = x[..., None]
-        x = nn.relu(nn.Conv(6, (5, 5), padding="SAME", kernel_init=self.kernel_init, name="conv_0")(x))
+        x = nn.relu(conv(x, 6, 5, self.inits, "conv_0", padding=2))
         x = nn.max_pool(x, (2, 2), (2, 2))
-        x = nn.relu(nn.Conv(16, (5, 5), padding="VALID", kernel_init=self.kernel_init, name="conv_1")(x))
+        x = nn.relu(conv(x, 16, 5, self.inits, "conv_1", padding=0))
         x = nn.max_pool(x, (2, 2), (2, 2))
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(120, kernel_init=self.kernel_init, name="fc_0")(x))
-        x = nn.relu(nn.Dense(84, kernel_init=self.kernel_init, name="fc_1")(x))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="out")(x)
+        x = nn.relu(dense(x, 120, self.inits, "fc_0"))
+        x = nn.relu(dense(x, 84, self.inits, "fc_1"))
+        return dense(x, self.num_classes, self.inits, "out", out=True)
 
 
-def lenet_mlp(match, num_classes, kernel_init, input_shape, width):
-    return MLP(tuple(max(1, round(int(w) * width)) for w in match.group(1).split("_")), num_classes, kernel_init)
+def _no_bn(init):
+    if init.bn != "ones":
+        raise ValueError(f"has no BatchNorm, so model.bn_init {init.bn!r} does not apply; allowed: ones")
 
 
-def lenet5(match, num_classes, kernel_init, input_shape, width):
+def lenet_mlp(match, num_classes, init, input_shape, width):
+    _no_bn(init)
+    return MLP(tuple(max(1, round(int(w) * width)) for w in match.group(1).split("_")), num_classes, init)
+
+
+def lenet5(match, num_classes, init, input_shape, width):
+    _no_bn(init)
     if len(input_shape) not in (2, 3) or min(input_shape[:2]) < 16:
         raise ValueError(f"lenet5 needs image inputs of at least 16×16 (H, W[, C]), got shape {tuple(input_shape)}")
-    return LeNet5(num_classes, kernel_init)
+    return LeNet5(num_classes, init)
 
 
 PATTERNS = {
     r"lenet_(\d+(?:_\d+)*)": (lenet_mlp, "MLP with the given hidden widths, e.g. lenet_300_100"),
     r"lenet5": (lenet5, "convolutional LeNet-5 (image inputs)"),
 }
-

@@ -7,20 +7,11 @@ from __future__ import annotations
 
 import re
 
-import jax
-
 from lth.errors import UserError
 from lth.models import bert, lenet, resnet, vgg
+from lth.models.inits import Init, coerce
 
 FAMILIES = [lenet, vgg, resnet, bert]
-
-INITS = {
-    "glorot_normal": jax.nn.initializers.glorot_normal(),
-    "glorot_uniform": jax.nn.initializers.glorot_uniform(),
-    "kaiming_normal": jax.nn.initializers.he_normal(),
-    "kaiming_uniform": jax.nn.initializers.he_uniform(),
-    "lecun_normal": jax.nn.initializers.lecun_normal(),
-}
 
 
 def names() -> list[str]:
@@ -38,15 +29,31 @@ def find(name: str):
     raise UserError(f"unknown model {name!r}; allowed: {'; '.join(names())}")
 
 
-def build(name: str, num_classes: int, init: str, input_shape, width: float = 1.0):
-    """The Flax module called `name` for inputs of `input_shape` (no batch axis); `width` scales
-    every layer's channels / units."""
+def build(name: str, num_classes: int, init: Init | str, input_shape, width: float = 1.0):
+    """The Flax module called `name` for inputs of `input_shape` (no batch axis); `init` (an Init, or
+    a kernel-init name with zero biases and BatchNorm γ = 1) says how parameters are drawn; `width`
+    scales every layer's channels / units."""
     if not 0 < width <= 64:
         raise UserError(f"model.width {width} out of range; allowed: 0 < width <= 64")
-    if init not in INITS:
-        raise UserError(f"unknown model.init {init!r}; allowed: {', '.join(sorted(INITS))}")
+    init = coerce(init)
     builder, m = find(name)
     try:
-        return builder(m, num_classes, INITS[init], tuple(input_shape), width)
+        return builder(m, num_classes, init, tuple(input_shape), width)
     except ValueError as e:
         raise UserError(f"model {name!r}: {e}") from None
+
+
+def synflow_init(name: str) -> Init:
+    """How the SynFlow code (ganguli-lab/Synaptic-Flow) initializes its version of `name`:
+    Models/lottery_vgg.py and lottery_resnet.py: kaiming_normal_ (fan_in) on every conv / linear
+    weight, zero biases, BatchNorm γ = 1; Models/tinyimagenet_resnet.py (its CIFAR ResNet-18):
+    kaiming_normal_(mode='fan_out') on convs only, so the linear layer keeps PyTorch's default weight
+    and bias; Models/mlp.py (fc, conv): no explicit init, PyTorch's defaults."""
+    find(name)
+    if re.fullmatch(r"vgg\d+|resnet20", name):
+        return Init("kaiming_normal", "zeros", "ones")
+    if name == "resnet18":
+        return Init("kaiming_normal_fan_out", "torch_default", "ones", out="torch_default")
+    if re.fullmatch(r"lenet.*", name):
+        return Init("torch_default", "torch_default", "ones")
+    return Init()

@@ -1,62 +1,61 @@
-"""CIFAR ResNets with BatchNorm: ResNet-20 (He et al. 2016, OpenLTH; stages 16/32/64, three blocks
-each) and ResNet-18 (3×3 stem, no max-pool, stages 64/128/256/512, two blocks each, as in the
-SynFlow code). Convs have no bias; 1×1 conv + BN shortcuts where the shape changes.
+"""CIFAR ResNets with BatchNorm.
 
-ResNet-18's identity shortcuts carry a per-channel scale initialized to 1 (`identity_scale`), like
-the SynFlow reference's Identity2d layers: it is what makes its parameter count 11,174,986. It is
-not a kernel, so it is not prunable by default."""
+ResNet-20: OpenLTH's models/cifar_resnet.py (He et al. 2016; stages 16/32/64, three blocks each;
+also the SynFlow code's Models/lottery_resnet.py). ResNet-18: the SynFlow code's CIFAR ResNet-18,
+Models/tinyimagenet_resnet.py (3×3 stem, no max-pool, stages 64/128/256/512, two blocks each).
+Convs have no bias; a 1×1 conv + BN shortcut where the shape changes; global average pool; one
+Linear `out` (`fc` there).
+
+The SynFlow code puts an `Identity2d` (a per-channel weight fixed at 1) on identity shortcuts. It
+is left out of its optimizer (Utils/generator.py `parameters` skips it) and out of the prunable set
+unless `--prune-residual`, so it multiplies by 1 for ever: lth omits it. PyTorch's parameter count of
+the SynFlow ResNet-18 includes those 1,024 constants (11,174,986 at 10 classes); lth's is 11,173,962.
+"""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lth.models.inits import Init
+from lth.models.layers import batch_norm, conv, dense
 from lth.models.vgg import scaled
-
-
-def bn(train, name):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
 class Block(nn.Module):
     features: int
     stride: int
-    kernel_init: Callable
-    identity_scale: bool = False
+    inits: Init
 
     @nn.compact
     def __call__(self, x, train):
-        y = nn.Conv(self.features, (3, 3), self.stride, padding=1, use_bias=False, kernel_init=self.kernel_init, name="conv_0")(x)
-        y = nn.relu(bn(train, "bn_0")(y))
-        y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, kernel_init=self.kernel_init, name="conv_1")(y)
-        y = bn(train, "bn_1")(y)
+        y = conv(x, self.features, 3, self.inits, "conv_0", stride=self.stride, use_bias=False)
+        y = nn.relu(batch_norm(y, self.inits, train, "bn_0"))
+        y = conv(y, self.features, 3, self.inits, "conv_1", use_bias=False)
+        y = batch_norm(y, self.inits, train, "bn_1")
         if self.stride != 1 or x.shape[-1] != self.features:
-            x = nn.Conv(self.features, (1, 1), self.stride, use_bias=False, kernel_init=self.kernel_init, name="shortcut")(x)
-            x = bn(train, "shortcut_bn")(x)
-        elif self.identity_scale:
-            x = x * self.param("identity_scale", nn.initializers.ones, (x.shape[-1],))
+            x = conv(x, self.features, 1, self.inits, "shortcut", stride=self.stride, padding=0, use_bias=False)
+            x = batch_norm(x, self.inits, train, "shortcut_bn")
         return nn.relu(y + x)
 
 
 class ResNet(nn.Module):
     stages: Sequence[int]
-    blocks: int | Sequence[int]
+    blocks: int
     num_classes: int
-    kernel_init: Callable
-    identity_scale: bool = False
+    inits: Init
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(self.stages[0], (3, 3), padding=1, use_bias=False, kernel_init=self.kernel_init, name="stem")(x)
-        x = nn.relu(bn(train, "stem_bn")(x))
-        blocks = [self.blocks] * len(self.stages) if isinstance(self.blocks, int) else self.blocks
-        for s, (features, n) in enumerate(zip(self.stages, blocks)):
-            for b in range(n):
+        x = conv(x, self.stages[0], 3, self.inits, "stem", use_bias=False)
+        x = nn.relu(batch_norm(x, self.inits, train, "stem_bn"))
+        for s, features in enumerate(self.stages):
+            for b in range(self.blocks):
                 stride = 2 if s > 0 and b == 0 else 1
-                x = Block(features, stride, self.kernel_init, self.identity_scale, name=f"stage{s}_block{b}")(x, train)
+                x = Block(features, stride, self.inits, name=f"stage{s}_block{b}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="out")(x)
+        return dense(x, self.num_classes, self.inits, "out", out=True)
 
 
 def _check(input_shape):
@@ -64,14 +63,14 @@ def _check(input_shape):
         raise ValueError(f"ResNet needs image inputs (H, W, C) of at least 8×8, got shape {tuple(input_shape)}")
 
 
-def resnet20(match, num_classes, kernel_init, input_shape, width):
+def resnet20(match, num_classes, init, input_shape, width):
     _check(input_shape)
-    return ResNet(tuple(scaled(c, width) for c in (16, 32, 64)), 3, num_classes, kernel_init)
+    return ResNet(tuple(scaled(c, width) for c in (16, 32, 64)), 3, num_classes, init)
 
 
-def resnet18(match, num_classes, kernel_init, input_shape, width):
+def resnet18(match, num_classes, init, input_shape, width):
     _check(input_shape)
-    return ResNet(tuple(scaled(c, width) for c in (64, 128, 256, 512)), 2, num_classes, kernel_init, identity_scale=True)
+    return ResNet(tuple(scaled(c, width) for c in (64, 128, 256, 512)), 2, num_classes, init)
 
 
 PATTERNS = {

@@ -1,11 +1,16 @@
-"""CIFAR VGG-11/13/16/19 with BatchNorm (OpenLTH / SynFlow variant): 3×3 convs with bias, BN, ReLU,
-four max-pools, global average pool, one Dense(512·width → classes)."""
+"""CIFAR VGG-11/13/16/19 with BatchNorm, as OpenLTH's models/cifar_vgg.py (and the SynFlow code's
+Models/lottery_vgg.py, which copies it): 3×3 convs with bias (padding 1), BatchNorm, ReLU, four
+max-pools, then AvgPool2d(2) on the 2×2 map (= the global mean at 32×32 inputs) and one
+Linear(512·width → classes) named `out` (`fc` there)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from lth.models.inits import Init
+from lth.models.layers import batch_norm, conv, dense
 
 PLANS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -22,7 +27,7 @@ def scaled(c: int, width: float) -> int:
 class VGG(nn.Module):
     plan: Sequence
     num_classes: int
-    kernel_init: Callable
+    inits: Init
     width: float = 1.0
 
     @nn.compact
@@ -32,18 +37,17 @@ class VGG(nn.Module):
             if item == "M":
                 x = nn.max_pool(x, (2, 2), (2, 2))
                 continue
-            x = nn.Conv(scaled(item, self.width), (3, 3), padding="SAME", kernel_init=self.kernel_init, name=f"conv_{i}")(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn_{i}")(x)
-            x = nn.relu(x)
+            x = conv(x, scaled(item, self.width), 3, self.inits, f"conv_{i}")
+            x = nn.relu(batch_norm(x, self.inits, train, f"bn_{i}"))
             i += 1
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="out")(x)
+        return dense(x, self.num_classes, self.inits, "out", out=True)
 
 
-def vgg(match, num_classes, kernel_init, input_shape, width):
+def vgg(match, num_classes, init, input_shape, width):
     if len(input_shape) != 3 or min(input_shape[:2]) < 16:
         raise ValueError(f"VGG needs image inputs (H, W, C) of at least 16×16, got shape {tuple(input_shape)}")
-    return VGG(tuple(PLANS[int(match.group(1))]), num_classes, kernel_init, width)
+    return VGG(tuple(PLANS[int(match.group(1))]), num_classes, init, width)
 
 
 PATTERNS = {r"vgg(11|13|16|19)": (vgg, "CIFAR VGG with BatchNorm: vgg11, vgg13, vgg16, vgg19")}

@@ -1,0 +1,60 @@
+"""Layers with PyTorch semantics, shared by the vision models: dense and conv layers whose kernel and
+bias inits follow an `Init` (bias bounds need the layer's fan_in), and BatchNorm as torch's
+BatchNorm2d computes it."""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lth.models.inits import Init
+
+
+def dense(x, features: int, init: Init, name: str, out: bool = False):
+    """nn.Linear(x.shape[-1], features) applied to x; `out` marks the output layer (model.out_init)."""
+    return nn.Dense(features, kernel_init=init.kernel_fn(out), bias_init=init.bias_fn(x.shape[-1]), name=name)(x)
+
+
+def conv(x, features: int, kernel: int, init: Init, name: str, stride: int = 1, padding=None, use_bias: bool = True):
+    """nn.Conv2d(C, features, kernel, stride, padding) on NHWC x; padding=None pads kernel // 2 (same size at stride 1)."""
+    pad = kernel // 2 if padding is None else padding
+    return nn.Conv(features, (kernel, kernel), stride, padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+                   kernel_init=init.kernel_fn(), bias_init=init.bias_fn(x.shape[-1] * kernel * kernel), name=name)(x)
+
+
+class BatchNorm(nn.Module):
+    """torch.nn.BatchNorm2d over the last axis: normalize with the biased batch variance in training,
+    and update the running variance with the *unbiased* one (n / (n - 1)), momentum 0.1 in PyTorch's
+    convention (new = 0.9 · old + 0.1 · batch), eps 1e-5. flax.linen.BatchNorm keeps the biased
+    variance, so its running statistics drift from PyTorch's. Params scale/bias, batch_stats mean/var."""
+
+    use_running_average: bool
+    scale_init: Callable = nn.initializers.ones
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        scale = self.param("scale", self.scale_init, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        if self.use_running_average:
+            mean, var = ra_mean.value.astype(x.dtype), ra_var.value.astype(x.dtype)
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axes)
+            var = jnp.mean(jnp.square(x - mean), axes)
+            if not self.is_initializing():
+                n = x.size // c
+                m = self.momentum
+                ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(ra_mean.value.dtype)
+                ra_var.value = ((1 - m) * ra_var.value + m * var * (n / max(n - 1, 1))).astype(ra_var.value.dtype)
+        return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale.astype(x.dtype)) + bias.astype(x.dtype)
+
+
+def batch_norm(x, init: Init, train: bool, name: str):
+    return BatchNorm(not train, init.bn_scale_fn(), name=name)(x)
