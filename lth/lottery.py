@@ -114,6 +114,10 @@ def validate(cfg) -> None:
         check_choice("control", c, CONTROLS)
     S.get(cfg.prune.score)
     check_choice("dataset", cfg.data.name, D.names())
+    written_for = [d.strip() for d in cfg.data.recipe_for.split(",") if d.strip()]
+    if written_for and cfg.data.name not in written_for:
+        raise UserError(f"data.name {cfg.data.name!r}: this recipe ({cfg.name}) was written for {', '.join(written_for)}; "
+                        f"allowed: {', '.join(written_for)} (or --set data.recipe_for= to run it on another dataset)")
     check_choice("data.augment", cfg.data.augment, AUGMENTATIONS)
     registry.find(cfg.model.name)
     Init.of(cfg.model)

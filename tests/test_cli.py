@@ -110,13 +110,17 @@ def test_help_explains_every_option():
 
 def test_collapse_command_writes_summary_table_and_plots(capsys, tmp_path):
     out = tmp_path / "collapse"
+    # zero biases (the SynFlow code's own MLP keeps PyTorch's nonzero default biases, which break the
+    # conservation that guarantees reaching max compression)
     assert main(["collapse", "--model", "lenet_20_10", "--dataset", "mnist1d", "--methods", "synflow,magnitude",
-                 "--max-log10", "1", "--step", "0.5", "--out-dir", str(out)]) == 0
+                 "--max-log10", "1", "--step", "0.5", "--out-dir", str(out), "--init", "kaiming_normal"]) == 0
     text = capsys.readouterr().out
     assert "| synflow | 10^" in text and "| magnitude | 10^" in text
     import json
     s = json.load(open(out / "summary.json"))
     assert s["data"] == "mnist1d" and s["compressions_log10"][:3] == [0, 0.5, 1]
+    assert s["init"] == {"name": "kaiming_normal", "init": "kaiming_normal", "bias_init": "zeros", "bn_init": "ones",
+                         "out_init": "kaiming_normal"}
     syn = s["methods"]["synflow"]
     assert syn["reaches_max_compression"] and syn["critical_compression_log10"] == s["compressions_log10"][-1]
     for lg, kept in syn["kept_per_layer"].items():

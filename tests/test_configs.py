@@ -51,19 +51,58 @@ def test_openlth_recipe():
     c = load_config(os.path.join(ROOT, "configs", "openlth_mnist_lenet_300_100.py"))
     assert (c.train.optimizer, c.train.lr, c.train.batch_size, c.train.duration) == ("sgd", 0.1, 128, "40ep")
     assert (c.prune.scope, c.prune.fraction, c.prune.layer_fractions) == ("global", 0.2, "out=0")
+    assert (c.model.init, c.model.bias_init, c.data.validation_size, c.data.normalize) == \
+        ("kaiming_normal", "torch_default", 0, "0.1307/0.3081")
 
 
-def test_cifar_recipes():
-    vgg = load_config(os.path.join(ROOT, "configs", "cifar_vgg_16.py"))
-    r20 = load_config(os.path.join(ROOT, "configs", "cifar_resnet_20.py"))
-    r18 = load_config(os.path.join(ROOT, "configs", "cifar_resnet_18.py"))
+def cfg_of(name):
+    return load_config(os.path.join(ROOT, "configs", name + ".py"))
+
+
+def test_openlth_cifar_recipes():
+    """models/cifar_vgg.py, cifar_resnet.py, bn_initializers.py, initializers.py, datasets/cifar10.py."""
+    vgg, r20 = cfg_of("openlth_cifar_vgg_16"), cfg_of("openlth_cifar_resnet_20")
     for c in (vgg, r20):
-        assert (c.train.lr, c.train.momentum, c.train.weight_decay, c.train.batch_size, c.train.duration) == \
-            (0.1, 0.9, 1e-4, 128, "160ep")
+        assert (c.train.lr, c.train.momentum, c.train.nesterov, c.train.weight_decay, c.train.batch_size,
+                c.train.duration) == (0.1, 0.9, False, 1e-4, 128, "160ep")
         assert (c.train.schedule, c.train.milestones, c.train.gamma, c.prune.fraction) == ("step", "80ep,120ep", 0.1, 0.2)
-    assert vgg.prune.layer_fractions == "out=0" and vgg.lottery.rewind == "1000it" and r20.lottery.rewind == "500it"
+        assert (c.model.init, c.model.bias_init, c.model.bn_init) == ("kaiming_normal", "torch_default", "uniform")
+        assert (c.data.validation_size, c.data.normalize) == (0, "0.485,0.456,0.406/0.229,0.224,0.225")
+        assert c.data.augment == "crop_flip" and c.lottery.rewind == "0it"
+    assert vgg.prune.layer_fractions == "out=0" and r20.prune.layer_fractions == ""
+
+
+def test_synflow_recipes():
+    """Synaptic-Flow Results/data/*/args.json, Utils/load.py, Models/lottery_vgg.py, tinyimagenet_resnet.py."""
+    vgg, r18 = cfg_of("synflow_cifar_vgg_16"), cfg_of("synflow_cifar_resnet_18")
+    assert (vgg.train.lr, vgg.train.milestones, vgg.train.gamma, vgg.train.weight_decay) == (0.1, "60ep,120ep", 0.1, 1e-4)
     assert (r18.train.lr, r18.train.gamma, r18.train.weight_decay) == (0.01, 0.2, 5e-4)
-    assert all(c.data.augment == "crop_flip" for c in (vgg, r20, r18))
+    for c in (vgg, r18):
+        assert (c.train.optimizer, c.train.momentum, c.train.nesterov, c.train.batch_size) == ("sgd", 0.9, True, 128)
+        assert (c.data.validation_size, c.data.normalize) == (0, "0.491,0.482,0.447/0.247,0.243,0.262")
+        assert (c.pai.batch_size, c.pai.scope, c.pai.schedule) == (100, "global", "exponential")
+    assert (vgg.model.init, vgg.model.bias_init, vgg.model.bn_init) == ("kaiming_normal", "zeros", "ones")
+    assert (r18.model.init, r18.model.out_init, r18.model.bias_init) == ("kaiming_normal_fan_out", "torch_default",
+                                                                         "torch_default")
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["model.init=he_normal"], "unknown model.init 'he_normal'; allowed: .*kaiming_normal_fan_out"),
+    (["model.bias_init=ones"], "unknown model.bias_init 'ones'; allowed: zeros, torch_default"),
+    (["model.bn_init=uniform"], "model.bn_init 'uniform' does not apply; allowed: ones"),
+    (["data.name=mnist"], "data.name 'mnist'.* written for cifar10; allowed: cifar10"),
+    (["data.normalize=0.5/0.1,0.2"], "bad data.normalize '0.5/0.1,0.2'"),
+])
+def test_bad_init_and_recipe_input(sets, match, tmp_path):
+    """One-line errors before any work (CLI: exit 2)."""
+    from lth.errors import UserError
+
+    name = "mnist1d_mlp" if sets[0].startswith("model.bn_init") else "openlth_cifar_resnet_20"
+    c = load_config(os.path.join(ROOT, "configs", name + ".py"), sets)
+    c.data.data_dir = str(tmp_path)
+    with pytest.raises(UserError, match=match):
+        lottery.validate(c)
+        lottery.setup(c)
 
 
 def test_bert_lottery_protocol():

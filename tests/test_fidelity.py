@@ -1,0 +1,248 @@
+"""Reference fidelity (DESIGN invariant 7): lth's vision models, BatchNorm, optimizers and
+initializers equal PyTorch's, checked against outputs stored by tests/data/make_torch_reference.py
+(torch is never imported here). Weights come from that script's `fill`, a pure numpy function."""
+import os
+import re
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from lth import masks as M
+from lth.models import registry
+from lth.models.inits import Init
+from lth.train import TrainState, make_trainer
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))
+import make_torch_reference as R  # noqa: E402
+
+REF = np.load(os.path.join(os.path.dirname(__file__), "data", "torch_reference.npz"))
+PLAN16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
+VGG_INDEX = {idx: k for k, idx in enumerate(i for i, s in enumerate(PLAN16) if s != "M")}
+
+
+def lth_module(model: str, torch_module: str):
+    """The lth module path (tuple) of a PyTorch module name, or None where lth has no counterpart."""
+    if torch_module == "fc":
+        return ("out",)
+    if model == "lenet_300_100":
+        return ("fc_" + re.fullmatch(r"fc_layers\.(\d+)", torch_module).group(1),)
+    if model == "lenet5":
+        return ({"conv1": "conv_0", "conv2": "conv_1", "fc1": "fc_0", "fc2": "fc_1"}[torch_module],)
+    if model == "vgg16":
+        idx, kind = re.fullmatch(r"layers\.(\d+)\.(conv|bn)", torch_module).groups()
+        return (f"{kind}_{VGG_INDEX[int(idx)]}",)
+    if model == "resnet20":
+        if torch_module in ("conv", "bn"):
+            return ({"conv": "stem", "bn": "stem_bn"}[torch_module],)
+        k, rest = re.fullmatch(r"blocks\.(\d+)\.(.+)", torch_module).groups()
+        k = int(k)
+        sub = {"conv1": "conv_0", "bn1": "bn_0", "conv2": "conv_1", "bn2": "bn_1", "shortcut.0": "shortcut",
+               "shortcut.1": "shortcut_bn"}[rest]
+        return (f"stage{k // 3}_block{k % 3}", sub)
+    if model == "resnet18":
+        if torch_module.startswith("conv1."):
+            return ({"0": "stem", "1": "stem_bn"}[torch_module[-1]],)
+        s, b, rest = re.fullmatch(r"conv(\d)_x\.(\d)\.(.+)", torch_module).groups()
+        if rest == "shortcut":
+            return None  # SynFlow's Identity2d, fixed at 1: lth omits it
+        sub = {"residual_function.0": "conv_0", "residual_function.1": "bn_0", "residual_function.3": "conv_1",
+               "residual_function.4": "bn_1", "shortcut.0": "shortcut", "shortcut.1": "shortcut_bn"}[rest]
+        return (f"stage{int(s) - 2}_block{b}", sub)
+    raise KeyError(model)
+
+
+def to_lth(model: str, torch_name: str, value: np.ndarray):
+    """(collection, path, value in lth's layout) of a PyTorch tensor, or None."""
+    module, leaf = torch_name.rsplit(".", 1)
+    path = lth_module(model, module)
+    if path is None:
+        return None
+    if leaf == "weight" and value.ndim == 4:
+        return "params", path + ("kernel",), value.transpose(2, 3, 1, 0)
+    if leaf == "weight" and value.ndim == 2:
+        if model == "lenet5" and module == "fc1":  # torch flattens (C, H, W), lth (H, W, C)
+            return "params", path + ("kernel",), value.reshape(120, 16, 5, 5).transpose(2, 3, 1, 0).reshape(400, 120)
+        return "params", path + ("kernel",), value.T
+    return {"weight": ("params", "scale"), "bias": ("params", "bias"), "running_mean": ("batch_stats", "mean"),
+            "running_var": ("batch_stats", "var")}[leaf][0], path + ({"weight": "scale", "bias": "bias",
+                                                                     "running_mean": "mean", "running_var": "var"}[leaf],), value
+
+
+def torch_tensors(model: str) -> dict:
+    """name → shape of every tensor of the reference model (from the stored gradients and buffers)."""
+    out = {}
+    for key in REF.files:
+        m = re.fullmatch(rf"{model}/(grad|after_step)/(.+)", key)
+        if m:
+            out[m.group(2)] = REF[key].shape
+    return out
+
+
+def set_path(tree, path, value):
+    node = tree
+    for p in path[:-1]:
+        node = node[p]
+    assert node[path[-1]].shape == value.shape, (path, node[path[-1]].shape, value.shape)
+    node[path[-1]] = jnp.asarray(value)
+
+
+def lth_model(name):
+    shape, classes = R.MODELS[name]
+    nhwc = (shape[1], shape[2], shape[0])
+    model = registry.build(name, classes, "kaiming_normal", nhwc, R.WIDTH.get(name, 1.0))
+    variables = jax.tree.map(np.asarray, dict(model.init(jax.random.PRNGKey(0), jnp.zeros((1, *nhwc)))))
+    filled = set()
+    for tname, tshape in torch_tensors(name).items():
+        hit = to_lth(name, tname, R.fill(tname, tshape))
+        if hit is None:
+            continue
+        col, path, value = hit
+        set_path(variables[col], path, value)
+        filled.add((col, path))
+    every = {(col, tuple(k.key for k in kp)) for col in variables for kp, _ in jax.tree_util.tree_leaves_with_path(variables[col])}
+    assert every == filled, f"lth leaves without a PyTorch counterpart: {sorted(every - filled)}"
+    x, y = R.batch(name)
+    return model, variables, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(y.astype(np.int32))
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+@pytest.mark.parametrize("name", sorted(R.MODELS))
+def test_logits_grads_and_batchnorm_equal_pytorch(name):
+    model, variables, x, y = lth_model(name)
+    assert rel_err(model.apply(variables, x, train=False), REF[f"{name}/logits_eval"]) < 2e-5
+    rest = {k: v for k, v in variables.items() if k != "params"}
+
+    def loss_fn(params):
+        if rest:
+            logits, new = model.apply({"params": params, **rest}, x, train=True, mutable=list(rest))
+        else:
+            logits, new = model.apply({"params": params}, x, train=True), {}
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, new)
+
+    (loss, (logits, new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+    assert rel_err(logits, REF[f"{name}/logits_train"]) < 2e-5
+    assert abs(float(loss) - float(REF[f"{name}/loss"])) < 2e-5 * abs(float(REF[f"{name}/loss"]))
+    checked = 0
+    scale = max(np.abs(REF[k]).max() for k in REF.files if k.startswith(f"{name}/grad/"))
+    for tname in torch_tensors(name):
+        key = f"{name}/grad/{tname}" if f"{name}/grad/{tname}" in REF.files else f"{name}/after_step/{tname}"
+        hit = to_lth(name, tname, REF[key])
+        if hit is None:
+            continue
+        col, path, want = hit
+        got = grads if col == "params" else new["batch_stats"]
+        for p in path:
+            got = got[p]
+        # gradients that are 0 in exact arithmetic (a conv bias before BatchNorm) are compared on the model's scale
+        assert np.max(np.abs(np.asarray(got) - want)) <= 1e-4 * np.abs(want).max() + 2e-6 * scale, tname
+        checked += 1
+    assert checked == len(jax.tree.leaves(variables))
+
+
+def test_flax_batchnorm_running_variance_would_differ():
+    """The check above can fail: PyTorch's running variance uses the unbiased batch variance."""
+    name = "resnet20"
+    x = np.asarray(REF[f"{name}/after_step/bn.running_var"])
+    start = R.fill("bn.running_var", x.shape)
+    model, variables, xb, _ = lth_model(name)
+    _, new = model.apply(variables, xb, train=True, mutable=["batch_stats"])
+    got = np.asarray(new["batch_stats"]["stem_bn"]["var"])
+    n = xb.shape[0] * xb.shape[1] * xb.shape[2]
+    biased = (got - 0.9 * start) * (n - 1) / n + 0.9 * start   # what a biased-variance update would store
+    assert rel_err(got, x) < 1e-5 and rel_err(biased, x) > 1e-6
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_train_step_equals_pytorch_optimizer(opt):
+    """Three steps of lth's train step (the masked one every command uses) equal torch.optim's."""
+    model, variables, x, y = lth_model("lenet5")
+    t = ml_collections.ConfigDict(dict(optimizer=opt, lr=0.05 if opt == "sgd" else 1e-3, momentum=0.9, nesterov=True,
+                                       weight_decay=5e-4 if opt == "sgd" else 0.0, batch_size=8, duration="3it",
+                                       schedule="constant", milestones="", gamma=0.1, warmup="0it", eval_every="1ep",
+                                       eval_batch_size=8, clip_norm=0.0))
+    trainer = make_trainer(model, t, 8)
+    params = variables["params"]
+    key = jax.random.PRNGKey(0)
+    state = TrainState(params=params, model_state={}, opt_state=trainer.tx.init(params), masks=M.ones_like(params),
+                       step=jnp.int32(0), rng=key, data_rng=key)
+    for _ in range(3):
+        state, _ = trainer.train_step(state, x, y)
+    for tname in torch_tensors("lenet5"):
+        _, path, want = to_lth("lenet5", tname, REF[f"optim/{opt}/{tname}"])
+        got = state.params
+        for p in path:
+            got = got[p]
+        assert rel_err(got, want) < 1e-4, (tname, rel_err(got, want))
+
+
+def sample_stats(init_fn, shape, seeds):
+    rows = []
+    for s in range(seeds):
+        v = np.asarray(init_fn(jax.random.PRNGKey(s), shape, jnp.float32)).ravel().astype(np.float64)
+        sd = v.std()
+        rows.append([sd, np.mean(np.abs(v) > 2 * sd), np.mean(np.abs(v) > 3 * sd), np.abs(v).max() / sd])
+    return np.asarray(rows)
+
+
+FLAX_SHAPES = {"conv": (3, 3, 32, 64), "linear": (784, 300)}   # the PyTorch shapes in lth's layout
+
+
+def close_to_torch(init_fn, name, kind) -> bool:
+    ref = REF[f"init/{name}/{kind}"]
+    ours = sample_stats(init_fn, FLAX_SHAPES[kind], R.INIT_SEEDS)
+    n = np.prod(FLAX_SHAPES[kind]) * R.INIT_SEEDS
+    std_ok = abs(ours[:, 0].mean() / ref[:, 0].mean() - 1) < 5 / np.sqrt(n) + 2e-3
+    tails_ok = all(abs(ours[:, j].mean() - ref[:, j].mean()) < 5 * np.sqrt(max(ref[:, j].mean(), 1e-4) / n) * np.sqrt(2)
+                   for j in (1, 2))
+    return bool(std_ok and tails_ok)
+
+
+@pytest.mark.parametrize("name", R.INIT_NAMES)
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_initializers_match_pytorch_distribution(name, kind):
+    assert close_to_torch(Init(name).kernel_fn(), name, kind)
+
+
+def test_untruncated_tails_and_truncated_flax_variant_fails():
+    ref = REF["init/kaiming_normal/conv"]
+    assert 0.040 < ref[:, 1].mean() < 0.051 and ref[:, 2].mean() > 0.001   # N(0,1): 4.55% beyond 2σ, 0.27% beyond 3σ
+    assert not close_to_torch(Init("kaiming_truncated_normal").kernel_fn(), "kaiming_normal", "conv")
+    trunc = sample_stats(Init("kaiming_truncated_normal").kernel_fn(), FLAX_SHAPES["conv"], 2)
+    assert trunc[:, 2].max() == 0.0   # Flax's he_normal: nothing beyond 3σ
+
+
+def test_torch_default_bias_and_bn_uniform():
+    for kind, fan_in in (("linear", 784), ("conv", 32 * 9)):
+        ref = REF[f"init/torch_default_bias/{kind}"]
+        n_out = 300 if kind == "linear" else 64
+        b = np.concatenate([np.asarray(Init("kaiming_normal", "torch_default").bias_fn(fan_in)(jax.random.PRNGKey(s), (n_out,)))
+                            for s in range(8)])
+        assert np.abs(b).max() <= 1 / np.sqrt(fan_in) and abs(b.std() / ref[:, 0].mean() - 1) < 0.1
+    g = np.asarray(Init(bn="uniform").bn_scale_fn()(jax.random.PRNGKey(0), (100_000,)))
+    mean, std, lo, hi = REF["init/bn_uniform"]
+    assert abs(g.mean() - mean) < 0.005 and abs(g.std() - std) < 0.005 and g.min() >= 0 and g.max() < 1
+
+
+def test_model_inits_follow_the_spec():
+    """Built models draw what their Init says: fans as PyTorch computes them, per-layer overrides."""
+    m = registry.build("resnet18", 10, registry.synflow_init("resnet18"), (16, 16, 3), width=0.25)
+    p = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    w = np.asarray(p["stage1_block0"]["conv_1"]["kernel"])          # (3, 3, 32, 32): fan_out = 32·9
+    assert abs(w.std() / np.sqrt(2 / (32 * 9)) - 1) < 0.05
+    out = p["out"]
+    bound = 1 / np.sqrt(out["kernel"].shape[0])
+    assert np.abs(out["kernel"]).max() <= bound and np.abs(out["bias"]).max() <= bound and np.abs(out["bias"]).max() > 0
+    v = registry.build("vgg11", 10, Init("kaiming_normal", "torch_default", "uniform"), (16, 16, 3), width=0.25).init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+    gamma = np.asarray(v["params"]["bn_1"]["scale"])
+    assert gamma.min() >= 0 and gamma.max() < 1 and gamma.std() > 0.1
+    assert np.abs(np.asarray(v["params"]["conv_1"]["bias"])).max() <= 1 / np.sqrt(16 * 9)
