@@ -37,7 +37,8 @@ def metric_vs_density(summary: dict, path: str, keys=("test_accuracy",), title: 
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel(LABELS.get(key, key))
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle(title or summary.get("config", {}).get("name", ""))
     fig.tight_layout()
     fig.savefig(path)

@@ -10,11 +10,15 @@ def arms(summary: dict) -> dict[str, list[dict]]:
 
 
 def _cell(entry, key):
-    if entry is None or key not in entry:
+    if entry is None:
         return "-"
+    if key not in entry:
+        return "diverged" if entry.get("diverged") else "-"
     text = f"{100 * entry[key]:.2f}"
-    if len(entry.get("replicates", entry.get(key + "_replicates", []))) > 1:
+    if len(entry.get("replicates", entry.get(key + "_replicates", []))) - entry.get("diverged", 0) > 1:
         text += f" ± {100 * entry[key + '_std']:.2f}"
+    if entry.get("diverged"):
+        text += f" ({entry['diverged']} diverged)"
     return text
 
 

@@ -69,8 +69,10 @@ class Rolling:
         return self._mngr
 
     def save(self, step: int, state, meta: dict) -> None:
+        from lth.experiment import strict
+
         self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)))
+                                                     meta=ocp.args.JsonSave(strict(meta))))
         self.mngr.wait_until_finished()
 
     def latest(self, like):

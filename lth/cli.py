@@ -57,7 +57,7 @@ def cmd_lottery(args) -> int:
 
     s, run_dir = prepare_run(args)
     cfg = s.cfg
-    experiment.open_run_dir(run_dir, cfg)
+    lock = experiment.open_run_dir(run_dir, cfg)  # noqa: F841  (held until the command returns)
     print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, {s.total} iterations/level, "
           f"{cfg.lottery.levels} levels, R={cfg.replicates})", flush=True)
     t0 = time.time()
@@ -66,6 +66,18 @@ def cmd_lottery(args) -> int:
     print(lottery_table(summary))
     plot = accuracy_vs_density(summary, os.path.join(run_dir, "accuracy_vs_density.png"))
     print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}\nplot: {plot}\ntime: {time.time() - t0:.1f} s")
+    return diverged_exit(summary)
+
+
+def diverged_exit(summary) -> int:
+    """Exit code 3 (and one line on stderr) when any arm had a diverged replicate, else 0."""
+    from lth.lottery import any_diverged
+
+    n = any_diverged(summary)
+    if n:
+        print(f"lth: {n} arm(s) had a diverged replicate (non-finite or too large training loss); "
+              f"see diverged_at_step in summary.json", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -76,7 +88,7 @@ def cmd_heads(args) -> int:
 
     s, run_dir = prepare_run(args)
     heads.check(s)
-    experiment.open_run_dir(run_dir, s.cfg)
+    lock = experiment.open_run_dir(run_dir, s.cfg)  # noqa: F841  (held until the command returns)
     print(f"run directory: {run_dir}  ({s.cfg.model.name} on {s.cfg.data.name}, heads pruned in steps of "
           f"{s.cfg.heads.step:g}, R={s.cfg.replicates})", flush=True)
     t0 = time.time()
@@ -95,13 +107,13 @@ def cmd_pai(args) -> int:
     s, run_dir = prepare_run(args, "pai_", checks=(pai_run.variants,))
     cfg = s.cfg
     pai_run.check(s)
-    experiment.open_run_dir(run_dir, cfg)
+    lock = experiment.open_run_dir(run_dir, cfg)  # noqa: F841  (held until the command returns)
     print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, compression {cfg.pai.compression})", flush=True)
     summary = pai_run.run(s, run_dir)
     print()
     print(pai_table(summary))
     print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}")
-    return 0
+    return diverged_exit(summary)
 
 
 def cmd_collapse(args) -> int:
@@ -289,14 +301,19 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         p.print_help()
         return 2
+    from lth.signals import Stopped, raise_on_sigterm
+
+    raise_on_sigterm()
     try:
         return args.func(args)
     except UserError as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nlth: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or signals.Stopped for SIGINT / SIGTERM (state saved at the step)
+        signum = getattr(e, "signum", 2)
+        print(f"\nlth: stopped by {'SIGTERM' if signum == 15 else 'SIGINT'}; rerun the same command to resume",
+              file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

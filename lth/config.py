@@ -56,6 +56,8 @@ def base() -> ml_collections.ConfigDict:
     c.train.eval_every = "1ep"      # evaluate validation and test sets this often (and at the end)
     c.train.eval_batch_size = 1000  # examples per evaluation chunk
     c.train.clip_norm = 0.0         # clip the gradient to this global norm (0 = no clipping)
+    c.train.max_loss = 0.0          # divergence guard: a training loss above this (0 = off), like a non-finite
+                                    # one, stops that replicate (params frozen, diverged_at_step recorded)
 
     c.prune = ml_collections.ConfigDict()
     c.prune.score = "magnitude"     # criterion for IMP levels (|w| of the trained weights)

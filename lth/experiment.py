@@ -1,8 +1,10 @@
 """Run directories: named from the config's identity hash, resumable, with summary.json at the root."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import math
 import os
 import tempfile
 
@@ -31,25 +33,72 @@ def check_run_dir(path: str, cfg) -> None:
         if old.get("identity") != identity(cfg):
             raise UserError(f"run directory {path} holds a run of another config (hash {old.get('hash')}, "
                             f"this one {config_hash(cfg)}); choose another --run-dir or drop it to use the default")
-    elif os.path.isdir(path) and os.listdir(path):
+    elif os.path.isdir(path) and set(os.listdir(path)) - {".lock"}:
         raise UserError(f"run directory {path} is not empty and holds no lth config.json; choose another")
 
 
-def open_run_dir(path: str, cfg) -> None:
-    """Create `path` and record the config (after check_run_dir)."""
-    os.makedirs(path, exist_ok=True)
+class RunLock:
+    """One process per run directory: an exclusive flock on <dir>/.lock, held while this object
+    lives (the OS drops it when the process ends, so a crashed run's lock is simply taken over).
+    The file holds the owner's PID for the error message."""
+
+    fd = None
+
+    def __init__(self, path: str):
+        os.makedirs(path, exist_ok=True)
+        self.path = os.path.join(path, ".lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            self.fd = None
+            raise UserError(f"run directory {path} is in use by process {owner}; allowed: one process per run "
+                            f"directory (wait for it, or choose another --run-dir)") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        self.release()
+
+
+def open_run_dir(path: str, cfg) -> RunLock:
+    """Lock `path` (creating it) and record the config (after check_run_dir). Keep the returned lock
+    for as long as the run writes into the directory."""
+    lock = RunLock(path)
     stored = os.path.join(path, "config.json")
     if not os.path.exists(stored):
         write_json(stored, {"hash": config_hash(cfg), "identity": identity(cfg), "config": json.loads(cfg.to_json())})
+    return lock
+
+
+def strict(obj):
+    """obj with every non-finite float (NaN, ±Infinity) replaced by None: strict JSON readers (jq,
+    JavaScript) reject those tokens. numpy scalars and arrays become Python numbers and lists."""
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return strict(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def write_json(path: str, obj) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+    """Write strict JSON (non-finite numbers as null) atomically (temporary file, then rename)."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
+        json.dump(strict(obj), f, indent=1, allow_nan=False)
     os.replace(tmp, path)
 
 

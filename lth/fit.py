@@ -8,6 +8,7 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
+from lth.signals import Graceful, Stopped
 from lth.train import Trainer, TrainState
 
 
@@ -41,14 +42,22 @@ def fit(trainer: Trainer, state: TrainState, data: DeviceData, end: int, *, eval
     lists. Calls `captures[s](state)` when step s is reached (s may equal the start step) and
     `on_checkpoint(state, history, pending)` every `checkpoint_every` steps before the end, where
     `pending` holds the train losses since the last evaluation (pass it back in to resume exactly).
+    A SIGINT / SIGTERM lets the current step finish, checkpoints there and raises signals.Stopped.
     """
+    with Graceful() as stop:
+        return _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_checkpoint, captures,
+                    progress, pending, stop)
+
+
+def _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_checkpoint, captures, progress,
+         pending, stop_asked):
     captures = dict(captures or {})
     step = int(np.asarray(state.step)[0])
     if step in captures:
         captures.pop(step)(state)
     spe = trainer.steps_per_epoch
     perm, perm_epoch = None, None
-    losses = [(k, np.asarray(l)) for k, l in (pending or [])]
+    losses = [(k, np.asarray(l, np.float64)) for k, l in (pending or [])]  # null (non-finite) → nan
     while step < end:
         stops = [end, (step // spe + 1) * spe, _next_multiple(step, eval_every),
                  _next_multiple(step, checkpoint_every), *[s for s in captures if s > step]]
@@ -56,10 +65,16 @@ def fit(trainer: Trainer, state: TrainState, data: DeviceData, end: int, *, eval
         if perm_epoch != step // spe:
             perm_epoch = step // spe
             perm = trainer.epoch_perm(state.data_rng, perm_epoch)
-        state, loss = trainer.run_steps(state, perm, data.x_train, data.y_train, stop - step)
-        losses.append((stop - step, np.asarray(loss)))
+        state, step_losses = trainer.run_steps(state, perm, data.x_train, data.y_train, stop - step, stop_asked.requested)
+        # one entry per step, summed on the host in step order: the mean is the same wherever a run was cut
+        losses += [(1, row) for row in np.asarray(step_losses, np.float64)]
         if progress is not None:
-            progress.update(stop - step)
+            progress.update(len(step_losses))
+        if len(step_losses) < stop - step:  # a stop was asked for mid-segment: save here
+            step += len(step_losses)
+            if on_checkpoint:
+                on_checkpoint(state, history, [(k, l.tolist()) for k, l in losses])
+            raise Stopped(stop_asked.requested())
         step = stop
         if step in captures:
             captures.pop(step)(state)
@@ -69,8 +84,14 @@ def fit(trainer: Trainer, state: TrainState, data: DeviceData, end: int, *, eval
             entry.update(evaluate(trainer, state, data))
             history.append(entry)
             losses = []
+        saved = False
         if on_checkpoint and checkpoint_every > 0 and step % checkpoint_every == 0 and step < end:
             on_checkpoint(state, history, [(k, l.tolist()) for k, l in losses])
+            saved = True
+        if stop_asked.requested():  # asked for at the segment's last step: its events are done, save here
+            if on_checkpoint and not saved:
+                on_checkpoint(state, history, [(k, l.tolist()) for k, l in losses])
+            raise Stopped(stop_asked.requested())
     return state, history
 
 

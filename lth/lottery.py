@@ -230,24 +230,49 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     rows = summarize(history)
     dens, per_layer = M.density(state.masks, s.prunable, axis=0)
     dens_all, _ = M.density(state.masks, jax.tree.map(lambda _: True, s.prunable), axis=0)  # every parameter
+    diverged = np.asarray(state.diverged)
     for r, row in enumerate(rows):
         row.update(seed=s.cfg.seed + r, density=float(dens[r]), density_all_params=float(dens_all[r]),
-                   density_per_layer={k: float(v[r]) for k, v in per_layer.items()})
+                   density_per_layer={k: float(v[r]) for k, v in per_layer.items()},
+                   diverged_at_step=int(diverged[r]) if diverged[r] >= 0 else None)
     write_json(metrics_path, {"replicates": rows, "history": history})
     shutil.rmtree(os.path.join(adir, "ckpt"), ignore_errors=True)
     return state, rows
 
 
+def healthy(row) -> bool:
+    return row.get("diverged_at_step") is None and not row.get("skipped")
+
+
 def level_entry(level: int, rows: list) -> dict:
-    """Summary row of a level: means over replicates, stds, and the per-replicate rows."""
+    """Summary row of a level: means over the healthy replicates (not diverged, not skipped), stds,
+    the number left out (`diverged`), and the per-replicate rows."""
     out = {"level": level}
+    ok = [r for r in rows if healthy(r)]
     for key in ("density", "test_accuracy", "best_val_loss_step", "test_accuracy_at_best_val"):
-        vals = [r[key] for r in rows if key in r]
+        vals = [r[key] for r in (rows if key == "density" else ok) if r.get(key) is not None]
         if vals:
             out[key] = float(np.mean(vals))
             out[key + "_std"] = float(np.std(vals))
+    if len(ok) < len(rows):
+        out["diverged"] = len(rows) - len(ok)
     out["replicates"] = rows
     return out
+
+
+def mark_dead(rows: list, dead: dict, level: int) -> list:
+    """Rows of replicates that diverged at an earlier level are marked skipped (never reported)."""
+    for r, row in enumerate(rows):
+        if r in dead and dead[r] < level:
+            row["skipped"] = f"diverged at level {dead[r]}"
+    return rows
+
+
+def any_diverged(summary: dict) -> int:
+    """How many arms (level × arm) of a summary have a diverged replicate."""
+    entries = summary.get("levels", []) + [e for rows in summary.get("controls", {}).values() for e in rows]
+    entries += list(summary.get("methods", {}).values())
+    return sum(1 for e in entries if any(r.get("diverged_at_step") is not None for r in e.get("replicates", [])))
 
 
 # ----- the IMP run -----------------------------------------------------------------------------
@@ -275,7 +300,11 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "levels": [],
                "controls": {c: [] for c in s.controls}}
     masks, final = M.ones_like(init_params), None
+    dead = {}  # replicate → the level at which it diverged: never pruned on, later levels skipped
     for level in range(cfg.lottery.levels + 1):
+        if len(dead) == s.replicates:
+            log(f"every replicate diverged (levels {sorted(set(dead.values()))}); levels {level}.. skipped")
+            break
         if level == 0:
             final, rows = train_dense(s, run_dir, data, init_params, init_ms)
         else:
@@ -287,12 +316,20 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
                           "layer_fractions": [(p, min(1.0, level * f)) for p, f in s.layer_fractions]}
             masks = P.prune_replicates(scores, final.masks, s.prunable, **amount,
                                        layerwise=cfg.prune.scope == "layerwise")
+            if dead:  # a diverged replicate keeps its last mask: its weights are never pruned on
+                stop = np.asarray([r in dead for r in range(s.replicates)])
+                masks = jax.tree.map(lambda new, old: jnp.where(stop.reshape(-1, *[1] * (new.ndim - 1)), old, new),
+                                     masks, final.masks)
             rw = checkpoint.load(rewind_path(run_dir), {"params": init_params, "model_state": init_ms})
             src = final if cfg.lottery.rewind_mode == "lr" else rw
             params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
             ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]
             final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, s.rewind, data,
                                     label=f"level {level}")
+        rows = mark_dead(rows, dead, level)
+        for r, row in enumerate(rows):
+            if row.get("diverged_at_step") is not None and r not in dead:
+                dead[r] = level
         summary["levels"].append(level_entry(level, rows))
         log(_line(f"level {level}", summary["levels"][-1]))
         if level > 0:
@@ -301,7 +338,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
                 c_params, c_ms, c_masks = control_start(s, c, level, masks, rw_params, rw_ms)
                 _, c_rows = train_arm(s, os.path.join(run_dir, "controls", c, f"level_{level}"), c_params, c_ms,
                                       c_masks, s.rewind, data, label=f"{c} {level}")
-                summary["controls"][c].append(level_entry(level, c_rows))
+                summary["controls"][c].append(level_entry(level, mark_dead(c_rows, dead, level + 1)))
                 log(_line(f"  {c}", summary["controls"][c][-1]))
         write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
@@ -317,5 +354,9 @@ def control_start(s: Setup, control: str, level: int, masks, rw_params, rw_ms):
 
 
 def _line(name, e):
+    if "test_accuracy" not in e:
+        return f"{name:<16} density {e['density']:.4f}  diverged"
     acc = f"{e['test_accuracy']:.4f}" + (f" ± {e['test_accuracy_std']:.4f}" if len(e["replicates"]) > 1 else "")
+    if e.get("diverged"):
+        acc += f" ({e['diverged']} diverged)"
     return f"{name:<16} density {e['density']:.4f}  test acc {acc}  early-stop step {e.get('best_val_loss_step', float('nan')):.0f}"

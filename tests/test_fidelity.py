@@ -173,7 +173,7 @@ def test_train_step_equals_pytorch_optimizer(opt):
     params = variables["params"]
     key = jax.random.PRNGKey(0)
     state = TrainState(params=params, model_state={}, opt_state=trainer.tx.init(params), masks=M.ones_like(params),
-                       step=jnp.int32(0), rng=key, data_rng=key)
+                       step=jnp.int32(0), rng=key, data_rng=key, diverged=jnp.int32(-1))
     for _ in range(3):
         state, _ = trainer.train_step(state, x, y)
     for tname in torch_tensors("lenet5"):

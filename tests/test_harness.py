@@ -1,0 +1,122 @@
+"""Run harness: the divergence guard, strict JSON, the run-directory lock, and SIGTERM mid-level
+resuming bit-identically."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lth import lottery, masks as M
+from lth.cli import main
+from lth.errors import UserError
+from lth.experiment import RunLock, open_run_dir, strict, write_json
+from lth.signals import Stopped
+from lth.train import Trainer
+from conftest import ROOT, TINY, tiny_config
+from test_lottery import REWIND, final, run, tree_equal
+from test_train import make, start_state
+
+
+def strict_load(path):
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token} in {path}")
+    with open(path) as f:
+        return json.load(f, parse_constant=refuse)
+
+
+def test_diverging_replicate_is_frozen_and_the_healthy_one_is_untouched():
+    t, x, y = make("sgd", momentum=0.9, lr=0.05)
+    both = start_state(t, [3, 4])
+    # replicate 1 starts from weights that overflow the loss: it diverges at its first step
+    both = both.replace(params=jax.tree.map(lambda p: p.at[1].multiply(1e30), both.params))
+    before = M.index(both.params, 1)
+    both, losses = t.run_steps(both, t.epoch_perm(both.data_rng, 0), x, y, 6)
+    assert np.asarray(both.diverged).tolist() == [-1, 0]
+    assert np.isfinite(np.asarray(losses)[:, 0]).all() and not np.isfinite(np.asarray(losses)[:, 1]).any()
+    assert tree_equal(M.index(both.params, 1), before)                 # frozen from the bad step on
+    alone = start_state(t, [3])
+    alone, _ = t.run_steps(alone, t.epoch_perm(alone.data_rng, 0), x, y, 6)
+    for a, b in zip(jax.tree.leaves(M.index(both.params, 0)), jax.tree.leaves(M.index(alone.params, 0))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_max_loss_marks_divergence():
+    t, x, y = make("sgd", lr=0.05, max_loss=1e-3)   # every real loss is above 1e-3
+    st = start_state(t, [0])
+    st, _ = t.run_steps(st, t.epoch_perm(st.data_rng, 0), x, y, 3)
+    assert int(st.diverged[0]) == 0 and int(st.step[0]) == 3
+
+
+def test_diverged_run_exits_3_with_strict_json_and_a_diverged_table(tmp_path, capsys):
+    code = main(["lottery", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--out", str(tmp_path),
+                 *sum([["--set", s] for s in TINY + ["train.lr=1e6", "replicates=2", "lottery.controls=reinit"]], [])])
+    out = capsys.readouterr()
+    assert code == 3 and "diverged" in out.out and "diverged" in out.err
+    files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs if f.endswith(".json")]
+    assert files and all(strict_load(f) is not None for f in files)
+    (summary,) = [strict_load(f) for f in files if f.endswith("summary.json")]
+    row = summary["levels"][0]["replicates"][0]
+    assert row["diverged_at_step"] is not None and summary["levels"][0]["diverged"] == 2
+
+
+def test_strict_json_writes_null_for_non_finite(tmp_path):
+    p = tmp_path / "x.json"
+    write_json(str(p), {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2.5), "d": np.array([np.nan])})
+    assert strict_load(p) == {"a": None, "b": [1.0, None], "c": 2.5, "d": [None]}
+    assert strict({"k": (float("-inf"),)}) == {"k": [None]}
+
+
+def test_lock_refuses_a_second_process_and_is_taken_over_after_a_crash(tmp_path):
+    cfg = tiny_config()
+    d = str(tmp_path / "run")
+    lock = open_run_dir(d, cfg)
+    listing = sorted(os.listdir(d))
+    with pytest.raises(UserError, match=f"in use by process {os.getpid()}"):
+        RunLock(d)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "lth.cli", "lottery", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"),
+                        "--run-dir", d, *sum([["--set", s] for s in TINY], [])], capture_output=True, text=True, env=env,
+                       cwd=ROOT)
+    assert r.returncode == 2 and "in use by process" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert sorted(os.listdir(d)) == listing                    # nothing written
+    lock.release()
+    # a process that holds the lock and dies: its lock file stays, the lock does not
+    code = "import os, sys; sys.path.insert(0, sys.argv[2]); from lth.experiment import RunLock; l = RunLock(sys.argv[1]); os._exit(9)"
+    assert subprocess.run([sys.executable, "-c", code, d, ROOT]).returncode == 9
+    again = RunLock(d)
+    assert open(os.path.join(d, ".lock")).read() == str(os.getpid())
+    again.release()
+
+
+def test_sigterm_mid_level_saves_that_step_and_resumes_bit_identically(tmp_path, monkeypatch):
+    """SIGTERM arrives at step 45 of level 1 (checkpoints every 10): that step is saved, the rerun
+    resumes there and ends with the same masks, weights and summary as an uninterrupted run."""
+    ref = tmp_path / "ref"
+    s, ref_summary, _ = run(ref, *REWIND)
+    real, seen = Trainer.run_steps, []
+
+    def steps_with_sigterm(self, state, perm, x, y, n, should_stop=None):
+        def stop():
+            seen.append(1)
+            if len(seen) == 60 + 25:  # level 0 takes 60 steps; level 1 starts at 20: step 45
+                os.kill(os.getpid(), signal.SIGTERM)
+            return should_stop() if should_stop else None
+        return real(self, state, perm, x, y, n, stop)
+    monkeypatch.setattr(Trainer, "run_steps", steps_with_sigterm)
+    d = tmp_path / "cut"
+    with pytest.raises(Stopped) as e:
+        run(d, *REWIND)
+    assert e.value.signum == signal.SIGTERM
+    assert sorted(os.listdir(d / "level_1" / "ckpt")) == ["45"]
+    monkeypatch.setattr(Trainer, "run_steps", real)
+    _, summary, calls = run(d, *REWIND, spy=monkeypatch)
+    assert int(calls[0].step[0]) == 45
+    assert summary["levels"] == ref_summary["levels"] and summary["controls"] == ref_summary["controls"]
+    for level in (1, 2):
+        a, b = final(d, s, level), final(ref, s, level)
+        assert tree_equal(a.masks, b.masks) and tree_equal(a.params, b.params)
