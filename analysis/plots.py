@@ -68,3 +68,32 @@ def heads_curve(out: dict, path: str) -> str:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def accuracy_vs_compression(summary: dict, path: str) -> str:
+    """`lth pai`: test accuracy vs compression, one line per method, its sanity checks dashed in
+    the same colour (as the SynFlow paper's Figure 6); error bars = std over replicates."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    methods = list(dict.fromkeys(e["method"] for e in summary["arms"]))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    styles = {None: "-", "shuffle": "--", "reinit": ":", "invert": "-."}
+    lines = {}
+    for e in summary["arms"]:
+        if "test_accuracy" in e:
+            lines.setdefault((e["method"], e["sanity"]), []).append(e)
+    for (method, sanity), rows in lines.items():
+        rows.sort(key=lambda e: e["compression_log10"])
+        ax.errorbar([e["compression_log10"] for e in rows], [100 * e["test_accuracy"] for e in rows],
+                    yerr=[100 * e.get("test_accuracy_std", 0.0) for e in rows], color=colours[method],
+                    ls=styles.get(sanity, "--"), marker="o", ms=3, capsize=2,
+                    label=method if sanity is None else f"{method} + {sanity}")
+    ax.set_xlabel("compression (log10)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.set_title(summary.get("config", {}).get("name", ""))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

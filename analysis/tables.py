@@ -36,11 +36,26 @@ def lottery_table(summary: dict, key: str = "test_accuracy") -> str:
 
 
 def pai_table(summary: dict) -> str:
-    """Markdown table of a `lth pai` summary: one row per method (and sanity check)."""
-    lines = ["| method | density % | test accuracy % | early-stop test accuracy % |", "|---|---|---|---|"]
-    for name, e in summary["methods"].items():
-        lines.append(f"| {name} | {100 * e['density']:.3f} | {_cell(e, 'test_accuracy')} "
-                     f"| {_cell(e, 'test_accuracy_at_best_val')} |")
+    """Markdown table of a `lth pai` summary: one row per arm (method, sanity check, compression)."""
+    lines = ["| method | sanity check | compression | density % | test accuracy % | early-stop test accuracy % |",
+             "|---|---|---|---|---|---|"]
+    for e in summary["arms"]:
+        lines.append(f"| {e['method']} | {e['sanity'] or '-'} | 10^{e['compression_log10']:.2f} | {100 * e['density']:.3f} "
+                     f"| {_cell(e, 'test_accuracy')} | {_cell(e, 'test_accuracy_at_best_val')} |")
+    return "\n".join(lines)
+
+
+def collapse_table(summary: dict) -> str:
+    """Markdown table of a layer-collapse summary: one row per method (a partial sweep says so)."""
+    top = summary["max_compression_log10"]
+    last = f"{summary['compressions_log10'][-1]:g}"
+    lines = [f"| method | critical compression | reaches max (10^{top:.2f}) | min layer density at 10^{float(last):.2f} "
+             f"| points | seconds |", "|---|---|---|---|---|---|"]
+    for name, m in summary["methods"].items():
+        dens = (f"{min(k / summary['layers'][p] for p, k in m['kept_per_layer'][last].items()):.2e}"
+                if last in m["kept_per_layer"] else "-")
+        lines.append(f"| {name} | 10^{m['critical_compression_log10']:.2f} | {'yes' if m['reaches_max_compression'] else 'no'} "
+                     f"| {dens} | {m['points_done']}/{len(summary['compressions_log10'])} | {m['seconds']:.1f} |")
     return "\n".join(lines)
 
 

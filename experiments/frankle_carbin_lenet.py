@@ -15,7 +15,7 @@ import os
 import sys
 
 from analysis.plots import metric_vs_density
-from lth import experiment
+from lth import lottery
 from lth.cli import load_config, main as lth_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         return code
     cfg = load_config(CONFIG, sets)
     cfg.replicates = a.replicates
-    run_dir = experiment.run_dir_for(cfg, a.out)
+    run_dir = lottery.COMMAND.run_dir(cfg, a.out)
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
     path = metric_vs_density(summary, os.path.join(run_dir, "frankle_carbin_figure.png"),

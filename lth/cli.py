@@ -30,24 +30,20 @@ def load_config(path: str, overrides=()):
     return cfg
 
 
-def prepare_run(args, prefix="", checks=()):
+def prepare_run(args, command, cfg=None, synthetic_ok=False):
     """Config with the command-line options applied, validated, set up (data loaded) and its run
     directory checked — all before anything is written. Returns (setup, run_dir)."""
-    from lth import experiment, lottery
+    from lth import experiment, run
 
-    cfg = load_config(args.config, args.set)
-    if args.replicates is not None:
+    cfg = cfg if cfg is not None else load_config(args.config, args.set)
+    if getattr(args, "replicates", None) is not None:
         cfg.replicates = args.replicates
-    if args.no_progress:
+    if getattr(args, "no_progress", False):
         cfg.run.progress = False
-    if prefix and not cfg.name.startswith(prefix):
-        cfg.name = prefix + cfg.name
-    lottery.validate(cfg)
-    for check in checks:
-        check(cfg)
-    run_dir = args.run_dir or experiment.run_dir_for(cfg, args.out)
-    experiment.check_run_dir(run_dir, cfg)
-    return lottery.setup(cfg), run_dir
+    run.validate(cfg, command)
+    run_dir = args.run_dir or command.run_dir(cfg, args.out)
+    experiment.check_run_dir(run_dir, cfg, command)
+    return run.setup(cfg, command, synthetic_ok=synthetic_ok), run_dir
 
 
 def cmd_lottery(args) -> int:
@@ -55,9 +51,9 @@ def cmd_lottery(args) -> int:
     from analysis.tables import lottery_table
     from lth import experiment, lottery
 
-    s, run_dir = prepare_run(args)
+    s, run_dir = prepare_run(args, lottery.COMMAND)
     cfg = s.cfg
-    lock = experiment.open_run_dir(run_dir, cfg)  # noqa: F841  (held until the command returns)
+    lock = experiment.open_run_dir(run_dir, cfg, lottery.COMMAND)  # noqa: F841  (held until the command returns)
     print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, {s.total} iterations/level, "
           f"{cfg.lottery.levels} levels, R={cfg.replicates})", flush=True)
     t0 = time.time()
@@ -71,7 +67,7 @@ def cmd_lottery(args) -> int:
 
 def diverged_exit(summary) -> int:
     """Exit code 3 (and one line on stderr) when any arm had a diverged replicate, else 0."""
-    from lth.lottery import any_diverged
+    from lth.run import any_diverged
 
     n = any_diverged(summary)
     if n:
@@ -86,55 +82,66 @@ def cmd_heads(args) -> int:
     from analysis.tables import heads_table
     from lth import experiment, heads
 
-    s, run_dir = prepare_run(args)
-    heads.check(s)
-    lock = experiment.open_run_dir(run_dir, s.cfg)  # noqa: F841  (held until the command returns)
+    command = heads.command()
+    s, run_dir = prepare_run(args, command)
+    lock = experiment.open_run_dir(run_dir, s.cfg, command)  # noqa: F841  (held until the command returns)
     print(f"run directory: {run_dir}  ({s.cfg.model.name} on {s.cfg.data.name}, heads pruned in steps of "
           f"{s.cfg.heads.step:g}, R={s.cfg.replicates})", flush=True)
     t0 = time.time()
     out = heads.run(s, run_dir)
     print()
     print(heads_table(out))
-    plot = heads_curve(out, os.path.join(run_dir, "heads.png"))
-    print(f"\nresults: {os.path.join(run_dir, 'heads.json')}\nplot: {plot}\ntime: {time.time() - t0:.1f} s")
+    results = heads.results_dir(run_dir, s.cfg)
+    plot = heads_curve(out, os.path.join(results, "heads.png"))
+    print(f"\nresults: {os.path.join(results, 'heads.json')}\nplot: {plot}\ntime: {time.time() - t0:.1f} s")
     return 0
 
 
 def cmd_pai(args) -> int:
+    from analysis.plots import accuracy_vs_compression
     from analysis.tables import pai_table
     from lth import experiment, pai_run
 
-    s, run_dir = prepare_run(args, "pai_", checks=(pai_run.variants,))
+    s, run_dir = prepare_run(args, pai_run.COMMAND)
     cfg = s.cfg
-    pai_run.check(s)
-    lock = experiment.open_run_dir(run_dir, cfg)  # noqa: F841  (held until the command returns)
+    lock = experiment.open_run_dir(run_dir, cfg, pai_run.COMMAND)  # noqa: F841  (held until the command returns)
     print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, compression {cfg.pai.compression})", flush=True)
     summary = pai_run.run(s, run_dir)
     print()
     print(pai_table(summary))
-    print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}")
+    plot = accuracy_vs_compression(summary, os.path.join(run_dir, "accuracy_vs_compression.png"))
+    print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}\nplot: {plot}")
     return diverged_exit(summary)
+
+
+COLLAPSE_FLAGS = {  # flag → config key (the config's value is the one default)
+    "model": "model.name", "width": "model.width", "dataset": "data.name", "data_dir": "data.data_dir",
+    "seed": "seed", "methods": "collapse.methods", "max_log10": "collapse.max_log10", "step": "collapse.step",
+    "init": "collapse.init", "rounds": "pai.rounds", "schedule": "pai.schedule", "scope": "pai.scope",
+    "batch_size": "pai.batch_size", "obd_method": "pai.obd_method", "obd_probes": "pai.obd_probes",
+    "precision": "pai.synflow_precision",
+}
 
 
 def cmd_collapse(args) -> int:
     from analysis import collapse_plots
-    from lth import collapse
-    from lth.experiment import write_json
+    from analysis.tables import collapse_table
+    from lth import collapse, experiment
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    out_dir = args.out_dir or os.path.join("runs", f"collapse_{args.model}_w{args.width:g}")
-    summary = collapse.run(args.model, methods, max_log10=args.max_log10, step=args.step, dataset=args.dataset,
-                           data_dir=args.data_dir, width=args.width, seed=args.seed, rounds=args.rounds,
-                           schedule=args.schedule, scope=args.scope, batch_size=args.batch_size,
-                           obd_method=args.obd_method, obd_probes=args.obd_probes, precision=args.precision,
-                           init=args.init)
-    os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "summary.json"), summary)
+    sets = [f"{key}={getattr(args, flag)}" for flag, key in COLLAPSE_FLAGS.items() if getattr(args, flag) is not None]
+    cfg = load_config(args.config, sets + args.set)
+    collapse.resolve_init(cfg)
+    args.run_dir = args.run_dir or args.out_dir
+    s, run_dir = prepare_run(args, collapse.COMMAND, cfg=cfg, synthetic_ok=True)
+    lock = experiment.open_run_dir(run_dir, s.cfg, collapse.COMMAND)  # noqa: F841  (held until the command returns)
+    print(f"run directory: {run_dir}  ({cfg.model.name} ×{cfg.model.width:g}, init {cfg.collapse.init}: "
+          f"{cfg.model.init}; methods {cfg.collapse.methods})", flush=True)
+    summary = collapse.run(s, run_dir)
     print()
-    print(collapse.table(summary))
-    print(f"\nsummary: {os.path.join(out_dir, 'summary.json')}")
-    print("plots:", collapse_plots.layer_density(summary, os.path.join(out_dir, "layer_density.png")),
-          collapse_plots.critical(summary, os.path.join(out_dir, "critical_compression.png")))
+    print(collapse_table(summary))
+    print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}")
+    print("plots:", collapse_plots.layer_density(summary, os.path.join(run_dir, "layer_density.png")),
+          collapse_plots.critical(summary, os.path.join(run_dir, "critical_compression.png")))
     return 0
 
 
@@ -242,27 +249,36 @@ def parser() -> argparse.ArgumentParser:
     co = sub.add_parser("collapse", help="layer-collapse sweep of pruning-at-init scores (no training)",
                         description="Prune at init to 10^0 .. 10^MAX in steps of STEP with each method; report the "
                                     "weights kept per layer, each method's critical compression and whether it "
-                                    "reaches max compression; write summary.json and PNG plots.")
-    co.add_argument("--model", default="vgg16", help="model name (see lth models)")
-    co.add_argument("--methods", default="synflow,magnitude,random,snip,grasp,obd", help="comma list of scores")
-    co.add_argument("--max-log10", type=float, default=3.0, help="largest compression, as log10")
-    co.add_argument("--step", type=float, default=0.25, help="sweep step in log10")
-    co.add_argument("--dataset", default="cifar10", help="input shapes and, if prepared, data for data-dependent scores")
-    co.add_argument("--data-dir", default="", help="tfds data dir")
-    co.add_argument("--width", type=float, default=1.0, help="width multiplier")
-    co.add_argument("--init", default="synflow",
-                    help="synflow (default: the SynFlow code's init for the model) or a kernel init name, e.g. "
-                         "kaiming_normal, kaiming_truncated_normal (zero biases, BatchNorm γ = 1)")
-    co.add_argument("--seed", type=int, default=0)
-    co.add_argument("--rounds", type=int, default=0, help="rounds per method (0 = synflow 100, others 1)")
-    co.add_argument("--schedule", default="exponential", choices=["exponential", "linear"])
-    co.add_argument("--scope", default="global", choices=["global", "layerwise"])
-    co.add_argument("--batch-size", type=int, default=128, help="examples for data-dependent scores")
-    co.add_argument("--obd-method", default="hutchinson", choices=["exact", "hutchinson", "fisher"])
-    co.add_argument("--obd-probes", type=int, default=8, help="Hutchinson probes")
-    co.add_argument("--precision", default="float64", choices=["float64", "scaled32", "auto"],
-                    help="SynFlow precision (scaled32/auto: faster, but can collapse layers near max compression)")
-    co.add_argument("--out-dir", help="output folder (default runs/collapse_<model>_w<width>)")
+                                    "reaches max compression; write summary.json and PNG plots. A run directory: "
+                                    "every (method, compression) point is saved when done and skipped on a rerun. "
+                                    "Each flag sets one config key (shown); its default is the config's value.",
+                        epilog=EPILOG)
+    co.add_argument("--config", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                     "configs", "synflow_layer_collapse.py"),
+                    help="config file (default: configs/synflow_layer_collapse.py: VGG-16, CIFAR-10 shapes)")
+    co.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    co.add_argument("--model", help="model.name (see lth models)")
+    co.add_argument("--methods", help="collapse.methods: comma list of scores")
+    co.add_argument("--max-log10", type=float, help="collapse.max_log10: largest compression, as log10")
+    co.add_argument("--step", type=float, help="collapse.step: sweep step in log10")
+    co.add_argument("--dataset", help="data.name: input shapes and, if prepared, data for data-dependent scores")
+    co.add_argument("--data-dir", help="data.data_dir: tfds data dir")
+    co.add_argument("--width", type=float, help="model.width: width multiplier")
+    co.add_argument("--init", help="collapse.init: synflow (the SynFlow code's init for the model), model "
+                                   "(model.* as configured), or a kernel init name, e.g. kaiming_normal, "
+                                   "kaiming_truncated_normal (zero biases, BatchNorm γ = 1)")
+    co.add_argument("--seed", type=int, help="seed")
+    co.add_argument("--rounds", type=int, help="pai.rounds: rounds per method (0 = synflow 100, others 1)")
+    co.add_argument("--schedule", choices=["exponential", "linear"], help="pai.schedule")
+    co.add_argument("--scope", choices=["global", "layerwise"], help="pai.scope")
+    co.add_argument("--batch-size", type=int, help="pai.batch_size: examples for data-dependent scores")
+    co.add_argument("--obd-method", choices=["exact", "hutchinson", "fisher"], help="pai.obd_method")
+    co.add_argument("--obd-probes", type=int, help="pai.obd_probes: Hutchinson probes")
+    co.add_argument("--precision", choices=["float64", "scaled32", "auto"],
+                    help="pai.synflow_precision (scaled32/auto: faster, but can collapse layers near max compression)")
+    co.add_argument("--out", help="root folder of run directories (default: config run.out, 'runs')")
+    co.add_argument("--run-dir", help="exact run directory (default: <out>/collapse_<model>_w<width>-<config hash>)")
+    co.add_argument("--out-dir", help=argparse.SUPPRESS)  # the former name of --run-dir
     co.set_defaults(func=cmd_collapse)
 
     data = sub.add_parser("data", help="prepare tfds datasets (needs internet and the [prepare] extra)")

@@ -1,5 +1,11 @@
-"""The layer-collapse study (Tanaka et al. 2020, Fig. 1/3): prune at init to compressions 10^0 …
-10^x with each score, no training, and record the weights kept in every layer.
+"""The layer-collapse study (Tanaka et al. 2020, Fig. 1/3) as a resumable run: prune at init to
+compressions 10^0 … 10^x with each score, no training, and record the weights kept in every layer.
+
+Config: the `collapse` section (methods, max_log10, step, init), the model, `data.name` (shapes,
+and the batch of data-dependent scores; synthetic N(0,1) inputs when it is not prepared) and the
+scores' options in `pai`. Run directory: config.json, points/<method>/<log10>.json (one file per
+point, written as soon as it is computed and skipped on a rerun), summary.json and the plots
+rebuilt from the points on disk after every point, so a partial sweep gives a partial table.
 
 Critical compression: the largest compression of the sweep up to which no layer is fully pruned.
 Max compression: one weight left per layer (total prunable / number of prunable layers); a method
@@ -8,32 +14,77 @@ Max compression: one weight left per layer (total prunable / number of prunable 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import jax
-import jax.numpy as jnp
 
-from lth import data as D, masks as M, pai, prune as P
+from lth import masks as M, pai, prune as P
 from lth.errors import UserError
-from lth.scores import get as get_score
-from lth.models import registry
-from lth.models.inits import Init
+from lth.experiment import read_json, write_json
+from lth.models.inits import KERNEL, ALIASES
+from lth.models.registry import find, synflow_init
+from lth.run import Command, init_variables, keys
+from lth.scores import SCORES
+from lth.errors import check_choice
 
-DATASET_SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "mnist": ((28, 28, 1), 10),
-                  "fashion_mnist": ((28, 28, 1), 10), "mnist1d": ((40,), 10)}
+INITS = ("synflow", "model")  # or any kernel init name
 
 
-def load_batch(dataset, data_dir, n, seed):
-    """(x, y, source): n training examples of `dataset`, or synthetic N(0,1) inputs with random labels
-    (source 'synthetic') when the dataset is not prepared."""
-    shape, classes = DATASET_SHAPES[dataset]
-    try:
-        import ml_collections
-        ds = D.load(ml_collections.ConfigDict(dict(name=dataset, data_dir=data_dir, validation_size=0, split_seed=0)))
-        return jnp.asarray(ds.x_train[:n]), jnp.asarray(ds.y_train[:n]), dataset
-    except UserError:
-        k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-        return jax.random.normal(k1, (n, *shape)), jax.random.randint(k2, (n,), 0, classes), "synthetic"
+def methods_of(cfg) -> list[str]:
+    return [m.strip() for m in cfg.collapse.methods.split(",") if m.strip()]
+
+
+def resolve_init(cfg) -> None:
+    """Set model.* inits from collapse.init: 'synflow' = the SynFlow code's init for this model,
+    'model' = as configured, a kernel init name = it with zero biases and BatchNorm γ = 1."""
+    how = cfg.collapse.init
+    if how == "model":
+        return
+    if how == "synflow":
+        find(cfg.model.name)
+        init = synflow_init(cfg.model.name)
+    elif how in KERNEL or how in ALIASES:
+        from lth.models.inits import Init
+        init = Init(how)
+    else:
+        raise UserError(f"unknown collapse.init {how!r}; allowed: synflow, model, or a kernel init "
+                        f"({', '.join(sorted([*KERNEL, *ALIASES]))})")
+    cfg.model.init, cfg.model.bias_init, cfg.model.bn_init, cfg.model.out_init = init.kernel, init.bias, init.bn, init.out
+
+
+def validate(cfg) -> None:
+    methods = methods_of(cfg)
+    if not methods:
+        raise UserError("collapse.methods is empty; allowed: a comma list of " + ", ".join(sorted(SCORES)))
+    for m in methods:
+        check_choice("score", m, SCORES)
+    if cfg.collapse.step <= 0 or cfg.collapse.max_log10 < 0:
+        raise UserError(f"bad sweep 10^0..10^{cfg.collapse.max_log10} in steps of {cfg.collapse.step}; "
+                        f"allowed: max_log10 >= 0, step > 0")
+    check_choice("pai.schedule", cfg.pai.schedule, pai.SCHEDULES)
+    check_choice("pai.scope", cfg.pai.scope, ("global", "layerwise"))
+    if cfg.pai.rounds < 0:
+        raise UserError(f"pai.rounds {cfg.pai.rounds} out of range; allowed: 0 (method default) or more")
+
+
+def layer_sizes(s) -> dict[str, int]:
+    params = jax.eval_shape(lambda: M.index(init_variables(s, keys(s, "init"))[0], 0))
+    return {p: n for p, (_, n) in M.counts(M.ones_like(params), s.prunable).items()}
+
+
+def check(s) -> None:
+    top = pai.max_compression(list(layer_sizes(s).values()))
+    if 10 ** s.cfg.collapse.max_log10 > top * (1 + 1e-9):
+        raise UserError(f"compression 10^{s.cfg.collapse.max_log10} is beyond max compression 10^{math.log10(top):.3f} "
+                        f"of {s.cfg.model.name} (one weight per layer); allowed: max_log10 <= {math.log10(top):.3f}")
+
+
+COMMAND = Command("collapse", ("seed", "model", "data.name", "data.normalize", "prune.prunable", "pai", "collapse"),
+                  unhashed=("collapse.methods", "collapse.max_log10", "collapse.step", "pai.methods", "pai.sanity",
+                            "pai.compression"),
+                  prefix="collapse_", validate=validate, check=check,
+                  label=lambda cfg: f"{cfg.model.name}_w{cfg.model.width:g}")
 
 
 def compressions(max_log10: float, step: float, top: float):
@@ -46,80 +97,79 @@ def compressions(max_log10: float, step: float, top: float):
     return points
 
 
-def run(model_name, methods, *, max_log10=3.0, step=0.25, dataset="cifar10", data_dir="", width=1.0, seed=0,
-        rounds=0, schedule="exponential", scope="global", batch_size=128, batches=1, obd_method="hutchinson",
-        obd_probes=8, precision="float64", init="synflow", prunable_rx=r".*kernel", log=print) -> dict:
-    """init: 'synflow' (the SynFlow code's own init for the model, registry.synflow_init) or a kernel
-    init name (zero biases, BatchNorm γ = 1)."""
-    for m in methods:
-        get_score(m)
-    if step <= 0 or max_log10 < 0:
-        raise UserError(f"bad sweep 10^0..10^{max_log10} in steps of {step}; allowed: max >= 0, step > 0")
-    if dataset not in DATASET_SHAPES:
-        raise UserError(f"unknown dataset {dataset!r}; allowed: {', '.join(sorted(DATASET_SHAPES))}")
-    shape, classes = DATASET_SHAPES[dataset]
-    spec = registry.synflow_init(model_name) if init == "synflow" else Init(init)
-    model = registry.build(model_name, classes, spec, shape, width)
-    variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, *shape)))
-    prunable = M.prunable_tree(variables["params"], prunable_rx)
-    sizes = {p: n for p, (_, n) in M.counts(M.ones_like(variables["params"]), prunable).items()}
-    top = pai.max_compression(list(sizes.values()))
-    if 10 ** max_log10 > top * (1 + 1e-9):
-        raise UserError(f"compression 10^{max_log10} is beyond max compression 10^{math.log10(top):.3f} of {model_name} "
-                        f"(one weight per layer); allowed: max <= {math.log10(top):.3f}")
-    x, y, source = load_batch(dataset, data_dir, batch_size * batches, seed)
-    if source == "synthetic":
-        log(f"note: {dataset} is not prepared; data-dependent scores use SYNTHETIC inputs (N(0,1), random labels)")
+def point_path(run_dir, method, lg) -> str:
+    return os.path.join(run_dir, "points", method, f"{lg:g}.json")
 
-    def apply_fn(v, xb):
-        return model.apply(v, xb, train=False)
-    points = compressions(max_log10, step, top)
-    out = {"model": model_name, "width": width, "dataset": dataset, "data": source, "scope": scope,
-           "init": {"name": init, **spec.as_dict()},
-           "max_compression_log10": math.log10(top), "layers": sizes, "compressions_log10": points, "methods": {}}
-    for method in methods:
+
+def run(s, run_dir: str, log=print) -> dict:
+    """Compute every missing (method, compression) point, saving each at once; returns the summary."""
+    cfg = s.cfg
+    params, ms = init_variables(s, keys(s, "init"))
+    variables = {"params": M.index(params, 0), **M.index(ms, 0)}   # replicate 0: one network per sweep
+    ones = M.ones_like(variables["params"])
+    sizes = layer_sizes(s)
+    points = compressions(cfg.collapse.max_log10, cfg.collapse.step, pai.max_compression(list(sizes.values())))
+    if s.dataset.meta.get("synthetic") and any(SCORES[m].needs_data for m in methods_of(cfg)):
+        log(f"note: {cfg.data.name} is not prepared; data-dependent scores use SYNTHETIC inputs (N(0,1), random labels)")
+    rng = keys(s, "pai_score")[0]
+    for method in methods_of(cfg):
+        todo = [lg for lg in points if not os.path.exists(point_path(run_dir, method, lg))]
+        if not todo:
+            continue
         t0 = time.perf_counter()
-        scorer = pai.Scorer(method, apply_fn, variables, prunable, (x, y), shape, batches=batches,
-                            obd_method=obd_method, obd_probes=obd_probes, precision=precision)
-        r = rounds or pai.default_rounds(method)
-        kept, timing = {}, {"score_s": 0.0, "select_s": 0.0}
-        single = r == 1
-        scores = scorer(variables, M.ones_like(variables["params"]), jax.random.PRNGKey(seed)) if single else None
-        for lg in points:
-            if single:
-                masks = P.prune(scores, M.ones_like(variables["params"]), prunable, density=10 ** -lg,
-                                layerwise=scope == "layerwise")
+        scorer = s.scorer(method, variables)
+        rounds = cfg.pai.rounds or pai.default_rounds(method)
+        scores, score_s = None, 0.0
+        if rounds == 1:
+            scores = scorer(variables, ones, rng)
+            score_s = time.perf_counter() - t0
+        for lg in todo:
+            t1, t = time.perf_counter(), {}
+            if rounds == 1:
+                masks = P.prune(scores, ones, s.prunable, density=10 ** -lg, layerwise=cfg.pai.scope == "layerwise")
             else:
-                t = {}
-                masks = pai.prune_at_init(scorer, variables, prunable, 10 ** -lg, rounds=r, schedule=schedule,
-                                          scope=scope, rng=jax.random.PRNGKey(seed), timings=t)
-                timing["score_s"] += t["score_s"]
-                timing["select_s"] += t["select_s"]
-            kept[f"{lg:g}"] = pai.kept_per_layer(masks, prunable)
-        alive = [lg for lg in points if min(kept[f"{lg:g}"].values()) >= 1]
+                masks = pai.prune_at_init(scorer, variables, s.prunable, 10 ** -lg, rounds=rounds,
+                                          schedule=cfg.pai.schedule, scope=cfg.pai.scope, rng=rng, timings=t)
+            write_json(point_path(run_dir, method, lg),
+                       {"compression_log10": lg, "kept_per_layer": pai.kept_per_layer(masks, s.prunable),
+                        "rounds": rounds, "precision": scorer.precision,
+                        "seconds": time.perf_counter() - t1 + score_s, **t})
+            score_s = 0.0
+            write_json(os.path.join(run_dir, "summary.json"), summarize(s, run_dir, points, sizes))
+        m = summarize(s, run_dir, points, sizes)["methods"][method]
+        log(f"{method:<10} critical compression 10^{m['critical_compression_log10']:.2f}  reaches max: "
+            f"{m['reaches_max_compression']}  ({time.perf_counter() - t0:.1f} s)")
+    summary = summarize(s, run_dir, points, sizes)
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
+
+
+def summarize(s, run_dir: str, points, sizes) -> dict:
+    """The summary of the points on disk (of this config's methods and sweep)."""
+    cfg = s.cfg
+    out = {"model": cfg.model.name, "width": cfg.model.width, "dataset": cfg.data.name,
+           "data": "synthetic" if s.dataset.meta.get("synthetic") else cfg.data.name, "scope": cfg.pai.scope,
+           "init": {"name": cfg.collapse.init, "init": cfg.model.init, "bias_init": cfg.model.bias_init,
+                    "bn_init": cfg.model.bn_init, "out_init": cfg.model.out_init or cfg.model.init},
+           "max_compression_log10": math.log10(pai.max_compression(list(sizes.values()))), "layers": sizes,
+           "compressions_log10": points, "methods": {}}
+    for method in methods_of(cfg):
+        done = [read_json(point_path(run_dir, method, lg)) for lg in points if os.path.exists(point_path(run_dir, method, lg))]
+        if not done:
+            continue
+        kept = {f"{p['compression_log10']:g}": p["kept_per_layer"] for p in done}
         critical = 0.0
         for lg in points:
-            if lg not in alive:
+            if f"{lg:g}" not in kept or min(kept[f"{lg:g}"].values()) < 1:
                 break
             critical = lg
-        out["methods"][method] = {"critical_compression_log10": critical,
-                                  "reaches_max_compression": points[-1] in alive, "rounds": r,
-                                  "precision": scorer.precision, "kept_per_layer": kept,
-                                  "seconds": time.perf_counter() - t0, **({} if single else timing)}
-        log(f"{method:<10} critical compression 10^{critical:.2f}  reaches max: {points[-1] in alive}  "
-            f"({time.perf_counter() - t0:.1f} s)")
+        last = f"{points[-1]:g}"
+        entry = {"critical_compression_log10": critical, "points_done": len(done), "complete": len(done) == len(points),
+                 "reaches_max_compression": last in kept and min(kept[last].values()) >= 1,
+                 "rounds": done[0]["rounds"], "precision": done[0]["precision"], "kept_per_layer": kept,
+                 "seconds": sum(p["seconds"] for p in done)}
+        for key in ("score_s", "select_s"):
+            if key in done[0]:
+                entry[key] = sum(p[key] for p in done)
+        out["methods"][method] = entry
     return out
-
-
-def table(summary: dict) -> str:
-    top = summary["max_compression_log10"]
-    lines = [f"| method | critical compression | reaches max (10^{top:.2f}) | min layer density at 10^{summary['compressions_log10'][-1]:.2f} | seconds |",
-             "|---|---|---|---|---|"]
-    last = f"{summary['compressions_log10'][-1]:g}"
-    for name, m in summary["methods"].items():
-        dens = min(k / summary["layers"][p] for p, k in m["kept_per_layer"][last].items())
-        lines.append(f"| {name} | 10^{m['critical_compression_log10']:.2f} | {'yes' if m['reaches_max_compression'] else 'no'} "
-                     f"| {dens:.2e} | {m['seconds']:.1f} |")
-    return "\n".join(lines)
-
-

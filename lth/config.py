@@ -6,7 +6,6 @@ steps per epoch); a bare integer means iterations.
 from __future__ import annotations
 
 import ast
-import json
 import re
 
 import ml_collections
@@ -81,7 +80,7 @@ def base() -> ml_collections.ConfigDict:
 
     c.pai = ml_collections.ConfigDict()   # pruning at init (`lth pai`); scores' options (also for IMP)
     c.pai.methods = "synflow,snip,grasp,magnitude,random"  # comma list of scores (see lth/scores)
-    c.pai.compression = "10^1"      # target: kept = total / compression; a ratio or 10^x
+    c.pai.compression = "10^1"      # target: kept = total / compression; a ratio or 10^x, or a comma list (a sweep)
     c.pai.rounds = 0                # score-and-prune rounds; 0 = method default (synflow 100, others 1)
     c.pai.schedule = "exponential"  # density per round: exponential | linear
     c.pai.scope = "global"          # global | layerwise
@@ -93,6 +92,12 @@ def base() -> ml_collections.ConfigDict:
     c.pai.obd_probes = 32           # Hutchinson probes
     c.pai.synflow_precision = "float64"  # float64 | scaled32 | auto (see lth/scores/synflow.py)
 
+    c.collapse = ml_collections.ConfigDict()  # the layer-collapse sweep (`lth collapse`); scores' options in pai
+    c.collapse.methods = "synflow,magnitude,random,snip,grasp,obd"  # comma list of scores
+    c.collapse.max_log10 = 3.0      # sweep compressions 10^0 .. 10^max_log10 (plus the max-compression point)
+    c.collapse.step = 0.25          # in steps of this (log10)
+    c.collapse.init = "synflow"     # synflow (the SynFlow code's init for the model) | model (model.* as set) | a kernel init
+
     c.run = ml_collections.ConfigDict()   # not part of the run's identity (not hashed)
     c.run.out = "runs"              # root folder of run directories
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)
@@ -100,21 +105,6 @@ def base() -> ml_collections.ConfigDict:
     c.run.devices = 0               # data-parallel over this many devices (0 = all visible)
     c.run.replicate_mode = "auto"   # vmap | unroll | auto (unroll conv nets on CPU, else vmap)
     return c
-
-
-UNHASHED = ("run", "lottery.levels", "lottery.controls", "heads")
-
-
-def identity(cfg) -> dict:
-    """The part of the config that decides results (run options and level/control counts removed)."""
-    d = json.loads(cfg.to_json())
-    for key in UNHASHED:
-        *head, last = key.split(".")
-        node = d
-        for h in head:
-            node = node[h]
-        node.pop(last, None)
-    return d
 
 
 def parse_duration(text: str, steps_per_epoch: int, what: str = "duration") -> int:

@@ -1,27 +1,16 @@
-"""Run directories: named from the config's identity hash, resumable, with summary.json at the root."""
+"""Run directories: the stored config and its identity (checked on reuse), the one-process lock, strict JSON."""
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import math
 import os
 import tempfile
 
-from lth.config import identity
 from lth.errors import UserError
 
 
-def config_hash(cfg) -> str:
-    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def run_dir_for(cfg, out: str | None = None) -> str:
-    """<out>/<name>-<hash of the config's identity>."""
-    return os.path.join(out or cfg.run.out, f"{cfg.name}-{config_hash(cfg)}")
-
-
-def check_run_dir(path: str, cfg) -> None:
+def check_run_dir(path: str, cfg, command) -> None:
     """UserError if `path` holds a run of a different config (nothing is written)."""
     stored = os.path.join(path, "config.json")
     if os.path.exists(stored):
@@ -30,9 +19,9 @@ def check_run_dir(path: str, cfg) -> None:
                 old = json.load(f)
         except (OSError, ValueError) as e:
             raise UserError(f"{stored} is unreadable ({e}); choose another run directory") from None
-        if old.get("identity") != identity(cfg):
+        if old.get("identity") != command.identity(cfg):
             raise UserError(f"run directory {path} holds a run of another config (hash {old.get('hash')}, "
-                            f"this one {config_hash(cfg)}); choose another --run-dir or drop it to use the default")
+                            f"this one {command.hash(cfg)}); choose another --run-dir or drop it to use the default")
     elif os.path.isdir(path) and set(os.listdir(path)) - {".lock"}:
         raise UserError(f"run directory {path} is not empty and holds no lth config.json; choose another")
 
@@ -68,13 +57,14 @@ class RunLock:
         self.release()
 
 
-def open_run_dir(path: str, cfg) -> RunLock:
+def open_run_dir(path: str, cfg, command) -> RunLock:
     """Lock `path` (creating it) and record the config (after check_run_dir). Keep the returned lock
     for as long as the run writes into the directory."""
     lock = RunLock(path)
     stored = os.path.join(path, "config.json")
     if not os.path.exists(stored):
-        write_json(stored, {"hash": config_hash(cfg), "identity": identity(cfg), "config": json.loads(cfg.to_json())})
+        write_json(stored, {"command": command.name, "hash": command.hash(cfg), "identity": command.identity(cfg),
+                            "config": json.loads(cfg.to_json())})
     return lock
 
 

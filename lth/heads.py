@@ -9,7 +9,7 @@ current gates, down to none; validation and test accuracy are recorded after eve
 pruned the same way, separately. Every replicate (seed) is pruned by its own importances.
 
 The dense model is level 0 of the lottery run with the same config (trained here if missing), so
-`lth heads` after `lth lottery` trains nothing. Results: <run dir>/heads.json and heads.png.
+`lth heads` after `lth lottery` trains nothing. Results: <run dir>/heads-<hash of heads.*>/heads.json and heads.png.
 """
 from __future__ import annotations
 
@@ -24,7 +24,30 @@ import optax
 from lth.errors import UserError
 from lth.experiment import write_json
 from lth.fit import device_data
-from lth.lottery import Setup, init_variables, keys, train_dense
+from lth.run import Command, Setup, init_variables, keys, train_dense
+
+
+def validate(cfg) -> None:
+    from lth.lottery import validate as lottery_validate
+
+    lottery_validate(cfg)   # the dense model is the lottery run's level 0
+    if not 0 < cfg.heads.step < 1:
+        raise UserError(f"heads.step {cfg.heads.step} out of range; allowed: 0 < step < 1")
+    if cfg.heads.examples < 1:
+        raise UserError(f"heads.examples {cfg.heads.examples} out of range; allowed: 1 or more")
+
+
+def _check(s: Setup) -> None:
+    from lth.lottery import check_rewind
+
+    check_rewind(s)
+    check(s)
+
+
+def results_dir(run_dir: str, cfg) -> str:
+    """heads-<hash of the heads section> inside the lottery run directory: other heads.* settings
+    write beside it, never over it."""
+    return os.path.join(run_dir, "heads-" + Command("heads", ("heads",)).hash(cfg))
 
 
 def check(s: Setup):
@@ -32,10 +55,6 @@ def check(s: Setup):
     cfg = getattr(s.trainer.model, "cfg", None)
     if cfg is None or not hasattr(cfg, "heads"):
         raise UserError(f"model {s.cfg.model.name!r} has no attention heads; allowed: BERT models (see `lth models`)")
-    if not 0 < s.cfg.heads.step < 1:
-        raise UserError(f"heads.step {s.cfg.heads.step} out of range; allowed: 0 < step < 1")
-    if s.cfg.heads.examples < 1:
-        raise UserError(f"heads.examples {s.cfg.heads.examples} out of range; allowed: 1 or more")
     return cfg.layers, cfg.heads
 
 
@@ -105,7 +124,7 @@ def curve(s: Setup, state, data, split, kind: str, shape, log=print) -> list[dic
 def run(s: Setup, run_dir: str, log=print) -> dict:
     layers, heads = check(s)
     data = device_data(s.trainer, s.dataset)
-    init_params, init_ms = init_variables(s, keys(s, 0))
+    init_params, init_ms = init_variables(s, keys(s, "init"))
     state, rows = train_dense(s, run_dir, data, init_params, init_ms)
     n = min(s.cfg.heads.examples, len(s.dataset.y_train))
     split = s.trainer.chunked(s.dataset.x_train[:n], s.dataset.y_train[:n])
@@ -114,5 +133,11 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
            "head_importance": ih.tolist(), "mlp_importance": im.tolist(),  # [R, L, A], [R, L]
            "heads": curve(s, state, data, split, "heads", (layers, heads), log),
            "mlps": curve(s, state, data, split, "mlps", (layers, heads), log)}
-    write_json(os.path.join(run_dir, "heads.json"), out)
+    write_json(os.path.join(results_dir(run_dir, s.cfg), "heads.json"), out)
     return out
+
+
+def command():
+    from lth.lottery import COMMAND as LOTTERY
+
+    return Command("heads", LOTTERY.sections, LOTTERY.unhashed, validate=validate, check=_check)

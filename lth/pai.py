@@ -1,5 +1,6 @@
-"""Pruning at initialization: any score, single-shot or iterative (exponential or linear schedule),
-global or layerwise, to a target compression; sanity checks (shuffle, reinit, invert).
+"""Pruning at initialization: schedules, compression targets and the prune-at-init loop — any score
+(a Scorer), single-shot or iterative (exponential or linear schedule), global or layerwise, to a
+target compression; sanity checks (shuffle, reinit, invert).
 
 Each round is one jit-compiled scoring call followed by exact selection (lth.prune). The loop over
 rounds runs on the host: on XLA:CPU a convolution inside a compiled while loop runs ~16× slower
@@ -14,13 +15,20 @@ import time
 
 import jax
 
-from lth import masks as M, prune as P, scores as S
+from lth import masks as M, prune as P
 from lth.errors import UserError, check_choice
-from lth.scores import synflow as SF
-from lth.scores.registry import DATA_FREE
+from lth.scores import Scorer
 
 SCHEDULES = ("exponential", "linear")
 SANITY = ("shuffle", "reinit", "invert")
+
+
+def parse_compressions(text) -> list[float]:
+    """'10^1,10^2,1000' → [10, 100, 1000] (a sweep); one value → a list of one."""
+    out = [parse_compression(t) for t in str(text).split(",") if t.strip()]
+    if not out:
+        raise UserError(f"compression {text!r} is empty; allowed: a ratio >= 1 or a comma list, e.g. 10^1,10^2")
+    return out
 
 
 def parse_compression(text) -> float:
@@ -50,42 +58,6 @@ def check_target(compression: float, prunable_sizes, scope: str) -> None:
 
 def default_rounds(method: str) -> int:
     return 100 if method == "synflow" else 1
-
-
-class Scorer:
-    """scorer(variables, masks, rng) → scores, jit-compiled once, with the method's options bound."""
-
-    def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, *, batches=1,
-                 temperature=200.0, obd_method="hutchinson", obd_probes=32, precision="float64"):
-        fn = S.get(method)
-        if method not in DATA_FREE and batch is None:
-            raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "
-                            f"{', '.join(DATA_FREE)}")
-        check_choice("synflow precision", precision, ("auto", "float64", "scaled32"))
-        kw = {}
-        if method in ("snip", "grasp", "grasp_abs"):
-            kw["batches"] = batches
-        if method in ("grasp", "grasp_abs"):
-            kw["temperature"] = temperature
-        if method == "obd":
-            from lth.scores.obd import METHODS
-            check_choice("OBD method", obd_method, METHODS)
-            kw.update(method=obd_method, probes=obd_probes)
-        self.x64 = False
-        if method == "synflow":
-            if precision == "auto":
-                ok = SF.is_homogeneous(apply_fn, variables, M.ones_like(variables["params"]), prunable, input_shape)
-                precision = "scaled32" if ok else "float64"
-            kw.update(input_shape=tuple(input_shape), precision=precision, prunable=prunable)
-            self.x64 = precision == "float64"
-        self.method, self.precision, self.batch = method, kw.get("precision"), batch
-        self._fn = jax.jit(lambda v, m, b, k: fn(apply_fn, v, m, b, k, **kw))
-
-    def __call__(self, variables, masks, rng):
-        if self.x64:
-            with jax.enable_x64(True):
-                return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
-        return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
 
 
 def densities(target: float, rounds: int, schedule: str):

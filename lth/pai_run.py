@@ -1,6 +1,9 @@
-"""`lth pai`: prune at init to a target compression with each method (and its sanity checks), then
-train each mask with the core loop. Run directory: config.json, summary.json,
-methods/<method>[+<check>]/ (final state, metrics.json), resumable like IMP levels."""
+"""`lth pai`: prune at init with each method (and its sanity checks) to each compression of
+`pai.compression` — one ratio, or a comma list for a sweep — then train every mask with the core
+loop. Run directory: config.json, summary.json (`arms`: one entry per method × check × compression),
+arms/<method>[+<check>]@10^<x>/ (final state, metrics.json), accuracy_vs_compression.png. Every arm
+is saved when done and skipped on a rerun; methods, checks and compressions are not part of the
+run's identity, so adding some reuses the directory."""
 from __future__ import annotations
 
 import math
@@ -12,7 +15,7 @@ from lth import masks as M, pai, prune as P
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
-from lth.lottery import init_variables, keys, level_entry, random_init, train_arm
+from lth.run import BASE_SECTIONS, Command, arm_entry, init_variables, keys, random_init, train_arm
 from lth.scores import SCORES
 
 
@@ -26,53 +29,72 @@ def variants(cfg) -> list[tuple[str, str, str | None]]:
         check_choice("score", m, SCORES)
     for c in checks:
         check_choice("sanity check", c, pai.SANITY)
+    return [(m, m, None) for m in methods] + [(f"{m}+{c}", m, c) for m in methods for c in checks]
+
+
+def validate(cfg) -> None:
+    variants(cfg)
     check_choice("pai.schedule", cfg.pai.schedule, pai.SCHEDULES)
     check_choice("pai.scope", cfg.pai.scope, ("global", "layerwise"))
     if cfg.pai.rounds < 0:
         raise UserError(f"pai.rounds {cfg.pai.rounds} out of range; allowed: 0 (method default) or more")
-    pai.parse_compression(cfg.pai.compression)
-    return [(m, m, None) for m in methods] + [(f"{m}+{c}", m, c) for m in methods for c in checks]
+    pai.parse_compressions(cfg.pai.compression)
 
 
-def check(s) -> float:
-    """Compression target of the config, checked against the model's max compression."""
-    c = pai.parse_compression(s.cfg.pai.compression)
-    params, _ = jax.eval_shape(lambda: random_init(s, keys(s, 0)))
-    sizes = [math.prod(x.shape[1:]) for x, pr in zip(jax.tree.leaves(params), jax.tree.leaves(s.prunable)) if pr]
-    pai.check_target(c, sizes, s.cfg.pai.scope)
-    return c
+def prunable_sizes(s) -> list[int]:
+    params, _ = jax.eval_shape(lambda: random_init(s, keys(s, "init")))
+    return [math.prod(x.shape[1:]) for x, pr in zip(jax.tree.leaves(params), jax.tree.leaves(s.prunable)) if pr]
+
+
+def check(s) -> list[float]:
+    """Compression targets of the config, each checked against the model's max compression."""
+    cs = pai.parse_compressions(s.cfg.pai.compression)
+    for c in cs:
+        pai.check_target(c, prunable_sizes(s), s.cfg.pai.scope)
+    return cs
+
+
+COMMAND = Command("pai", BASE_SECTIONS + ("prune.prunable", "pai"),
+                  unhashed=("pai.methods", "pai.sanity", "pai.compression"), prefix="pai_",
+                  validate=validate, check=check)
+
+
+def arm_name(name: str, compression: float) -> str:
+    return f"{name}@10^{math.log10(compression):.4g}"
 
 
 def run(s, run_dir: str, log=print) -> dict:
     cfg = s.cfg
-    compression = check(s)
     data = device_data(s.trainer, s.dataset)
-    params, ms = init_variables(s, keys(s, 0))
-    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"],
-               "compression": compression, "compression_log10": math.log10(compression), "methods": {}}
-    for name, method, sanity in variants(cfg):
-        adir = os.path.join(run_dir, "methods", name)
-        masks = _masks(s, method, sanity, params, ms, 1.0 / compression) if not os.path.exists(
-            os.path.join(adir, "metrics.json")) else M.ones_like(params)
-        p, m = (random_init(s, keys(s, 100)) if sanity == "reinit" else (params, ms))  # a random (not pretrained) net
-        _, rows = train_arm(s, adir, p, m, masks, 0, data, label=name)
-        summary["methods"][name] = level_entry(0, rows)
-        e = summary["methods"][name]
-        log(f"{name:<22} density {e['density']:.5f}  test acc {e['test_accuracy']:.4f}")
-        write_json(os.path.join(run_dir, "summary.json"), summary)
+    params, ms = init_variables(s, keys(s, "init"))
+    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "arms": []}
+    for compression in check(s):
+        for name, method, sanity in variants(cfg):
+            arm = arm_name(name, compression)
+            adir = os.path.join(run_dir, "arms", arm)
+            done = os.path.exists(os.path.join(adir, "metrics.json"))
+            masks = M.ones_like(params) if done else _masks(s, method, sanity, params, ms, 1.0 / compression)
+            p, m = random_init(s, keys(s, "reinit")) if sanity == "reinit" else (params, ms)  # a random (not pretrained) net
+            _, rows = train_arm(s, adir, p, m, masks, 0, data, label=arm)
+            e = arm_entry(rows, arm=arm, method=method, sanity=sanity, compression=compression,
+                          compression_log10=math.log10(compression))
+            summary["arms"].append(e)
+            acc = f"{e['test_accuracy']:.4f}" if "test_accuracy" in e else "diverged"
+            log(f"{arm:<28} density {e['density']:.5f}  test acc {acc}")
+            write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
 
 
 def _masks(s, method, sanity, params, ms, density):
     p = s.cfg.pai
     rounds = p.rounds or pai.default_rounds(method)
+    score_keys, shuffle_keys = keys(s, "pai_score"), keys(s, "shuffle")
     out = []
     for r in range(s.replicates):
         v = {"params": M.index(params, r), **M.index(ms, r)}
-        scorer = s.scorer(method, v)
-        m = pai.prune_at_init(scorer, v, s.prunable, density, rounds=rounds, schedule=p.schedule, scope=p.scope,
-                              rng=keys(s, 400)[r], invert=sanity == "invert")
+        m = pai.prune_at_init(s.scorer(method, v), v, s.prunable, density, rounds=rounds, schedule=p.schedule,
+                              scope=p.scope, rng=score_keys[r], invert=sanity == "invert")
         if sanity == "shuffle":
-            m = P.shuffle(m, s.prunable, keys(s, 500)[r])
+            m = P.shuffle(m, s.prunable, shuffle_keys[r])
         out.append(m)
     return M.stack(out)

@@ -14,6 +14,7 @@ from conftest import ROOT
 from lth import masks as M
 from lth.cli import load_config, main
 from lth.errors import UserError
+from lth.scores import make_scorer
 from lth.models import build
 from lth.models.bert import PRUNABLE, Bert, BertConfig, token_types
 from lth.models.bert_import import hf_name, load_weights, resolve, save_pretrained
@@ -215,7 +216,7 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
 
     s = lottery.setup(tiny_bert_cfg(pretrained))
     want = load_weights(pretrained, init(Bert(SMALL, 5)))
-    params, _ = lottery.init_variables(s, lottery.keys(s, 0))
+    params, _ = lottery.init_variables(s, lottery.keys(s, "init"))
     for path, a, b in zip(M.leaf_paths(want), jax.tree.leaves(want), jax.tree.leaves(params)):
         if path == "classifier/kernel":
             assert not np.array_equal(b[0], b[1])  # each seed its own head
@@ -225,7 +226,7 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
             for r in range(2):
                 np.testing.assert_array_equal(b[r], a)
     level1 = lottery.redraw(s, params, 1)
-    fresh, _ = lottery.random_init(s, lottery.keys(s, 401))
+    fresh, _ = lottery.random_init(s, lottery.keys(s, "redraw", 1))
     np.testing.assert_array_equal(level1["classifier"]["kernel"], fresh["classifier"]["kernel"])
     assert not np.array_equal(level1["classifier"]["kernel"], params["classifier"]["kernel"])
     np.testing.assert_array_equal(level1["layer_1"]["output"]["kernel"], params["layer_1"]["output"]["kernel"])
@@ -247,7 +248,9 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
 
     # `lth heads` reuses the fine-tuned level 0 of the same run directory and prunes heads, then MLPs
     assert main(["heads", "--config", CONFIG, "--run-dir", run, *sets(overrides(pretrained) + ["heads.step=0.5"])]) == 0
-    out = json.load(open(os.path.join(run, "heads.json")))
+    import glob
+    (heads_json,) = glob.glob(os.path.join(run, "heads-*", "heads.json"))   # keyed by the heads.* settings
+    out = json.load(open(heads_json))
     assert [r["kept"] for r in out["heads"]] == [8, 4, 0]
     assert [r["kept"] for r in out["mlps"]] == [2, 1, 0]
     assert out["heads"][0]["test_accuracy"] == pytest.approx(out["dense_test_accuracy"], abs=1e-6)
@@ -260,8 +263,8 @@ def test_head_importance_is_mean_absolute_per_example_gradient(pretrained):
     from lth import heads, lottery
 
     s = lottery.setup(tiny_bert_cfg(pretrained, "heads.normalize=False", "replicates=1"))
-    params, ms = lottery.init_variables(s, lottery.keys(s, 0))
-    state = s.trainer.new_state(params, ms, M.ones_like(params), 0, lottery.keys(s, 1), lottery.keys(s, 2))
+    params, ms = lottery.init_variables(s, lottery.keys(s, "init"))
+    state = s.trainer.new_state(params, ms, M.ones_like(params), 0, lottery.keys(s, "train"), lottery.keys(s, "data"))
     x, y = s.dataset.x_train[:5], s.dataset.y_train[:5]
     split = s.trainer.chunked(x, y, 4)  # 2 chunks, 3 padded examples that must not count
     ih, im = heads.importance(s, state, split, np.ones((1, 2, 4)), np.ones((1, 2)))
@@ -290,8 +293,8 @@ def test_pai_scores_prune_bert(method):
     ids = rng.integers(5, len(VOCAB), (8, 8)).astype(np.int32)
     ids[:, 0], ids[:, -1] = 2, 3
     batch = (jnp.asarray(ids), jnp.asarray(rng.integers(0, 3, 8), jnp.int32))
-    scorer = pai.Scorer(method, lambda v, x: model.apply(v, x), variables, prunable, batch, (8,),
-                        obd_probes=2, precision="auto")
+    scorer = make_scorer(method, lambda v, x: model.apply(v, x), variables, prunable, batch, (8,),
+                        obd_probes=2, synflow_precision="auto")
     scores = scorer(variables, M.ones_like(variables["params"]), jax.random.PRNGKey(0))
     for s_, pr in zip(jax.tree.leaves(scores), jax.tree.leaves(prunable)):
         if pr:
@@ -384,6 +387,6 @@ def test_pai_on_pretrained_bert_checks_its_target(pretrained):
     from lth import lottery, pai_run
 
     s = lottery.setup(tiny_bert_cfg(pretrained, "pai.compression=4"))
-    assert pai_run.check(s) == 4
+    assert pai_run.check(s) == [4.0]
     with pytest.raises(UserError, match="beyond max compression"):
         pai_run.check(lottery.setup(tiny_bert_cfg(pretrained, "pai.compression=10^5")))

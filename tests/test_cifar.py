@@ -91,13 +91,13 @@ def test_one_imp_level_on_mock_cifar(model, tmp_path):
                      "prune.layer_fractions=out=0")
     with tfds.testing.mock_data(num_examples=64):
         s = lottery.setup(cfg)
-    open_run_dir(str(tmp_path / "run"), cfg)
+    open_run_dir(str(tmp_path / "run"), cfg, lottery.COMMAND)
     summary = lottery.run(s, str(tmp_path / "run"), log=lambda *_: None)
     assert [e["level"] for e in summary["levels"]] == [0, 1]
     assert abs(summary["levels"][1]["density"] - 0.8) < 0.01
     from lth import checkpoint
-    p, ms = s.trainer.init_replicates(lottery.keys(s, 0), s.dataset.input_shape)
-    like = s.trainer.new_state(p, ms, M.ones_like(p), 0, lottery.keys(s, 1), lottery.keys(s, 2))
+    p, ms = s.trainer.init_replicates(lottery.keys(s, "init"), s.dataset.input_shape)
+    like = s.trainer.new_state(p, ms, M.ones_like(p), 0, lottery.keys(s, "train"), lottery.keys(s, "data"))
     final = checkpoint.load(str(tmp_path / "run" / "level_1" / "final"), like)
     for w, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.masks)):
         assert np.all(np.asarray(w)[~np.asarray(m)] == 0)  # pruned conv kernels exactly 0 after SGD+momentum+wd
@@ -123,7 +123,7 @@ out = {"devices": len(jax.devices())}
 for n in (1, 2):
     cfg = tiny_config("lottery.levels=1", "lottery.controls=", "train.batch_size=50", f"run.devices={n}")
     s = lottery.setup(cfg)
-    open_run_dir(f"{sys.argv[2]}/d{n}", cfg)
+    open_run_dir(f"{sys.argv[2]}/d{n}", cfg, lottery.COMMAND)
     out[n] = {"mesh": s.trainer.mesh.size if s.trainer.mesh else 1,
               "levels": lottery.run(s, f"{sys.argv[2]}/d{n}", log=lambda *_: None)["levels"]}
 print(json.dumps(out))

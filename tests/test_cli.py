@@ -145,14 +145,17 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path):
              "--set", "pai.sanity=shuffle,invert", "--set", "pai.batch_size=64"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "| synflow+shuffle |" in text and "| snip+invert |" in text
+    assert "| synflow | shuffle | 10^1.00 |" in text and "| snip | invert | 10^1.00 |" in text
     import json
     (run,) = list(tmp_path.iterdir())
     s = json.load(open(run / "summary.json"))
-    assert set(s["methods"]) == {"synflow", "snip", "synflow+shuffle", "synflow+invert", "snip+shuffle", "snip+invert"}
-    syn, sh = s["methods"]["synflow"], s["methods"]["synflow+shuffle"]
+    arms = {e["arm"]: e for e in s["arms"]}
+    assert set(arms) == {f"{n}@10^1" for n in ("synflow", "snip", "synflow+shuffle", "synflow+invert", "snip+shuffle",
+                                               "snip+invert")}
+    syn, sh = arms["synflow@10^1"], arms["synflow+shuffle@10^1"]
     assert abs(syn["density"] - 0.1) < 1e-3
     assert syn["replicates"][0]["density_per_layer"] == sh["replicates"][0]["density_per_layer"]
+    assert (run / "accuracy_vs_compression.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("extra,needles", [

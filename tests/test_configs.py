@@ -35,7 +35,7 @@ def test_config_builds(path, tmp_path):
     else:
         s = lottery.setup(cfg)
     if cfg.model.name == "lenet_300_100" and cfg.data.name == "mnist":
-        params, _ = s.trainer.init_replicates(lottery.keys(s, 0), s.dataset.input_shape)
+        params, _ = s.trainer.init_replicates(lottery.keys(s, "init"), s.dataset.input_shape)
         assert M.num_params(M.index(params, 0)) == 266_610
     assert any(jax.tree.leaves(s.prunable))
 

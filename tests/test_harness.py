@@ -74,7 +74,7 @@ def test_strict_json_writes_null_for_non_finite(tmp_path):
 def test_lock_refuses_a_second_process_and_is_taken_over_after_a_crash(tmp_path):
     cfg = tiny_config()
     d = str(tmp_path / "run")
-    lock = open_run_dir(d, cfg)
+    lock = open_run_dir(d, cfg, lottery.COMMAND)
     listing = sorted(os.listdir(d))
     with pytest.raises(UserError, match=f"in use by process {os.getpid()}"):
         RunLock(d)
@@ -120,3 +120,107 @@ def test_sigterm_mid_level_saves_that_step_and_resumes_bit_identically(tmp_path,
     for level in (1, 2):
         a, b = final(d, s, level), final(ref, s, level)
         assert tree_equal(a.masks, b.masks) and tree_equal(a.params, b.params)
+
+
+COLLAPSE = ["collapse", "--model", "lenet_20_10", "--dataset", "mnist1d", "--methods", "synflow,magnitude,random",
+            "--max-log10", "1.5", "--step", "0.5", "--init", "kaiming_normal", "--rounds", "3"]
+
+
+def without_times(summary):
+    return {k: ({m: {f: v for f, v in e.items() if f not in ("seconds", "score_s", "select_s")}
+                 for m, e in v.items()} if k == "methods" else v) for k, v in summary.items()}
+
+
+def test_collapse_sweep_killed_between_points_resumes_without_recomputing(tmp_path, monkeypatch, capsys):
+    from lth import collapse, pai
+
+    assert main(COLLAPSE + ["--run-dir", str(tmp_path / "ref")]) == 0
+    ref = strict_load(tmp_path / "ref" / "summary.json")
+    real, calls = pai.prune_at_init, []
+
+    def dying(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:   # synflow (3 rounds per point) dies computing its third point
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(pai, "prune_at_init", dying)
+    d = tmp_path / "cut"
+    assert main(COLLAPSE + ["--run-dir", str(d)]) == 130
+    partial = strict_load(d / "summary.json")
+    assert partial["methods"]["synflow"]["points_done"] == 2 and not partial["methods"]["synflow"]["complete"]
+    calls.clear()
+    monkeypatch.setattr(pai, "prune_at_init", lambda *a, **kw: (calls.append(1), real(*a, **kw))[1])
+    assert main(COLLAPSE + ["--run-dir", str(d)]) == 0
+    assert len(calls) == 3 * len(ref["compressions_log10"]) - 2  # only the missing points (3 methods)
+    assert without_times(strict_load(d / "summary.json")) == without_times(ref)
+    assert "| synflow | 10^" in capsys.readouterr().out
+
+
+def test_collapse_flags_are_config_keys_with_one_default(tmp_path):
+    from lth import collapse
+    from lth.cli import load_config
+
+    cfg = load_config(os.path.join(ROOT, "configs", "synflow_layer_collapse.py"))
+    assert (cfg.model.name, cfg.data.name, cfg.pai.obd_probes, cfg.collapse.init) == ("vgg16", "cifar10", 32, "synflow")
+    collapse.resolve_init(cfg)
+    assert (cfg.model.init, cfg.model.bias_init, cfg.model.bn_init) == ("kaiming_normal", "zeros", "ones")
+    assert main(COLLAPSE + ["--run-dir", str(tmp_path / "c"), "--obd-probes", "3"]) == 0
+    stored = strict_load(tmp_path / "c" / "config.json")
+    assert stored["command"] == "collapse" and stored["config"]["pai"]["obd_probes"] == 3
+    assert stored["config"]["collapse"]["init"] == "kaiming_normal" and stored["config"]["model"]["name"] == "lenet_20_10"
+
+
+PAI = ["pai", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--no-progress"]
+
+
+def pai_args(out, *sets):
+    return PAI + ["--out", str(out)] + sum([["--set", s] for s in TINY + ["pai.methods=magnitude,random",
+                                                                          "pai.sanity=shuffle", *sets]], [])
+
+
+def test_pai_sweep_resumes_per_arm_and_reuses_its_directory(tmp_path, monkeypatch):
+    from lth import run as harness
+
+    real, trained = harness.fit, []
+
+    def counting(trainer, state, *a, **kw):
+        trained.append(1)
+        if len(trained) == 3:
+            raise KeyboardInterrupt
+        return real(trainer, state, *a, **kw)
+    monkeypatch.setattr(harness, "fit", counting)
+    assert main(pai_args(tmp_path, "pai.compression=10^0.5")) == 130
+    monkeypatch.setattr(harness, "fit", real)
+    assert main(pai_args(tmp_path, "pai.compression=10^0.5")) == 0          # the 2 finished arms are reused
+    (run,) = list(tmp_path.iterdir())
+    first = strict_load(run / "summary.json")
+    assert [e["arm"] for e in first["arms"]] == ["magnitude@10^0.5", "random@10^0.5", "magnitude+shuffle@10^0.5",
+                                                 "random+shuffle@10^0.5"]
+    trained.clear()
+    monkeypatch.setattr(harness, "fit", lambda *a, **kw: (trained.append(1), real(*a, **kw))[1])
+    assert main(pai_args(tmp_path, "pai.compression=10^0.5,10^1")) == 0    # a second compression: same directory
+    assert list(tmp_path.iterdir()) == [run] and len(trained) == 4         # only the new compression's arms train
+    swept = strict_load(run / "summary.json")
+    assert swept["arms"][:4] == first["arms"] and {e["compression_log10"] for e in swept["arms"]} == {0.5, 1.0}
+    assert abs(swept["arms"][4]["density"] - 0.1) < 1e-3
+
+
+def test_identity_per_command():
+    from lth import lottery, pai_run
+    from lth.heads import command as heads_command, results_dir
+
+    cfg = tiny_config()
+    other = tiny_config("pai.compression=10^2", "heads.step=0.2")
+    assert lottery.COMMAND.hash(cfg) == lottery.COMMAND.hash(other)        # pai.* is not IMP's identity
+    assert pai_run.COMMAND.hash(cfg) == pai_run.COMMAND.hash(tiny_config("pai.compression=10^2", "lottery.rewind=9ep"))
+    assert pai_run.COMMAND.hash(cfg) != pai_run.COMMAND.hash(tiny_config("pai.rounds=7"))
+    assert heads_command().hash(cfg) == lottery.COMMAND.hash(cfg)          # heads reuse the lottery run's level 0
+    assert results_dir("r", cfg) != results_dir("r", other)                # ...but heads.* never overwrite each other
+
+
+def test_pai_ignores_imp_fields(tmp_path, capsys):
+    """A rewind point past the end of training is IMP's problem, not pai's."""
+    assert main(pai_args(tmp_path, "lottery.rewind=999ep", "pai.methods=magnitude", "pai.sanity=")) == 0
+    assert main(["lottery", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--out", str(tmp_path / "l"),
+                 *sum([["--set", s] for s in TINY + ["lottery.rewind=999ep"]], [])]) == 2
+    assert "lottery.rewind '999ep'" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from lth import checkpoint, lottery, masks as M, prune as P
+from lth import checkpoint, lottery, masks as M, prune as P, run as harness
 from lth.experiment import open_run_dir
 from conftest import tiny_config
 
@@ -16,15 +16,15 @@ REWIND = ["lottery.rewind=20it", "lottery.controls=reinit,random_prune"]
 def run(path, *overrides, spy=None, monkeypatch=None):
     cfg = tiny_config(*overrides)
     s = lottery.setup(cfg)
-    open_run_dir(str(path), cfg)
+    open_run_dir(str(path), cfg, lottery.COMMAND)
     calls = []
     if spy is not None:
-        real = lottery.fit
+        real = harness.fit
 
         def recording(trainer, state, *a, **kw):
             calls.append(state)
             return real(trainer, state, *a, **kw)
-        spy.setattr(lottery, "fit", recording)
+        spy.setattr(harness, "fit", recording)
     summary = lottery.run(s, str(path), log=lambda *_: None)
     return s, summary, calls
 
@@ -35,8 +35,8 @@ def final(path, s, level, arm=None):
 
 
 def _like(s):
-    p, ms = lottery.init_variables(s, lottery.keys(s, 0))
-    return s.trainer.new_state(p, ms, M.ones_like(p), 0, lottery.keys(s, 1), lottery.keys(s, 2))
+    p, ms = lottery.init_variables(s, lottery.keys(s, "init"))
+    return s.trainer.new_state(p, ms, M.ones_like(p), 0, lottery.keys(s, "train"), lottery.keys(s, "data"))
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 
 from lth import masks as M, pai
 from lth.errors import UserError
+from lth.scores import make_scorer
 from lth.models import registry
 from lth.scores import grasp as G, obd as O, snip as SN, synflow as SF
 
@@ -43,18 +44,18 @@ def test_synflow_equals_brute_force_path_sum():
 def test_synflow_ignores_data_and_scaled32_ranks_like_float64():
     model, v, apply_fn = tiny((16, 8), d_in=5)
     prunable = M.prunable_tree(v["params"], r".*kernel")
-    a = pai.Scorer("synflow", apply_fn, v, prunable, data(d_in=5, seed=1), (5,), precision="float64")
-    b = pai.Scorer("synflow", apply_fn, v, prunable, data(d_in=5, seed=2), (5,), precision="float64")
+    a = make_scorer("synflow", apply_fn, v, prunable, data(d_in=5, seed=1), (5,), synflow_precision="float64")
+    b = make_scorer("synflow", apply_fn, v, prunable, data(d_in=5, seed=2), (5,), synflow_precision="float64")
     masks = M.ones_like(v["params"])
     for x, y in zip(jax.tree.leaves(a(v, masks, None)), jax.tree.leaves(b(v, masks, None))):
         np.testing.assert_array_equal(x, y)
-    auto = pai.Scorer("synflow", apply_fn, v, prunable, None, (5,), precision="auto")
+    auto = make_scorer("synflow", apply_fn, v, prunable, None, (5,), synflow_precision="auto")
     assert auto.precision == "scaled32"  # an MLP at init is homogeneous per layer
     m64 = pai.prune_at_init(a, v, prunable, 0.05, rounds=20)
     m32 = pai.prune_at_init(auto, v, prunable, 0.05, rounds=20)
     assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(m64), jax.tree.leaves(m32)))
     _, vb, fb = tiny((16, 8), d_in=5, bias=True)  # nonzero biases break homogeneity → float64
-    assert pai.Scorer("synflow", fb, vb, prunable, None, (5,), precision="auto").precision == "float64"
+    assert make_scorer("synflow", fb, vb, prunable, None, (5,), synflow_precision="auto").precision == "float64"
 
 
 def test_iterative_synflow_avoids_layer_collapse_on_narrow_vgg():
@@ -64,11 +65,11 @@ def test_iterative_synflow_avoids_layer_collapse_on_narrow_vgg():
     prunable = M.prunable_tree(v["params"], r".*kernel")
     sizes = [n for _, n in M.counts(M.ones_like(v["params"]), prunable).values()]
     top = pai.max_compression(sizes)
-    syn = pai.Scorer("synflow", apply_fn, v, prunable, None, (16, 16, 3), precision="float64")
+    syn = make_scorer("synflow", apply_fn, v, prunable, None, (16, 16, 3), synflow_precision="float64")
     masks = pai.prune_at_init(syn, v, prunable, 1 / top, rounds=100)
     kept = pai.kept_per_layer(masks, prunable)
     assert min(kept.values()) >= 1 and sum(kept.values()) == round(sum(sizes) / top)
-    mag = pai.Scorer("magnitude", apply_fn, v, prunable, None, (16, 16, 3))
+    mag = make_scorer("magnitude", apply_fn, v, prunable, None, (16, 16, 3))
     assert min(pai.kept_per_layer(pai.prune_at_init(mag, v, prunable, 1 / top), prunable).values()) == 0
 
 
@@ -123,7 +124,7 @@ def test_grasp_hessian_gradient_equals_explicit_product():
 def test_inversion_keeps_the_complement_ranking_and_counts_are_exact():
     _, v, apply_fn = tiny((40, 30), d_in=20)
     prunable = M.prunable_tree(v["params"], r".*kernel")
-    mag = pai.Scorer("magnitude", apply_fn, v, prunable, None, (20,))
+    mag = make_scorer("magnitude", apply_fn, v, prunable, None, (20,))
     total = 20 * 40 + 40 * 30 + 30 * 2
     inv = pai.prune_at_init(mag, v, prunable, 0.1, invert=True)
     flat_w = np.concatenate([np.abs(np.asarray(v["params"][k]["kernel"])).ravel() for k in ("fc_0", "fc_1", "out")])
@@ -131,7 +132,7 @@ def test_inversion_keeps_the_complement_ranking_and_counts_are_exact():
     assert flat_m.sum() == round(0.1 * total)
     assert flat_w[flat_m].max() <= flat_w[~flat_m].min()  # inverted: the lowest-magnitude weights are kept
     for scope in ("global", "layerwise"):
-        m = pai.prune_at_init(pai.Scorer("snip", apply_fn, v, prunable, data(d_in=20), (20,)), v, prunable, 0.037,
+        m = pai.prune_at_init(make_scorer("snip", apply_fn, v, prunable, data(d_in=20), (20,)), v, prunable, 0.037,
                               rounds=3, schedule="linear", scope=scope)
         kept = pai.kept_per_layer(m, prunable)
         if scope == "global":
@@ -144,9 +145,9 @@ def test_bad_inputs():
     _, v, apply_fn = tiny()
     prunable = M.prunable_tree(v["params"], r".*kernel")
     with pytest.raises(UserError, match="'snap'"):
-        pai.Scorer("snap", apply_fn, v, prunable, None, (3,))
+        make_scorer("snap", apply_fn, v, prunable, None, (3,))
     with pytest.raises(UserError, match="'snip' needs data"):
-        pai.Scorer("snip", apply_fn, v, prunable, None, (3,))
+        make_scorer("snip", apply_fn, v, prunable, None, (3,))
     with pytest.raises(UserError, match="0.5"):
         pai.parse_compression("0.5")
     assert pai.parse_compression("10^2") == pytest.approx(100)

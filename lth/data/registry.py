@@ -59,6 +59,21 @@ LOADERS = {
 }
 
 
+# Input shapes (no batch axis) and classes, known without reading the data.
+SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "mnist": ((28, 28, 1), 10),
+          "fashion_mnist": ((28, 28, 1), 10), "mnist1d": ((40,), 10)}
+
+
+def synthetic(name: str, n: int, seed: int = 0) -> Dataset:
+    """N(0,1) inputs with random labels in the shapes of `name` (meta['synthetic'] = True): for the
+    scores of a sweep that trains nothing, when the dataset is not prepared."""
+    shape, classes = SHAPES[name]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, *shape)).astype(np.float32)
+    y = rng.integers(0, classes, n).astype(np.int32)
+    return Dataset(name, x, y, x[:0], y[:0], x[:2], y[:2], classes, {"synthetic": True})
+
+
 def names() -> list[str]:
     return sorted(LOADERS)
 

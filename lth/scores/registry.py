@@ -1,19 +1,45 @@
-"""Score name → function, and which scores need data."""
+"""Score name → its function, whether it needs data, and its options.
+
+Each entry declares the keyword options its function takes and the `pai.*` config key each comes
+from, so one Scorer (lth/scores/scorer.py) serves every score and every command with the same
+defaults; `prepare` (optional) settles options that depend on the model (SynFlow's precision)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
 from lth.errors import check_choice
 from lth.scores import basic, grasp, obd, snip, synflow
 
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    fn: Callable                      # (apply_fn, variables, masks, batch | None, rng, **options) → scores
+    needs_data: bool
+    options: dict = dataclasses.field(default_factory=dict)   # fn keyword → pai config key
+    checks: dict = dataclasses.field(default_factory=dict)    # fn keyword → allowed values
+    prepare: Callable | None = None   # (apply_fn, variables, prunable, input_shape, options) → options
+
+
+GRASP_OPTIONS = {"batches": "batches", "temperature": "grasp_temperature"}
 SCORES = {
-    "magnitude": basic.magnitude,
-    "random": basic.random,
-    "snip": snip.snip,
-    "grasp": grasp.grasp,
-    "grasp_abs": grasp.grasp_abs,
-    "synflow": synflow.synflow,
-    "obd": obd.obd,
+    "magnitude": Score(basic.magnitude, False),
+    "random": Score(basic.random, False),
+    "snip": Score(snip.snip, True, {"batches": "batches"}),
+    "grasp": Score(grasp.grasp, True, GRASP_OPTIONS),
+    "grasp_abs": Score(grasp.grasp_abs, True, GRASP_OPTIONS),
+    "synflow": Score(synflow.synflow, False, {"precision": "synflow_precision"},
+                     {"precision": synflow.PRECISIONS}, synflow.prepare),
+    "obd": Score(obd.obd, True, {"method": "obd_method", "probes": "obd_probes"}, {"method": obd.METHODS}),
 }
-DATA_FREE = ("magnitude", "random", "synflow")
+DATA_FREE = tuple(name for name, s in SCORES.items() if not s.needs_data)
 
 
 def get(name: str):
+    check_choice("score", name, SCORES)
+    return SCORES[name].fn
+
+
+def entry(name: str) -> Score:
     check_choice("score", name, SCORES)
     return SCORES[name]

@@ -74,6 +74,20 @@ def synflow(apply_fn, variables, masks, batch, rng, *, input_shape=None, precisi
     return keep_masked_out(scores, masks)
 
 
+PRECISIONS = ("float64", "scaled32", "auto")
+
+
+def prepare(apply_fn, variables, prunable, input_shape, options) -> dict:
+    """Scorer options for a model: 'auto' precision resolved (scaled32 when the linearized network
+    is homogeneous per layer, else float64); the input shape and prunable set bound."""
+    precision = options["precision"]
+    if precision == "auto":
+        from lth.masks import ones_like
+        ok = is_homogeneous(apply_fn, variables, ones_like(variables["params"]), prunable, input_shape)
+        precision = "scaled32" if ok else "float64"
+    return {**options, "precision": precision, "input_shape": tuple(input_shape), "prunable": prunable}
+
+
 def is_homogeneous(apply_fn, variables, masks, prunable, input_shape, rtol=1e-9) -> bool:
     """Does scaling each prunable layer by its own factor scale R by their product? (float64)"""
     with jax.enable_x64(True):

@@ -1,0 +1,311 @@
+"""The harness every command uses: config → validated setup → locked run directory → arms → summary.
+
+A command (lottery, pai, heads, collapse) is a `Command`: the config sections that make its
+identity (the run directory's hash), the keys inside them that do not (more levels, more methods,
+more sweep points reuse the directory), its own validation before any data is read, and its checks
+once the setup is built. `setup` builds, for every command, the data, the model and its trainer,
+the prunable set and the score batch; `train_arm` trains one arm resumably; `keys` draws every
+random stream from one named table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from lth import checkpoint, data as D, masks as M, prune as P
+from lth.config import parse_duration
+from lth.data.augment import AUGMENTATIONS, make as make_augment
+from lth.errors import UserError, check_choice
+from lth.experiment import read_json, write_json
+from lth.fit import fit, summarize
+from lth.models import registry
+from lth.models.inits import Init
+from lth.train import make_mesh, make_trainer, replicate_mode
+
+# Every random stream of a run: keys(s, purpose, index) = fold_in(fold_in(PRNGKey(seed + r), PURPOSES[purpose]), index).
+PURPOSES = {
+    "init": 0,            # initial weights (every arm that starts from init)
+    "train": 1,           # per-step randomness: dropout, augmentation
+    "data": 2,            # data order: epoch e is permutation(fold_in(key, e))
+    "reinit": 3,          # IMP control `reinit` at level L (index L); pai sanity `reinit`
+    "random_prune": 4,    # IMP control `random_prune` at level L
+    "shuffle": 5,         # IMP control `shuffle` at level L; pai sanity `shuffle`
+    "imp_score": 6,       # IMP scores of level L's trained weights (random / Hutchinson probes)
+    "redraw": 7,          # `lottery.reinit` leaves drawn afresh at level L (BERT's classifier)
+    "pai_score": 8,       # prune-at-init rounds (index: the round)
+}
+
+BASE_SECTIONS = ("name", "seed", "replicates", "model", "data", "train")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    sections: tuple                      # config keys (sections or fields) hashed into the run's identity
+    unhashed: tuple = ()                 # keys inside those sections left out of it
+    prefix: str = ""                     # run directory name prefix
+    validate: Callable | None = None     # (cfg) → None, before any data is read
+    check: Callable | None = None        # (setup) → None, before anything is written
+    label: Callable | None = None        # (cfg) → readable part of the run directory name (default: cfg.name)
+
+    def identity(self, cfg) -> dict:
+        full = json.loads(cfg.to_json())
+        out = {}
+        for key in self.sections:
+            node, dst = full, out
+            *head, last = key.split(".")
+            for h in head:
+                node, dst = node[h], dst.setdefault(h, {})
+            dst[last] = node[last]
+        for key in self.unhashed:
+            *head, last = key.split(".")
+            node = out
+            for h in head:
+                node = node[h]
+            node.pop(last, None)
+        return out
+
+    def hash(self, cfg) -> str:
+        return hashlib.sha256(json.dumps(self.identity(cfg), sort_keys=True).encode()).hexdigest()[:10]
+
+    def run_dir(self, cfg, out: str | None = None) -> str:
+        """<out>/<prefix><name>-<hash of this command's identity>."""
+        base = self.label(cfg) if self.label else cfg.name
+        name = base if base.startswith(self.prefix) else self.prefix + base
+        return os.path.join(out or cfg.run.out, f"{name}-{self.hash(cfg)}")
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything derived from a config, validated before any training."""
+
+    cfg: object
+    dataset: D.Dataset
+    trainer: object
+    prunable: object
+    total: int
+    eval_every: int
+    checkpoint_every: int
+    pretrained: dict | None = None    # one replicate's params from model.pretrained (read once)
+    _scorers: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def replicates(self) -> int:
+        return self.cfg.replicates
+
+    @property
+    def input_shape(self):
+        return self.dataset.input_shape
+
+    def duration(self, text: str, what: str) -> int:
+        return parse_duration(text, self.trainer.steps_per_epoch, what)
+
+    def apply_fn(self, variables, x):
+        """Eval-mode logits: the model as the scores see it."""
+        return self.trainer.model.apply(variables, x, train=False)
+
+    def score_batch(self):
+        """A fixed batch of training examples for data-dependent scores (pai.batch_size × pai.batches)."""
+        n = min(len(self.dataset.y_train), self.cfg.pai.batch_size * self.cfg.pai.batches)
+        return jnp.asarray(self.dataset.x_train[:n]), jnp.asarray(self.dataset.y_train[:n])
+
+    def scorer(self, method, variables):
+        """Scorer for `method` with the config's `pai` options (built once per method; `variables`, of
+        one replicate, serve as the template, e.g. for SynFlow's precision check)."""
+        from lth.scores import Scorer
+
+        if method not in self._scorers:
+            self._scorers[method] = Scorer(method, self.apply_fn, variables, self.prunable, self.score_batch(),
+                                           self.input_shape, self.cfg.pai)
+        return self._scorers[method]
+
+    @functools.cached_property
+    def shuffle(self):
+        """(masks [R], keys [R]) → layerwise-shuffled masks (jit, vmapped)."""
+        return jax.jit(jax.vmap(lambda m, k: P.shuffle(m, self.prunable, k)))
+
+
+def validate(cfg, command: Command) -> None:
+    """Checks of the sections every command reads (model, data, replicates), then the command's own."""
+    if cfg.replicates < 1:
+        raise UserError(f"replicates {cfg.replicates} out of range; allowed: 1 or more")
+    check_choice("dataset", cfg.data.name, D.names())
+    written_for = [d.strip() for d in cfg.data.recipe_for.split(",") if d.strip()]
+    if written_for and cfg.data.name not in written_for:
+        raise UserError(f"data.name {cfg.data.name!r}: this recipe ({cfg.name}) was written for {', '.join(written_for)}; "
+                        f"allowed: {', '.join(written_for)} (or --set data.recipe_for= to run it on another dataset)")
+    check_choice("data.augment", cfg.data.augment, AUGMENTATIONS)
+    registry.find(cfg.model.name)
+    Init.of(cfg.model)
+    if command.validate is not None:
+        command.validate(cfg)
+
+
+def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
+    """Data, model, trainer and prunable set for `cfg` (validated first). `synthetic_ok`: an
+    unprepared tfds dataset is replaced by N(0,1) inputs with random labels of its shapes (no
+    training: the layer-collapse sweep), and `setup.dataset.meta['synthetic']` says so."""
+    validate(cfg, command)
+    try:
+        ds = D.load(cfg.data)
+    except UserError:
+        if not synthetic_ok or cfg.data.name not in D.SHAPES:
+            raise
+        ds = D.synthetic(cfg.data.name, max(cfg.pai.batch_size * cfg.pai.batches, cfg.train.batch_size, 2), cfg.seed)
+    model = registry.build(cfg.model.name, ds.num_classes, Init.of(cfg.model), ds.input_shape, cfg.model.width)
+    trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),
+                           mesh=make_mesh(cfg.run.devices),
+                           replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape))
+    spe = trainer.steps_per_epoch
+    total = parse_duration(cfg.train.duration, spe, "train.duration")
+    params, _ = jax.eval_shape(trainer.init_variables, jax.random.PRNGKey(0), jnp.zeros((1, *ds.input_shape)))
+    if ds.meta.get("vocab_size"):
+        from lth.models.bert import check_tokens
+        check_tokens(model, ds.name, ds.meta)
+    pretrained = None
+    if cfg.model.pretrained:  # read once, before anything is written: files, keys and shapes checked
+        from lth.models.bert_import import load_weights, resolve
+        pretrained = load_weights(resolve(cfg.model.pretrained), params)
+    prunable = M.prunable_tree(params, cfg.prune.prunable)
+    if not any(jax.tree.leaves(prunable)):
+        raise UserError(f"prune.prunable {cfg.prune.prunable!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
+    s = Setup(cfg, ds, trainer, prunable, total, parse_duration(cfg.train.eval_every, spe, "train.eval_every"),
+              parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), pretrained=pretrained)
+    if command.check is not None:
+        command.check(s)
+    return s
+
+
+# ----- keys and initialization ---------------------------------------------------------------
+@jax.jit
+def _keys(seeds, purpose, index):
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(s), purpose), index))(seeds)
+
+
+def keys(s: Setup, purpose: str, index: int = 0):
+    """[R] keys, one per replicate, for a named purpose (PURPOSES) and an index (level, round)."""
+    check_choice("key purpose", purpose, PURPOSES)
+    return _keys(jnp.arange(s.replicates, dtype=jnp.uint32) + s.cfg.seed, jnp.uint32(PURPOSES[purpose]),
+                 jnp.uint32(index))
+
+
+def random_init(s: Setup, rng):
+    return s.trainer.init_replicates(rng, s.input_shape)
+
+
+def init_variables(s: Setup, rng):
+    """[R] initial (params, model_state): random, with `model.pretrained` weights loaded over them."""
+    params, ms = random_init(s, rng)
+    if s.pretrained is not None:
+        one = M.index(params, 0)
+        fresh = M.prunable_tree(one, s.cfg.lottery.reinit) if s.cfg.lottery.reinit else jax.tree.map(lambda _: False, one)
+        # every replicate gets the pretrained tensors; leaves re-drawn per level, and leaves the
+        # checkpoint lacks (still shape structs: a BertModel's classifier), keep their own init
+        params = jax.tree.map(
+            lambda p, w, f: p if f or isinstance(w, jax.ShapeDtypeStruct) else jnp.broadcast_to(jnp.asarray(w), p.shape),
+            params, s.pretrained, fresh)
+    return params, ms
+
+
+def redraw(s: Setup, params, level: int):
+    """params with the `lottery.reinit` leaves drawn afresh for `level` (e.g. BERT's classifier)."""
+    if not s.cfg.lottery.reinit:
+        return params
+    fresh, _ = random_init(s, keys(s, "redraw", level))
+    which = M.prunable_tree(M.index(params, 0), s.cfg.lottery.reinit)
+    return jax.tree.map(lambda p, f, w: f if w else p, params, fresh, which)
+
+
+# ----- one training run (an arm) -------------------------------------------------------------
+def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data, *, captures=None, label=""):
+    """Train from (params ⊙ masks) at step `start` to the end, resuming from `adir` if possible.
+    Returns (final state, per-replicate summary rows)."""
+    t = s.trainer
+    state = t.new_state(params, model_state, masks, start, keys(s, "train"), keys(s, "data"))
+    metrics_path = os.path.join(adir, "metrics.json")
+    if os.path.exists(metrics_path):
+        return checkpoint.load(os.path.join(adir, "final"), state), read_json(metrics_path)["replicates"]
+    rolling = checkpoint.Rolling(os.path.join(adir, "ckpt"))
+    history, pending = [], None
+    latest = rolling.latest(state)
+    if latest is not None:
+        state, meta = latest
+        history, pending = meta["history"], meta["pending"]
+    bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label,
+               disable=None if s.cfg.run.progress else True, leave=False, dynamic_ncols=True)
+
+    def on_checkpoint(st, hist, pend):
+        rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend})
+
+    state, history = fit(t, state, data, s.total, eval_every=s.eval_every, history=history,
+                         checkpoint_every=s.checkpoint_every, on_checkpoint=on_checkpoint,
+                         captures=captures, progress=bar, pending=pending)
+    bar.close()
+    rolling.close()
+    checkpoint.save(os.path.join(adir, "final"), state)
+    rows = summarize(history)
+    dens, per_layer = M.density(state.masks, s.prunable, axis=0)
+    dens_all, _ = M.density(state.masks, jax.tree.map(lambda _: True, s.prunable), axis=0)  # every parameter
+    diverged = np.asarray(state.diverged)
+    for r, row in enumerate(rows):
+        row.update(seed=s.cfg.seed + r, density=float(dens[r]), density_all_params=float(dens_all[r]),
+                   density_per_layer={k: float(v[r]) for k, v in per_layer.items()},
+                   diverged_at_step=int(diverged[r]) if diverged[r] >= 0 else None)
+    write_json(metrics_path, {"replicates": rows, "history": history})
+    shutil.rmtree(os.path.join(adir, "ckpt"), ignore_errors=True)
+    return state, rows
+
+
+def rewind_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "level_0", "rewind")
+
+
+def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
+    """The dense network trained from init (IMP's level 0), saving the rewind point at
+    `lottery.rewind` on the way (resumable; shared by `lth lottery` and `lth heads`)."""
+    path = rewind_path(run_dir)
+
+    def save_rewind(st):
+        if not checkpoint.exists(path):
+            checkpoint.save(path, {"params": st.params, "model_state": st.model_state})
+
+    return train_arm(s, os.path.join(run_dir, "level_0"), init_params, init_ms, M.ones_like(init_params), 0, data,
+                     captures={s.duration(s.cfg.lottery.rewind, "lottery.rewind"): save_rewind}, label="level 0")
+
+
+# ----- summaries ---------------------------------------------------------------------------------
+def healthy(row) -> bool:
+    return row.get("diverged_at_step") is None and not row.get("skipped")
+
+
+def arm_entry(rows: list, **fields) -> dict:
+    """Summary of an arm: means over the healthy replicates (not diverged, not skipped), stds, the
+    number left out (`diverged`), and the per-replicate rows."""
+    out = dict(fields)
+    ok = [r for r in rows if healthy(r)]
+    for key in ("density", "test_accuracy", "best_val_loss_step", "test_accuracy_at_best_val"):
+        vals = [r[key] for r in (rows if key == "density" else ok) if r.get(key) is not None]
+        if vals:
+            out[key] = float(np.mean(vals))
+            out[key + "_std"] = float(np.std(vals))
+    if len(ok) < len(rows):
+        out["diverged"] = len(rows) - len(ok)
+    out["replicates"] = rows
+    return out
+
+
+def any_diverged(summary: dict) -> int:
+    """How many arms of a summary have a diverged replicate."""
+    entries = summary.get("levels", []) + [e for rows in summary.get("controls", {}).values() for e in rows]
+    entries += summary.get("arms", [])
+    return sum(1 for e in entries if any(r.get("diverged_at_step") is not None for r in e.get("replicates", [])))

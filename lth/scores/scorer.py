@@ -1,0 +1,46 @@
+"""A score bound to a model and its options: scorer(variables, masks, rng) → scores, jit-compiled
+once. Options come from the config's `pai` section through the registry's declarations."""
+from __future__ import annotations
+
+import jax
+
+from lth.errors import UserError, check_choice
+from lth.scores.registry import DATA_FREE, entry
+
+
+class Scorer:
+    def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, options):
+        """`options`: the `pai` config section (or any mapping with its keys)."""
+        score = entry(method)
+        if score.needs_data and batch is None:
+            raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "
+                            f"{', '.join(DATA_FREE)}")
+        kw = {arg: options[key] for arg, key in score.options.items()}
+        for arg, allowed in score.checks.items():
+            check_choice(f"pai.{score.options[arg]}", kw[arg], allowed)
+        if score.prepare is not None:
+            kw = score.prepare(apply_fn, variables, prunable, tuple(input_shape), kw)
+        self.method, self.batch, self.options = method, batch, kw
+        self.precision = kw.get("precision")
+        self.x64 = self.precision == "float64"
+        fn = score.fn
+        self._fn = jax.jit(lambda v, m, b, k: fn(apply_fn, v, m, b, k, **kw))
+
+    def __call__(self, variables, masks, rng):
+        if self.x64:
+            with jax.enable_x64(True):
+                return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
+        return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
+
+
+def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, **pai_options) -> Scorer:
+    """A Scorer with the config schema's `pai` defaults, overridden by `pai_options` (pai keys,
+    e.g. synflow_precision='auto', obd_probes=8): for use outside a run."""
+    from lth.config import base
+
+    options = base().pai
+    for key, value in pai_options.items():
+        if key not in options:
+            raise UserError(f"unknown score option {key!r}; allowed: {', '.join(sorted(options))}")
+        options[key] = value
+    return Scorer(method, apply_fn, variables, prunable, batch, input_shape, options)
