@@ -97,3 +97,49 @@ def accuracy_vs_compression(summary: dict, path: str) -> str:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def stability_plots(summary: dict, path: str) -> str:
+    """`lth stability`: test error along θ(α) for each rewind point (dense), error barrier vs k (one
+    line per level), and barrier vs density across levels at each k with the copies' accuracy."""
+    pts = summary["points"]
+    alphas = summary["alphas"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), dpi=110)
+    cmap = plt.get_cmap("viridis")
+    dense = [p for p in pts if p["level"] == 0]
+    for i, p in enumerate(dense):
+        curve = [100 * sum(c[a] for c in p["test_error"]) / len(p["test_error"]) for a in range(len(alphas))]
+        axes[0].plot(alphas, curve, color=cmap(i / max(1, len(dense) - 1)), label=f"k = {p['k']}")
+    axes[0].set_xlabel("α  (θ = (1−α)·θ1 + α·θ2)")
+    axes[0].set_ylabel("test error (%), dense")
+    for level in sorted({p["level"] for p in pts}):
+        rows = sorted((p for p in pts if p["level"] == level), key=lambda p: p["k"])
+        axes[1].errorbar([max(p["k"], 1) for p in rows], [100 * p["test_barrier"] for p in rows],
+                         yerr=[100 * p["test_barrier_std"] for p in rows], marker="o", capsize=2,
+                         label=f"level {level} ({100 * rows[0]['density']:.3g}%)")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("rewind iteration k (0 drawn at 1)")
+    axes[1].set_ylabel("test error barrier (%)")
+    ks = sorted({p["k"] for p in pts})
+    twin = axes[2].twinx()
+    for i, k in enumerate(ks):
+        rows = sorted((p for p in pts if p["k"] == k), key=lambda p: -p["density"])
+        colour = cmap(i / max(1, len(ks) - 1))
+        axes[2].plot([100 * p["density"] for p in rows], [100 * p["test_barrier"] for p in rows], marker="o",
+                     color=colour, label=f"barrier, k = {k}")
+        twin.plot([100 * p["density"] for p in rows], [100 * p["copies"].get("test_accuracy", float("nan")) for p in rows],
+                  ls="--", marker="x", color=colour, label=f"accuracy, k = {k}")
+    axes[2].set_xscale("log")
+    axes[2].invert_xaxis()
+    axes[2].set_xlabel("weights remaining (%)")
+    axes[2].set_ylabel("test error barrier (%)")
+    twin.set_ylabel("copies' test accuracy (%), dashed")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"instability analysis: {summary.get('config', {}).get('name', '')} (BatchNorm: {summary['bn']})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

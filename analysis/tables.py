@@ -69,3 +69,16 @@ def heads_table(out: dict) -> str:
         lines += [f"| {r['kept']}/{total} | {100 * r['fraction_kept']:.0f} | {_cell(r, 'test_accuracy')} |" for r in rows]
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def stability_table(summary: dict) -> str:
+    """Markdown table of `lth stability`: error barrier (instability) per level and rewind point."""
+    lines = ["| level | density % | rewind k (it) | train barrier % | test barrier % | copies' test accuracy % |",
+             "|---|---|---|---|---|---|"]
+    for p in summary["points"]:
+        def pm(key):
+            text = f"{100 * p[key]:.2f}"
+            return text + (f" ± {100 * p[key + '_std']:.2f}" if len(p["train_error"]) > 1 else "")
+        lines.append(f"| {p['level']} | {100 * p['density']:.2f} | {p['k']} | {pm('train_barrier')} | {pm('test_barrier')} "
+                     f"| {_cell(p['copies'], 'test_accuracy')} |")
+    return "\n".join(lines)

@@ -114,6 +114,25 @@ def cmd_pai(args) -> int:
     return diverged_exit(summary)
 
 
+def cmd_stability(args) -> int:
+    from analysis.plots import stability_plots
+    from analysis.tables import stability_table
+    from lth import experiment, stability
+
+    s, run_dir = prepare_run(args, stability.COMMAND)
+    cfg = s.cfg
+    lock = experiment.open_run_dir(run_dir, cfg, stability.COMMAND)  # noqa: F841  (held until the command returns)
+    print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, rewind points "
+          f"{cfg.stability.rewind_points}, levels {cfg.stability.levels or '0'}, R={cfg.replicates})", flush=True)
+    t0 = time.time()
+    summary = stability.run(s, run_dir)
+    print()
+    print(stability_table(summary))
+    plot = stability_plots(summary, os.path.join(run_dir, "stability.png"))
+    print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}\nplot: {plot}\ntime: {time.time() - t0:.1f} s")
+    return diverged_exit({"arms": [p["copies"] for p in summary["points"]]})
+
+
 COLLAPSE_FLAGS = {  # flag → config key (the config's value is the one default)
     "model": "model.name", "width": "model.width", "dataset": "data.name", "data_dir": "data.data_dir",
     "seed": "seed", "methods": "collapse.methods", "max_log10": "collapse.max_log10", "step": "collapse.step",
@@ -245,6 +264,15 @@ def parser() -> argparse.ArgumentParser:
                         epilog=EPILOG)
     run_options(pa)
     pa.set_defaults(func=cmd_pai)
+
+    st = sub.add_parser("stability", help="instability analysis: error barrier between two copies trained from step k",
+                        description="For each rewind point k (stability.rewind_points) and level (0 = dense, and "
+                                    "stability.levels from `lth lottery` of the same config), train two copies from "
+                                    "step k with different data orders and measure the error along the line between "
+                                    "them (Frankle et al. 2020); print a table, write summary.json and stability.png.",
+                        epilog=EPILOG)
+    run_options(st)
+    st.set_defaults(func=cmd_stability)
 
     co = sub.add_parser("collapse", help="layer-collapse sweep of pruning-at-init scores (no training)",
                         description="Prune at init to 10^0 .. 10^MAX in steps of STEP with each method; report the "

@@ -98,6 +98,14 @@ def base() -> ml_collections.ConfigDict:
     c.collapse.step = 0.25          # in steps of this (log10)
     c.collapse.init = "synflow"     # synflow (the SynFlow code's init for the model) | model (model.* as set) | a kernel init
 
+    c.stability = ml_collections.ConfigDict()  # instability analysis (`lth stability`, Frankle et al. 2020)
+    c.stability.rewind_points = "0it,1ep,5ep"  # k: two copies start from the dense run's weights at step k
+    c.stability.levels = ""         # also the tickets of these IMP levels (comma list; needs `lth lottery` run first)
+    c.stability.alphas = 31         # points on the line θ(α) = (1-α)·θ1 + α·θ2, α in [0, 1]
+    c.stability.bn = "recompute"    # BatchNorm of θ(α): recompute (stats re-estimated on train batches) | interpolate
+    c.stability.bn_batches = 8      # training batches for `recompute`
+    c.stability.eval_examples = 0   # training examples whose error is measured along the path (0 = all)
+
     c.run = ml_collections.ConfigDict()   # not part of the run's identity (not hashed)
     c.run.out = "runs"              # root folder of run directories
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)

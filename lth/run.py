@@ -43,6 +43,7 @@ PURPOSES = {
     "imp_score": 6,       # IMP scores of level L's trained weights (random / Hutchinson probes)
     "redraw": 7,          # `lottery.reinit` leaves drawn afresh at level L (BERT's classifier)
     "pai_score": 8,       # prune-at-init rounds (index: the round)
+    "copy": 9,            # stability: the second copy's step and data-order keys (index 0: steps, 1: data)
 }
 
 BASE_SECTIONS = ("name", "seed", "replicates", "model", "data", "train")
@@ -227,11 +228,14 @@ def redraw(s: Setup, params, level: int):
 
 
 # ----- one training run (an arm) -------------------------------------------------------------
-def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data, *, captures=None, label=""):
+def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data, *, captures=None, label="",
+              rngs=None):
     """Train from (params ⊙ masks) at step `start` to the end, resuming from `adir` if possible.
-    Returns (final state, per-replicate summary rows)."""
+    `rngs` = (step keys, data-order keys), one per replicate (default: the run's own). Returns
+    (final state, per-replicate summary rows)."""
     t = s.trainer
-    state = t.new_state(params, model_state, masks, start, keys(s, "train"), keys(s, "data"))
+    train_keys, data_keys = rngs if rngs is not None else (keys(s, "train"), keys(s, "data"))
+    state = t.new_state(params, model_state, masks, start, train_keys, data_keys)
     metrics_path = os.path.join(adir, "metrics.json")
     if os.path.exists(metrics_path):
         return checkpoint.load(os.path.join(adir, "final"), state), read_json(metrics_path)["replicates"]
@@ -258,7 +262,7 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     dens_all, _ = M.density(state.masks, jax.tree.map(lambda _: True, s.prunable), axis=0)  # every parameter
     diverged = np.asarray(state.diverged)
     for r, row in enumerate(rows):
-        row.update(seed=s.cfg.seed + r, density=float(dens[r]), density_all_params=float(dens_all[r]),
+        row.update(seed=s.cfg.seed + r % s.replicates, density=float(dens[r]), density_all_params=float(dens_all[r]),
                    density_per_layer={k: float(v[r]) for k, v in per_layer.items()},
                    diverged_at_step=int(diverged[r]) if diverged[r] >= 0 else None)
     write_json(metrics_path, {"replicates": rows, "history": history})

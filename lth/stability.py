@@ -1,0 +1,215 @@
+"""`lth stability`: instability analysis and linear mode connectivity (Frankle, Dziugaite, Roy &
+Carbin 2020, "Linear Mode Connectivity and the Lottery Ticket Hypothesis").
+
+For each rewind point k (`stability.rewind_points`), take the weights at step k of a dense run
+(the trunk: init and data order as the lottery run of the same config), and for each level of
+`stability.levels` that level's IMP mask (from `lth lottery` of the same config) applied to them;
+train two copies from there to the end of training, differing only in SGD noise (data order and
+augmentation keys); evaluate θ(α) = (1 − α)·θ1 + α·θ2 at `stability.alphas` points on train and
+test. Instability (error barrier) = max over α of the error minus the mean of the two endpoints'
+errors. The two copies of every seed are the replicates of one compiled program (2R in all).
+
+BatchNorm (`stability.bn`): `recompute` re-estimates the running statistics of θ(α) on
+`stability.bn_batches` training batches (weights untouched); `interpolate` interpolates the copies'
+running statistics like the weights. Fresh optimizer and the schedule resumed at k, as IMP rewinds.
+
+Run directory: config.json, trunk/k<step>/ (weights at k), points/L<level>_k<step>/ (the two copies,
+resumable like any arm; stability.json once the path is evaluated), summary.json, plots.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lth import checkpoint, masks as M
+from lth.errors import UserError, check_choice
+from lth.experiment import read_json, write_json
+from lth.fit import device_data, fit
+from lth.run import BASE_SECTIONS, Command, arm_entry, init_variables, keys, train_arm
+
+BN_MODES = ("recompute", "interpolate")
+
+
+def rewind_texts(cfg) -> list[str]:
+    return [k.strip() for k in cfg.stability.rewind_points.split(",") if k.strip()]
+
+
+def levels_of(cfg) -> list[int]:
+    out = []
+    for t in cfg.stability.levels.split(","):
+        if t.strip():
+            if not t.strip().isdigit():
+                raise UserError(f"bad stability.levels entry {t.strip()!r}; allowed: level numbers, e.g. 2,4,8")
+            out.append(int(t))
+    return out
+
+
+def validate(cfg) -> None:
+    if not rewind_texts(cfg):
+        raise UserError("stability.rewind_points is empty; allowed: a comma list of durations, e.g. 0it,100it,2ep")
+    levels_of(cfg)
+    if cfg.stability.alphas < 2:
+        raise UserError(f"stability.alphas {cfg.stability.alphas} out of range; allowed: 2 or more points in [0, 1]")
+    check_choice("stability.bn", cfg.stability.bn, BN_MODES)
+    if cfg.stability.bn_batches < 1:
+        raise UserError(f"stability.bn_batches {cfg.stability.bn_batches} out of range; allowed: 1 or more")
+
+
+def rewind_steps(s) -> list[int]:
+    out = []
+    for text in rewind_texts(s.cfg):
+        k = s.duration(text, "stability.rewind_points")
+        if k >= s.total:
+            raise UserError(f"stability rewind point {text!r} = step {k} is not before the end of training "
+                            f"(step {s.total}); allowed: 0 <= k < {s.total}")
+        out.append(k)
+    return sorted(set(out))
+
+
+def lottery_dir(s, out=None) -> str:
+    from lth.lottery import COMMAND as LOTTERY
+
+    return LOTTERY.run_dir(s.cfg, out)
+
+
+def check(s) -> None:
+    rewind_steps(s)
+    levels = [lv for lv in levels_of(s.cfg) if lv > 0]
+    if levels:
+        d = lottery_dir(s)
+        missing = [lv for lv in levels if not os.path.exists(os.path.join(d, f"level_{lv}", "metrics.json"))]
+        if missing:
+            raise UserError(f"stability.levels {','.join(map(str, missing))} not in the lottery run {d}; allowed: "
+                            f"levels that `lth lottery` with this config has finished (run it first)")
+
+
+COMMAND = Command("stability", BASE_SECTIONS + ("prune", "lottery.rewind", "stability"),
+                  unhashed=("stability.rewind_points", "stability.levels"), prefix="stability_",
+                  validate=validate, check=check)
+
+
+# ----- the path between two copies -------------------------------------------------------------
+def interpolate(a, b, alpha: float):
+    """(1 − α)·a + α·b, exact at both ends: a at α = 0, b at α = 1, and a wherever a == b."""
+    if alpha == 1.0:
+        return b
+    return jax.tree.map(lambda x, y: x + (alpha * (y - x)).astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, a, b)
+
+
+def recompute_bn(s, params, model_state, xs):
+    """BatchNorm running statistics re-estimated on training batches `xs` [n, B, ...]: the mean of
+    each batch's statistics (as PyTorch's cumulative average); weights are not touched."""
+    if not model_state:
+        return model_state
+    return _recompute_fn(s.trainer)(params, model_state, xs)
+
+
+@functools.lru_cache(maxsize=None)
+def _recompute_fn(trainer):
+    m = 0.1  # lth.models.layers.BatchNorm: running = (1 − m)·running + m·batch
+
+    def one(params, ms, xs):
+        zero = jax.tree.map(jnp.zeros_like, ms)
+
+        def batch_stats(x):
+            _, new = trainer.model.apply({"params": params, **zero}, x, train=True, mutable=list(ms))
+            return jax.tree.map(lambda v: v / m, new)
+        return jax.tree.map(lambda v: jnp.mean(v, 0), jax.lax.map(batch_stats, xs))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+
+
+def path_errors(s, state1, state2, splits: dict, alphas, bn_xs) -> dict:
+    """{split: [A, R] error} along θ(α), and the endpoints' own errors {split: [2, R]}."""
+    out = {name: [] for name in splits}
+    for alpha in alphas:
+        params = interpolate(state1.params, state2.params, float(alpha))
+        if s.cfg.stability.bn == "interpolate" or not state1.model_state:
+            ms = interpolate(state1.model_state, state2.model_state, float(alpha))
+        else:
+            ms = recompute_bn(s, params, state1.model_state, bn_xs)
+        st = state1.replace(params=params, model_state=ms)
+        for name, split in splits.items():
+            out[name].append(1.0 - np.asarray(s.trainer.evaluate(st, split)[1], np.float64))
+    ends = {name: np.stack([1.0 - np.asarray(s.trainer.evaluate(st, split)[1], np.float64) for st in (state1, state2)])
+            for name, split in splits.items()}
+    return {name: np.stack(v) for name, v in out.items()}, ends
+
+
+def barrier(curve) -> np.ndarray:
+    """[A, R] error curve → [R] instability: max over α minus the mean of the endpoints."""
+    return curve.max(0) - 0.5 * (curve[0] + curve[-1])
+
+
+# ----- the run -------------------------------------------------------------------------------
+def copy_keys(s):
+    """(step keys, data keys) of the 2R copies: copy 1 = the run's own streams, copy 2 = new ones."""
+    return (jnp.concatenate([keys(s, "train"), keys(s, "copy", 0)]),
+            jnp.concatenate([keys(s, "data"), keys(s, "copy", 1)]))
+
+
+def trunk(s, run_dir, data, ks):
+    """Weights (params, model_state) at each step in `ks` of the dense run from init."""
+    paths = {k: os.path.join(run_dir, "trunk", f"k{k}") for k in ks}
+    params, ms = init_variables(s, keys(s, "init"))
+    like = {"params": params, "model_state": ms}
+    if not all(checkpoint.exists(p) for p in paths.values()):
+        state = s.trainer.new_state(params, ms, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
+        captures = {k: (lambda st, p=paths[k]: checkpoint.exists(p) or
+                        checkpoint.save(p, {"params": st.params, "model_state": st.model_state})) for k in ks}
+        fit(s.trainer, state, data, max(ks), eval_every=0, history=[], captures=captures)
+    return {k: checkpoint.load(p, like) for k, p in paths.items()}
+
+
+def level_masks(s, level: int, params):
+    if level == 0:
+        return M.ones_like(params)
+    d = os.path.join(lottery_dir(s), f"level_{level}", "final")
+    like = s.trainer.new_state(params, init_variables(s, keys(s, "init"))[1], M.ones_like(params), 0,
+                               keys(s, "train"), keys(s, "data"))
+    return checkpoint.load(d, like).masks
+
+
+def run(s, run_dir: str, log=print) -> dict:
+    cfg, r = s.cfg, s.replicates
+    data = device_data(s.trainer, s.dataset)
+    ks = rewind_steps(s)
+    weights = trunk(s, run_dir, data, ks)
+    n = cfg.stability.eval_examples or len(s.dataset.y_train)
+    splits = {"train": s.trainer.chunked(s.dataset.x_train[:n], s.dataset.y_train[:n]), "test": data.test}
+    b = s.trainer.batch_size
+    nb = min(cfg.stability.bn_batches, len(s.dataset.y_train) // b)
+    bn_xs = jnp.asarray(s.dataset.x_train[:nb * b].reshape(nb, b, *s.input_shape))
+    alphas = np.linspace(0.0, 1.0, cfg.stability.alphas)
+    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "alphas": alphas.tolist(),
+               "bn": cfg.stability.bn, "points": []}
+    for level in [0] + [lv for lv in levels_of(cfg) if lv > 0]:
+        for k in ks:
+            pdir = os.path.join(run_dir, "points", f"L{level}_k{k}")
+            result = os.path.join(pdir, "stability.json")
+            if not os.path.exists(result):
+                w = weights[k]
+                masks = level_masks(s, level, w["params"])
+                two = lambda t: jax.tree.map(lambda a: jnp.concatenate([a, a]), t)  # noqa: E731
+                state, rows = train_arm(s, os.path.join(pdir, "copies"), two(w["params"]), two(w["model_state"]),
+                                        two(masks), k, data, rngs=copy_keys(s), label=f"L{level} k={k}")
+                half = lambda t, i: jax.tree.map(lambda a: a[i * r:(i + 1) * r], t)  # noqa: E731
+                curves, ends = path_errors(s, half(state, 0), half(state, 1), splits, alphas, bn_xs)
+                write_json(result, {"level": level, "k": k, "density": rows[0]["density"],
+                                    "copies": arm_entry(rows), **{f"{sp}_error": c.T.tolist() for sp, c in curves.items()},
+                                    **{f"{sp}_endpoint_error": e.T.tolist() for sp, e in ends.items()}})
+            p = read_json(result)
+            entry = {"level": level, "k": k, "density": p["density"], "copies": p["copies"]}
+            for sp in ("train", "test"):
+                bar = barrier(np.asarray(p[f"{sp}_error"]).T)
+                entry.update({f"{sp}_barrier": float(bar.mean()), f"{sp}_barrier_std": float(bar.std()),
+                              f"{sp}_error": p[f"{sp}_error"]})
+            summary["points"].append(entry)
+            log(f"level {level:<3} k={k:<6} density {entry['density']:.4f}  train barrier {entry['train_barrier']:.4f}  "
+                f"test barrier {entry['test_barrier']:.4f}")
+            write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
