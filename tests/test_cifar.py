@@ -153,3 +153,24 @@ def test_batch_not_divisible_by_devices_is_refused():
         make_trainer(registry.build("lenet_8", 10, "kaiming_normal", (40,)), cfg, 500, mesh=SimpleNamespace(size=3))
     with pytest.raises(UserError, match="run.devices 9"):
         make_mesh(9)
+
+
+def test_stability_smoke_on_mock_cifar_with_batchnorm(tmp_path):
+    """`lth stability` on a narrow VGG with BatchNorm (recomputed along the path) and an IMP level."""
+    from lth import run as harness, stability
+
+    cfg = mock_cifar("model.name=vgg11", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}",
+                     "stability.rewind_points=0it,2it", "stability.levels=1", "stability.alphas=3",
+                     "stability.bn_batches=2", "run.out=" + str(tmp_path / "runs"))
+    with tfds.testing.mock_data(num_examples=64):
+        s = lottery.setup(cfg)
+        lock = open_run_dir(lottery.COMMAND.run_dir(cfg), cfg, lottery.COMMAND)
+        lottery.run(s, lottery.COMMAND.run_dir(cfg), log=lambda *_: None)
+        lock.release()
+        st = harness.setup(cfg, stability.COMMAND)
+    d = stability.COMMAND.run_dir(cfg)
+    open_run_dir(d, cfg, stability.COMMAND)
+    summary = stability.run(st, d, log=lambda *_: None)
+    assert [(p["level"], p["k"]) for p in summary["points"]] == [(0, 0), (0, 2), (1, 0), (1, 2)]
+    assert abs(summary["points"][2]["density"] - 0.8) < 0.01
+    assert all(np.isfinite(p["test_barrier"]) and len(p["test_error"][0]) == 3 for p in summary["points"])
