@@ -4,6 +4,7 @@ measured matmul peak, peak memory (device memory on accelerators, process RSS on
 over the models of one invocation), and R vmapped replicates against R sequential runs."""
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -13,6 +14,8 @@ import numpy as np
 from lth import masks as M
 from lth.config import base
 from lth.models import registry
+from lth.models.conv import resolve as resolve_conv
+from lth.models.inits import Init
 from lth.train import make_mesh, make_trainer, replicate_mode
 
 SHAPES = {"lenet": ((28, 28, 1), 10, 60), "vgg": ((32, 32, 3), 10, 128), "resnet": ((32, 32, 3), 10, 128),
@@ -48,12 +51,12 @@ def matmul_peak(n: int | None = None, dtype=jnp.float32) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def _setup(name, batch, replicates, width, devices, mode="auto"):
+def _setup(name, batch, replicates, width, devices, mode="auto", conv_impl="auto"):
     shape, classes, default_batch = next(v for k, v in SHAPES.items() if name.startswith(k))
     batch = batch or default_batch
     cfg = base().train
     cfg.update(dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=batch, duration="1000000it"))
-    model = registry.build(name, classes, "kaiming_normal", shape, width)
+    model = registry.build(name, classes, Init("kaiming_normal", conv_impl=conv_impl), shape, width)
     n_train = batch * 4
     trainer = make_trainer(model, cfg, n_train, mesh=make_mesh(devices),
                            replicates=replicate_mode(mode, model, shape))
@@ -81,8 +84,9 @@ def _time_steps(trainer, state, x, y, seconds):
     return steps / (time.perf_counter() - t0)
 
 
-def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.0, mode="auto") -> dict:
-    trainer, state, x, y, batch = _setup(name, batch, 1, width, devices)
+def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.0, mode="auto",
+                conv_impl="auto") -> dict:
+    trainer, state, x, y, batch = _setup(name, batch, 1, width, devices, conv_impl=conv_impl)
     perm = trainer.epoch_perm(state.data_rng, 0)
     t0 = time.perf_counter()
     trainer.run_steps(state, perm, x, y, 1)[1].block_until_ready()
@@ -90,11 +94,13 @@ def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.
     step = jax.jit(trainer.over_replicates(trainer.train_step, (0, 0, 0)))
     flops = _flops(step.lower(state, x[None, :batch], y[None, :batch]).compile())
     sps = _time_steps(trainer, state, x, y, seconds)
-    out = {"model": name, "batch": batch, "params": M.num_params(state.params), "compile_s": compile_s,
+    out = {"model": name, "batch": batch, "conv_impl": resolve_conv(conv_impl) if any(
+               np.ndim(leaf) == 5 for leaf in jax.tree.leaves(state.params)) else "-",
+           "params": M.num_params(state.params), "compile_s": compile_s,
            "steps_per_s": sps, "examples_per_s": sps * batch, "gflops_per_step": flops / 1e9,
            "gflop_per_s": sps * flops / 1e9, "replicates": replicates, "peak_mb": peak_memory_mb()}
     if replicates > 1:
-        tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, mode)
+        tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, mode, conv_impl)
         out["mode"] = tr.replicate_mode
         tr.run_steps(st, tr.epoch_perm(st.data_rng, 0), x, y, 1)[1].block_until_ready()
         out["vmapped_steps_per_s"] = _time_steps(tr, st, x, y, seconds)  # R models per step
@@ -173,3 +179,46 @@ def obd_bench(probes=8, batch=100) -> dict:
     out["exact_s_per_param"] = per
     out["exact_full_s_projected"] = per * out["params"]
     return out
+
+
+def _key(row) -> str:
+    return f"{row['model']} {row.get('precision', '')}".strip()
+
+
+def load(path: str) -> dict:
+    """An earlier `--save` file (UserError when missing or not a bench file)."""
+    from lth.errors import UserError
+    from lth.experiment import read_json
+
+    if not os.path.isfile(path):
+        raise UserError(f"bench file {path!r} not found; allowed: a file written by lth bench --save")
+    out = read_json(path)
+    if not isinstance(out, dict) or "rows" not in out:
+        raise UserError(f"{path} is not an lth bench file (no 'rows'); allowed: a file written by lth bench --save")
+    return out
+
+
+def compare_table(now: dict, earlier: dict) -> str:
+    """Markdown table: each result now, then, and now / then (higher is faster for steps/s, lower
+    for seconds)."""
+    metric, better = ("steps_per_s", "higher") if now["kind"] == "train" else ("total_s", "lower")
+    then = {_key(r): r for r in earlier["rows"]}
+    lines = [f"| model | {metric} now | {metric} then | now / then ({better} is faster) |", "|---|---|---|---|"]
+    for r in now["rows"]:
+        old = then.get(_key(r))
+        ratio = f"{r[metric] / old[metric]:.2f}×" if old and old.get(metric) else "-"
+        lines.append(f"| {_key(r)} | {r[metric]:.3g} | {old[metric] if old else float('nan'):.3g} | {ratio} |")
+    return "\n".join(lines)
+
+
+def save_and_compare(args, results: dict, earlier: dict | None) -> int:
+    from lth.experiment import write_json
+
+    results["device"] = f"{jax.devices()[0].device_kind} ×{len(jax.devices())} ({jax.default_backend()})"
+    if args.save:
+        write_json(args.save, results)
+        print(f"saved: {args.save}")
+    if earlier is not None:
+        print()
+        print(compare_table(results, earlier))
+    return 0

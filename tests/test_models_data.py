@@ -74,3 +74,27 @@ def test_unknown_dataset_and_bad_validation_size():
         D.load(data_cfg("cifar7"))
     with pytest.raises(UserError, match="validation_size 4000"):
         D.load(data_cfg("mnist1d", validation_size=4000))
+
+
+@pytest.mark.parametrize("kernel,stride,pad,hw", [(3, 1, 1, 8), (3, 2, 1, 9), (1, 2, 0, 8), (5, 1, 2, 7), (5, 1, 0, 12)])
+def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, hw):
+    """lth.models.conv: im2col + GEMM equals XLA's convolution (strides, padding, 1×1 shortcuts),
+    and so do both gradients; chunked batches give the same result."""
+    from lth.models import conv as C
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, hw, hw, 5))
+    w = jax.random.normal(jax.random.PRNGKey(1), (kernel, kernel, 5, 7)) * 0.2
+    dy = jax.random.normal(jax.random.PRNGKey(2), C.conv_xla(x, w, stride, pad).shape)
+    outs = {}
+    for impl in ("xla", "gemm"):
+        y, vjp = jax.vjp(lambda x, w, impl=impl: C.conv2d(x, w, stride, pad, impl), x, w)
+        outs[impl] = (y, *vjp(dy))
+    for a, b in zip(outs["xla"], outs["gemm"]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+    small = C.MAX_PATCH_BYTES
+    try:
+        C.MAX_PATCH_BYTES = 1   # one example per chunk
+        np.testing.assert_allclose(np.asarray(C.conv_gemm(x, w, stride, pad)), np.asarray(outs["gemm"][0]), rtol=1e-5, atol=1e-5)
+    finally:
+        C.MAX_PATCH_BYTES = small
+    assert C.resolve("auto") == ("gemm" if jax.default_backend() == "cpu" else "xla")

@@ -69,6 +69,8 @@ class Init:
     bias: str = "zeros"              # conv / linear biases: zeros | torch_default
     bn: str = "ones"                 # BatchNorm γ: ones | uniform (β is always 0)
     out: str = ""                    # the output layer's kernel; '' = `kernel`
+    conv_impl: str = "auto"          # not an init, but carried with it to every layer: how convs compute
+                                     # (lth/models/conv.py: auto | xla | gemm)
 
     def __post_init__(self):
         for what, value in (("model.init", self.kernel), ("model.out_init", self.out or self.kernel)):
@@ -78,11 +80,15 @@ class Init:
             raise UserError(f"unknown model.bias_init {self.bias!r}; allowed: {', '.join(BIAS)}")
         if self.bn not in BN:
             raise UserError(f"unknown model.bn_init {self.bn!r}; allowed: {', '.join(BN)}")
+        from lth.models.conv import IMPLS
+        if self.conv_impl not in IMPLS:
+            raise UserError(f"unknown model.conv_impl {self.conv_impl!r}; allowed: {', '.join(IMPLS)}")
 
     @classmethod
     def of(cls, model_cfg) -> "Init":
         """From a config's `model` section."""
-        return cls(model_cfg.init, model_cfg.bias_init, model_cfg.bn_init, model_cfg.out_init)
+        return cls(model_cfg.init, model_cfg.bias_init, model_cfg.bn_init, model_cfg.out_init,
+                   model_cfg.get("conv_impl", "auto"))
 
     def kernel_fn(self, out: bool = False):
         name = (self.out or self.kernel) if out else self.kernel

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lth.models.conv import conv2d
 from lth.models.inits import Init
 
 
@@ -17,11 +18,33 @@ def dense(x, features: int, init: Init, name: str, out: bool = False):
     return nn.Dense(features, kernel_init=init.kernel_fn(out), bias_init=init.bias_fn(x.shape[-1]), name=name)(x)
 
 
+class Conv(nn.Module):
+    """nn.Conv2d on NHWC inputs: params `kernel` (kh, kw, C, features) and `bias`; computed by
+    lth.models.conv (`impl`: xla | gemm | auto)."""
+
+    features: int
+    kernel: int
+    stride: int
+    pad: int
+    use_bias: bool
+    kernel_init: Callable
+    bias_init: Callable
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("kernel", self.kernel_init, (self.kernel, self.kernel, x.shape[-1], self.features))
+        y = conv2d(x, w.astype(x.dtype), self.stride, self.pad, self.impl)
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (self.features,)).astype(x.dtype)
+        return y
+
+
 def conv(x, features: int, kernel: int, init: Init, name: str, stride: int = 1, padding=None, use_bias: bool = True):
     """nn.Conv2d(C, features, kernel, stride, padding) on NHWC x; padding=None pads kernel // 2 (same size at stride 1)."""
     pad = kernel // 2 if padding is None else padding
-    return nn.Conv(features, (kernel, kernel), stride, padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                   kernel_init=init.kernel_fn(), bias_init=init.bias_fn(x.shape[-1] * kernel * kernel), name=name)(x)
+    return Conv(features, kernel, stride, pad, use_bias, init.kernel_fn(), init.bias_fn(x.shape[-1] * kernel * kernel),
+                init.conv_impl, name=name)(x)
 
 
 class BatchNorm(nn.Module):
