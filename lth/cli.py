@@ -40,6 +40,8 @@ def prepare_run(args, command, cfg=None, synthetic_ok=False):
         cfg.replicates = args.replicates
     if getattr(args, "no_progress", False):
         cfg.run.progress = False
+    if getattr(args, "out", None):
+        cfg.run.out = args.out   # where sibling runs are looked up too (stability → the lottery run)
     run.validate(cfg, command)
     run_dir = args.run_dir or command.run_dir(cfg, args.out)
     experiment.check_run_dir(run_dir, cfg, command)

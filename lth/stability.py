@@ -165,12 +165,12 @@ def trunk(s, run_dir, data, ks):
     return {k: checkpoint.load(p, like) for k, p in paths.items()}
 
 
-def level_masks(s, level: int, params):
+def level_masks(s, level: int, params, model_state):
+    """The IMP mask of `level` from the lottery run of the same config (all ones for level 0)."""
     if level == 0:
         return M.ones_like(params)
     d = os.path.join(lottery_dir(s), f"level_{level}", "final")
-    like = s.trainer.new_state(params, init_variables(s, keys(s, "init"))[1], M.ones_like(params), 0,
-                               keys(s, "train"), keys(s, "data"))
+    like = s.trainer.new_state(params, model_state, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
     return checkpoint.load(d, like).masks
 
 
@@ -193,7 +193,7 @@ def run(s, run_dir: str, log=print) -> dict:
             result = os.path.join(pdir, "stability.json")
             if not os.path.exists(result):
                 w = weights[k]
-                masks = level_masks(s, level, w["params"])
+                masks = level_masks(s, level, w["params"], w["model_state"])
                 two = lambda t: jax.tree.map(lambda a: jnp.concatenate([a, a]), t)  # noqa: E731
                 state, rows = train_arm(s, os.path.join(pdir, "copies"), two(w["params"]), two(w["model_state"]),
                                         two(masks), k, data, rngs=copy_keys(s), label=f"L{level} k={k}")

@@ -156,21 +156,16 @@ def test_batch_not_divisible_by_devices_is_refused():
 
 
 def test_stability_smoke_on_mock_cifar_with_batchnorm(tmp_path):
-    """`lth stability` on a narrow VGG with BatchNorm (recomputed along the path) and an IMP level."""
+    """`lth stability` on a narrow VGG with BatchNorm, statistics recomputed along the path."""
     from lth import run as harness, stability
 
     cfg = mock_cifar("model.name=vgg11", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}",
-                     "stability.rewind_points=0it,2it", "stability.levels=1", "stability.alphas=3",
-                     "stability.bn_batches=2", "run.out=" + str(tmp_path / "runs"))
+                     "stability.rewind_points=2it", "stability.alphas=3", "stability.bn_batches=2")
     with tfds.testing.mock_data(num_examples=64):
-        s = lottery.setup(cfg)
-        lock = open_run_dir(lottery.COMMAND.run_dir(cfg), cfg, lottery.COMMAND)
-        lottery.run(s, lottery.COMMAND.run_dir(cfg), log=lambda *_: None)
-        lock.release()
         st = harness.setup(cfg, stability.COMMAND)
-    d = stability.COMMAND.run_dir(cfg)
+    d = str(tmp_path / "stab")
     open_run_dir(d, cfg, stability.COMMAND)
     summary = stability.run(st, d, log=lambda *_: None)
-    assert [(p["level"], p["k"]) for p in summary["points"]] == [(0, 0), (0, 2), (1, 0), (1, 2)]
-    assert abs(summary["points"][2]["density"] - 0.8) < 0.01
-    assert all(np.isfinite(p["test_barrier"]) and len(p["test_error"][0]) == 3 for p in summary["points"])
+    (p,) = summary["points"]
+    assert (p["level"], p["k"], summary["bn"]) == (0, 2, "recompute")
+    assert np.isfinite(p["test_barrier"]) and len(p["test_error"][0]) == 3 and p["test_barrier"] >= 0

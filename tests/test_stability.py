@@ -41,6 +41,18 @@ def test_path_ends_equal_the_copies_own_evaluations(tmp_path, capsys):
     assert "| 0 | 100.00 | 20 |" in capsys.readouterr().out
 
 
+def test_tickets_of_imp_levels_keep_their_masks_along_the_path(tmp_path):
+    from lth import checkpoint
+
+    lot = ["lottery", "--config", DEMO, "--no-progress", "--out", str(tmp_path)] + sum(
+        [["--set", s] for s in TINY + ["lottery.levels=1", "lottery.controls=", "replicates=2"]], [])
+    assert main(lot) == 0
+    assert main(stab_args(tmp_path, "stability.levels=1", "stability.rewind_points=20it")) == 0
+    (summary,) = [json.load(open(p)) for p in glob.glob(os.path.join(str(tmp_path), "stability_*", "summary.json"))]
+    assert [(p["level"], p["k"]) for p in summary["points"]] == [(0, 20), (1, 20)]
+    assert abs(summary["points"][1]["density"] - 0.8) < 0.01 and summary["points"][0]["density"] == 1.0
+
+
 def test_copies_with_the_same_data_order_have_no_barrier(tmp_path, monkeypatch):
     from lth.run import keys
 
