@@ -47,7 +47,7 @@ def synflow_seconds(rounds=100, log10=3.0):
     import torch
     import torch.nn as nn
 
-    R.WIDTH.clear()
+    R.WIDTH.update(vgg16=1.0, resnet18=1.0)
     model = R.build("vgg16")
     for m in model.modules():   # Models/lottery_vgg.py _initialize_weights
         if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -85,7 +85,7 @@ def main():
     import torch
 
     rng = np.random.default_rng(0)
-    R.WIDTH.clear()
+    R.WIDTH.update(vgg16=1.0, resnet18=1.0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name, batch in (("vgg16", 128), ("resnet20", 128), ("lenet_300_100", 128), ("lenet_300_100", 60)):
         shape, classes = R.MODELS[name]
