@@ -96,26 +96,40 @@ def keep_top_k(scores, eligible, k):
 
 
 def keep_top_k_host(scores, eligible, k):
-    """numpy twin of `keep_top_k` (same result, ties to the lower index): introselect, O(n), over
-    the eligible entries only (after many rounds most entries are pruned, and selecting among
-    millions of equal -inf would be slow)."""
-    idx = np.flatnonzero(eligible)
-    keep = np.zeros(scores.shape, bool)
-    k = int(min(k, idx.size))
-    if k == 0:
-        return keep
-    s = scores[idx] + 0.0
-    s[np.isnan(s)] = -np.inf
-    t = np.partition(s, s.size - k)[s.size - k]
-    sel = s > t
-    sel[np.flatnonzero(s == t)[: k - int(sel.sum())]] = True
-    keep[idx[sel]] = True
-    return keep
+    """numpy twin of `keep_top_k` (same result, ties to the lower index), over the eligible entries
+    only; the host path of `prune` on CPU, where it is ~15× faster than the jitted bisection."""
+    return _select_groups_host([np.asarray(scores)], [np.asarray(eligible)], [k], ((0,),))[0]
+
+
+def _select_groups_host(score_leaves, mask_leaves, keep, groups):
+    """numpy selection per group over the live entries only: each leaf's live positions are found
+    and their scores gathered leaf by leaf, so neither the full score vector nor a full-size keep
+    vector is ever built (after many SynFlow rounds most of millions of entries are pruned). Same
+    result as `keep_top_k` (the jitted bisection) on the concatenation: ties go to the lower flat index."""
+    out = list(mask_leaves)
+    for g, idx in enumerate(groups):
+        live = [np.flatnonzero(np.asarray(mask_leaves[i]).ravel()) for i in idx]
+        vals = np.concatenate([np.asarray(score_leaves[i]).ravel()[pos] for i, pos in zip(idx, live)])
+        k = int(min(keep[g], vals.size))
+        sel = np.zeros(vals.size, bool)
+        if k > 0:
+            vals = vals + 0.0
+            vals[np.isnan(vals)] = -np.inf
+            t = np.partition(vals, vals.size - k)[vals.size - k]
+            sel = vals > t
+            sel[np.flatnonzero(vals == t)[: k - int(sel.sum())]] = True
+        offset = 0
+        for i, pos in zip(idx, live):
+            m = np.zeros(math.prod(np.shape(mask_leaves[i])), bool)
+            m[pos[sel[offset:offset + pos.size]]] = True
+            out[i] = m.reshape(np.shape(mask_leaves[i]))
+            offset += pos.size
+    return out
 
 
 def _select_groups(xp, keep_fn, score_leaves, mask_leaves, keep, groups):
     """Per group: flatten its leaves, keep the top `keep[g]` live scores, split back into leaves.
-    `xp`/`keep_fn` are numpy/keep_top_k_host on the host or jnp/keep_top_k under jit."""
+    (jnp/keep_top_k under jit; the host path is `_select_groups_host`)."""
     out = list(mask_leaves)
     for g, idx in enumerate(groups):
         flat_s = xp.concatenate([xp.asarray(score_leaves[i]).ravel() for i in idx])
@@ -160,7 +174,7 @@ def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=Fal
         sizes = [sum(int(np.prod(np.shape(m_leaves[i]))) for i in idx) for idx in groups]
         keep = [round((1.0 - f) * n) for n, (_, f) in zip(sizes, plan)]
     if jax.default_backend() == "cpu":
-        new = [jnp.asarray(m) for m in _select_groups(np, keep_top_k_host, s_leaves, m_leaves, keep, groups)]
+        new = [jnp.asarray(m) for m in _select_groups_host(s_leaves, m_leaves, keep, groups)]
     else:
         new = _select(s_leaves, [jnp.asarray(m) for m in m_leaves], jnp.asarray(keep, jnp.int32), groups)
     return jax.tree.unflatten(jax.tree.structure(masks), new)

@@ -82,7 +82,8 @@ def mock_cifar(*extra):
     return tiny_config("data.name=cifar10", "data.validation_size=16", "train.batch_size=16",
                        "train.duration=6it", "train.eval_every=3it", "run.checkpoint_every=3it",
                        "data.augment=crop_flip", "lottery.levels=1", "lottery.controls=reinit",
-                       "lottery.rewind=2it", "train.eval_batch_size=32", *extra)
+                       "lottery.rewind=2it", "train.eval_batch_size=32",
+                       "model.conv_impl=xla", *extra)  # XLA's convolution here: it compiles faster; gemm has its own tests
 
 
 @pytest.mark.parametrize("model", ["vgg11", "resnet20"])

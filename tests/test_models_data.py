@@ -76,7 +76,7 @@ def test_unknown_dataset_and_bad_validation_size():
         D.load(data_cfg("mnist1d", validation_size=4000))
 
 
-@pytest.mark.parametrize("kernel,stride,pad,hw", [(3, 1, 1, 8), (3, 2, 1, 9), (1, 2, 0, 8), (5, 1, 2, 7), (5, 1, 0, 12)])
+@pytest.mark.parametrize("kernel,stride,pad,hw", [(3, 1, 1, 8), (3, 2, 1, 9), (1, 2, 0, 8), (5, 1, 2, 7)])
 def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, hw):
     """lth.models.conv: im2col + GEMM equals XLA's convolution (strides, padding, 1×1 shortcuts),
     and so do both gradients; chunked batches give the same result."""

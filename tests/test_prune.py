@@ -124,3 +124,21 @@ def test_host_selection_equals_jitted_selection(dtype):
         for k in (0, 3, 999, 10000, int(elig.sum())):
             want = np.asarray(P.keep_top_k(jnp.asarray(s), jnp.asarray(elig), k))
             np.testing.assert_array_equal(P.keep_top_k_host(s, elig, k), want)
+
+
+def test_host_group_selection_over_live_entries_equals_jitted_groups():
+    """The CPU path of `prune` (per-leaf gathers of live entries) equals the jitted one on several
+    leaves with ties, pruned entries and per-layer groups."""
+    rng = np.random.default_rng(2)
+    shapes = [(30, 20), (20,), (20, 10), (5, 5, 3, 4)]
+    scores = [rng.normal(size=sh).round(1).astype(np.float32) for sh in shapes]
+    masks = [rng.random(sh) < 0.7 for sh in shapes]
+    groups = ((0, 2), (3,))
+    keep = [250, 40]
+    host = P._select_groups_host(scores, masks, keep, groups)
+    jit = P._select([jnp.asarray(s) for s in scores], [jnp.asarray(m) for m in masks], jnp.asarray(keep, jnp.int32), groups)
+    for h, j, m in zip(host, jit, masks):
+        np.testing.assert_array_equal(h, np.asarray(j))
+        assert not np.any(h & ~m)          # never revived
+    assert sum(int(host[i].sum()) for i in (0, 2)) == 250 and int(host[3].sum()) == 40
+    assert np.array_equal(host[1], masks[1])   # not in any group: untouched
