@@ -123,17 +123,14 @@ def table(rows, peak) -> str:
 def synflow_bench(model_name="vgg16", rounds=100, log10=3.0, precision="auto", width=1.0) -> dict:
     """Seconds of iterative SynFlow on CIFAR-10 shapes: compile, score (forward/backward), select."""
     from lth import masks as Mk, pai
-    from lth.config import base
-    from lth.scores import Scorer
+    from lth.scores import make_scorer
 
     model = registry.build(model_name, 10, registry.synflow_init(model_name), (32, 32, 3), width)
     v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
     prunable = Mk.prunable_tree(v["params"], r".*kernel")
     apply_fn = lambda variables, x: model.apply(variables, x, train=False)  # noqa: E731
     t0 = time.perf_counter()
-    options = base().pai
-    options.synflow_precision = precision
-    scorer = Scorer("synflow", apply_fn, v, prunable, None, (32, 32, 3), options)
+    scorer = make_scorer("synflow", apply_fn, v, prunable, None, (32, 32, 3), synflow_precision=precision)
     scorer(v, Mk.ones_like(v["params"]), jax.random.PRNGKey(0))
     compile_s = time.perf_counter() - t0
     t = {}

@@ -20,15 +20,12 @@ import time
 import jax
 
 from lth import masks as M, pai, prune as P
-from lth.errors import UserError
+from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
-from lth.models.inits import KERNEL, ALIASES
+from lth.models.inits import ALIASES, KERNEL, Init
 from lth.models.registry import find, synflow_init
 from lth.run import Command, init_variables, keys
 from lth.scores import SCORES
-from lth.errors import check_choice
-
-INITS = ("synflow", "model")  # or any kernel init name
 
 
 def methods_of(cfg) -> list[str]:
@@ -45,12 +42,11 @@ def resolve_init(cfg) -> None:
         find(cfg.model.name)
         init = synflow_init(cfg.model.name)
     elif how in KERNEL or how in ALIASES:
-        from lth.models.inits import Init
         init = Init(how)
     else:
         raise UserError(f"unknown collapse.init {how!r}; allowed: synflow, model, or a kernel init "
                         f"({', '.join(sorted([*KERNEL, *ALIASES]))})")
-    cfg.model.init, cfg.model.bias_init, cfg.model.bn_init, cfg.model.out_init = init.kernel, init.bias, init.bn, init.out
+    init.write(cfg.model)
 
 
 def validate(cfg) -> None:
@@ -112,8 +108,9 @@ def run(s, run_dir: str, log=print) -> dict:
     if s.dataset.meta.get("synthetic") and any(SCORES[m].needs_data for m in methods_of(cfg)):
         log(f"note: {cfg.data.name} is not prepared; data-dependent scores use SYNTHETIC inputs (N(0,1), random labels)")
     rng = keys(s, "pai_score")[0]
+    done = load_points(run_dir, methods_of(cfg), points)   # read once; new points are added as written
     for method in methods_of(cfg):
-        todo = [lg for lg in points if not os.path.exists(point_path(run_dir, method, lg))]
+        todo = [lg for lg in points if lg not in done[method]]
         if not todo:
             continue
         t0 = time.perf_counter()
@@ -130,46 +127,51 @@ def run(s, run_dir: str, log=print) -> dict:
             else:
                 masks = pai.prune_at_init(scorer, variables, s.prunable, 10 ** -lg, rounds=rounds,
                                           schedule=cfg.pai.schedule, scope=cfg.pai.scope, rng=rng, timings=t)
-            write_json(point_path(run_dir, method, lg),
-                       {"compression_log10": lg, "kept_per_layer": pai.kept_per_layer(masks, s.prunable),
-                        "rounds": rounds, "precision": scorer.precision,
-                        "seconds": time.perf_counter() - t1 + score_s, **t})
+            done[method][lg] = {"compression_log10": lg, "kept_per_layer": pai.kept_per_layer(masks, s.prunable),
+                                "rounds": rounds, "precision": scorer.precision,
+                                "seconds": time.perf_counter() - t1 + score_s, **t}
+            write_json(point_path(run_dir, method, lg), done[method][lg])
             score_s = 0.0
-            write_json(os.path.join(run_dir, "summary.json"), summarize(s, run_dir, points, sizes))
-        m = summarize(s, run_dir, points, sizes)["methods"][method]
+            write_json(os.path.join(run_dir, "summary.json"), summarize(s, done, points, sizes))
+        m = summarize(s, done, points, sizes)["methods"][method]
         log(f"{method:<10} critical compression 10^{m['critical_compression_log10']:.2f}  reaches max: "
             f"{m['reaches_max_compression']}  ({time.perf_counter() - t0:.1f} s)")
-    summary = summarize(s, run_dir, points, sizes)
+    summary = summarize(s, done, points, sizes)
     write_json(os.path.join(run_dir, "summary.json"), summary)
     return summary
 
 
-def summarize(s, run_dir: str, points, sizes) -> dict:
-    """The summary of the points on disk (of this config's methods and sweep)."""
+def load_points(run_dir: str, methods, points) -> dict:
+    """{method: {log10: point}} of the points of this sweep already on disk."""
+    return {m: {lg: read_json(point_path(run_dir, m, lg)) for lg in points if os.path.exists(point_path(run_dir, m, lg))}
+            for m in methods}
+
+
+def summarize(s, done: dict, points, sizes) -> dict:
+    """The summary of the finished points `done` ({method: {log10: point}}, as on disk)."""
     cfg = s.cfg
     out = {"model": cfg.model.name, "width": cfg.model.width, "dataset": cfg.data.name,
            "data": "synthetic" if s.dataset.meta.get("synthetic") else cfg.data.name, "scope": cfg.pai.scope,
-           "init": {"name": cfg.collapse.init, "init": cfg.model.init, "bias_init": cfg.model.bias_init,
-                    "bn_init": cfg.model.bn_init, "out_init": cfg.model.out_init or cfg.model.init},
+           "init": {"name": cfg.collapse.init, **Init.of(cfg.model).as_dict()},
            "max_compression_log10": math.log10(pai.max_compression(list(sizes.values()))), "layers": sizes,
            "compressions_log10": points, "methods": {}}
     for method in methods_of(cfg):
-        done = [read_json(point_path(run_dir, method, lg)) for lg in points if os.path.exists(point_path(run_dir, method, lg))]
-        if not done:
+        finished = [done[method][lg] for lg in points if lg in done[method]]
+        if not finished:
             continue
-        kept = {f"{p['compression_log10']:g}": p["kept_per_layer"] for p in done}
+        kept = {f"{p['compression_log10']:g}": p["kept_per_layer"] for p in finished}
         critical = 0.0
         for lg in points:
             if f"{lg:g}" not in kept or min(kept[f"{lg:g}"].values()) < 1:
                 break
             critical = lg
         last = f"{points[-1]:g}"
-        entry = {"critical_compression_log10": critical, "points_done": len(done), "complete": len(done) == len(points),
+        entry = {"critical_compression_log10": critical, "points_done": len(finished), "complete": len(finished) == len(points),
                  "reaches_max_compression": last in kept and min(kept[last].values()) >= 1,
-                 "rounds": done[0]["rounds"], "precision": done[0]["precision"], "kept_per_layer": kept,
-                 "seconds": sum(p["seconds"] for p in done)}
+                 "rounds": finished[0]["rounds"], "precision": finished[0]["precision"], "kept_per_layer": kept,
+                 "seconds": sum(p["seconds"] for p in finished)}
         for key in ("score_s", "select_s"):
-            if key in done[0]:
-                entry[key] = sum(p[key] for p in done)
+            if key in finished[0]:
+                entry[key] = sum(p[key] for p in finished)
         out["methods"][method] = entry
     return out

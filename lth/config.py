@@ -201,10 +201,9 @@ def synflow_cifar(c, model: str):
     0520_2020_cifar100_lottery_vgg16_bn/args.json; data as Utils/load.py; shared by configs/synflow_cifar_*.py."""
     from lth.models.registry import synflow_init
 
-    init = synflow_init(model)           # Models/lottery_vgg.py / tinyimagenet_resnet.py `_initialize_weights`
     c.name = f"synflow_cifar_{model}"
     c.model.name = model
-    c.model.init, c.model.bias_init, c.model.bn_init, c.model.out_init = init.kernel, init.bias, init.bn, init.out
+    synflow_init(model).write(c.model)   # Models/lottery_vgg.py / tinyimagenet_resnet.py `_initialize_weights`
     c.data.name = "cifar10"
     c.data.recipe_for = "cifar10"        # its normalization (and schedule) are CIFAR-10's
     c.data.validation_size = 0           # Utils/load.py: the whole train split; test split for evaluation

@@ -6,7 +6,6 @@ flat index (lower index kept). Already-pruned weights are never eligible, so the
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 
@@ -127,24 +126,24 @@ def _select_groups_host(score_leaves, mask_leaves, keep, groups):
     return out
 
 
-def _select_groups(xp, keep_fn, score_leaves, mask_leaves, keep, groups):
-    """Per group: flatten its leaves, keep the top `keep[g]` live scores, split back into leaves.
-    (jnp/keep_top_k under jit; the host path is `_select_groups_host`)."""
+def _select_groups(score_leaves, mask_leaves, keep, groups):
+    """Per group under jit: flatten its leaves, keep the top `keep[g]` live scores (bisection), split
+    back into leaves. The host path is `_select_groups_host`."""
     out = list(mask_leaves)
     for g, idx in enumerate(groups):
-        flat_s = xp.concatenate([xp.asarray(score_leaves[i]).ravel() for i in idx])
-        flat_m = xp.concatenate([xp.asarray(mask_leaves[i]).ravel() for i in idx])
-        kept = keep_fn(flat_s, flat_m, keep[g])
+        flat_s = jnp.concatenate([score_leaves[i].ravel() for i in idx])
+        flat_m = jnp.concatenate([mask_leaves[i].ravel() for i in idx])
+        kept = keep_top_k(flat_s, flat_m, keep[g])
         offset = 0
         for i in idx:
-            shape = xp.shape(mask_leaves[i])
+            shape = jnp.shape(mask_leaves[i])
             n = math.prod(shape)
             out[i] = kept[offset:offset + n].reshape(shape)
             offset += n
     return out
 
 
-_select = jax.jit(functools.partial(_select_groups, jnp, keep_top_k), static_argnames=("groups",))
+_select = jax.jit(_select_groups, static_argnames=("groups",))
 
 
 def _alive(mask_leaves, groups):

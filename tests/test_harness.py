@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -132,7 +131,7 @@ def without_times(summary):
 
 
 def test_collapse_sweep_killed_between_points_resumes_without_recomputing(tmp_path, monkeypatch, capsys):
-    from lth import collapse, pai
+    from lth import pai
 
     assert main(COLLAPSE + ["--run-dir", str(tmp_path / "ref")]) == 0
     ref = strict_load(tmp_path / "ref" / "summary.json")

@@ -42,8 +42,6 @@ def test_path_ends_equal_the_copies_own_evaluations(tmp_path, capsys):
 
 
 def test_tickets_of_imp_levels_keep_their_masks_along_the_path(tmp_path):
-    from lth import checkpoint
-
     lot = ["lottery", "--config", DEMO, "--no-progress", "--out", str(tmp_path)] + sum(
         [["--set", s] for s in TINY + ["lottery.levels=1", "lottery.controls=", "replicates=2"]], [])
     assert main(lot) == 0

@@ -100,6 +100,10 @@ class Init:
     def bn_scale_fn(self):
         return I.ones if self.bn == "ones" else torch_rand
 
+    def write(self, model_cfg) -> None:
+        """Set a config's `model` init fields to this spec (the inverse of `of`; conv_impl untouched)."""
+        model_cfg.init, model_cfg.bias_init, model_cfg.bn_init, model_cfg.out_init = self.kernel, self.bias, self.bn, self.out
+
     def as_dict(self) -> dict:
         return {"init": self.kernel, "bias_init": self.bias, "bn_init": self.bn, "out_init": self.out or self.kernel}
 
