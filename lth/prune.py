@@ -1,8 +1,10 @@
 """Scores → masks: keep the top-scoring live weights, globally or per layer, with exact counts.
 
-Selection never sorts: the k-th largest score is found by bisection over the bits of an
-order-preserving integer key (one counting pass per bit), then ties at the threshold are broken by
-flat index (lower index kept). Already-pruned weights are never eligible, so they never come back.
+Selection never sorts. On CPU (`_select_groups_host`) the k-th largest live score is found by numpy
+introselect, over the live entries gathered leaf by leaf or, while a large group is still mostly
+live, only over those inside a bracket found from a random sample; elsewhere (jitted,
+`keep_top_k`) by bisection over the bits of an order-preserving integer key (one counting pass per
+bit). Ties at the threshold are broken by flat index (lower index kept); both paths agree exactly. Already-pruned weights are never eligible, so they never come back.
 """
 from __future__ import annotations
 
@@ -100,29 +102,94 @@ def keep_top_k_host(scores, eligible, k):
     return _select_groups_host([np.asarray(scores)], [np.asarray(eligible)], [k], ((0,),))[0]
 
 
-def _select_groups_host(score_leaves, mask_leaves, keep, groups):
-    """numpy selection per group over the live entries only: each leaf's live positions are found
-    and their scores gathered leaf by leaf, so neither the full score vector nor a full-size keep
-    vector is ever built (after many SynFlow rounds most of millions of entries are pruned). Same
-    result as `keep_top_k` (the jitted bisection) on the concatenation: ties go to the lower flat index."""
+BRACKET_MIN_LIVE = 1 << 20   # groups with at least this many live entries (and at least 1/8 live) use the bracket
+
+
+def _top_of(vals, k):
+    """Bool over `vals` (1-D, index order): the k largest, NaN lowest, ties to the lower index."""
+    sel = np.zeros(vals.size, bool)
+    if k > 0:
+        vals = vals + 0.0
+        vals[np.isnan(vals)] = -np.inf
+        t = np.partition(vals, vals.size - k)[vals.size - k]
+        sel = vals > t
+        sel[np.flatnonzero(vals == t)[: k - int(sel.sum())]] = True
+    return sel
+
+
+def _gather_select(scores, masks, k):
+    """Top k over the live entries of leaves (lists of arrays), gathered leaf by leaf."""
+    live = [np.flatnonzero(m.ravel()) for m in masks]
+    sel = _top_of(np.concatenate([s.ravel()[pos] for s, pos in zip(scores, live)]), k)
+    out, offset = [], 0
+    for m, pos in zip(masks, live):
+        new = np.zeros(m.size, bool)
+        new[pos[sel[offset:offset + pos.size]]] = True
+        out.append(new.reshape(m.shape))
+        offset += pos.size
+    return out
+
+
+def _bracket_select(scores, masks, k, n_live, rng):
+    """Top k over the live entries without gathering them all: a random sample of live scores
+    brackets the threshold as [lo, hi]; one pass counts the live entries below lo, keeps those above
+    hi and gathers only those inside; the cut is made among those. Exact (ties to the lower index);
+    None when the sample's bracket missed (the caller then gathers)."""
+    sizes = np.array([m.size for m in masks])
+    draws = rng.integers(0, sizes.sum(), 1 << 16)
+    sample = []
+    for i, (s, m) in enumerate(zip(scores, masks)):
+        start = sizes[:i].sum()
+        pos = draws[(draws >= start) & (draws < start + m.size)] - start
+        sample.append(s.ravel()[pos][m.ravel()[pos]])
+    sample = np.sort(np.concatenate(sample))
+    if sample.size < 1024 or np.isnan(sample).any():
+        return None
+    q = n_live - k                                      # entries to drop
+    p, ns = q / n_live, sample.size
+    margin = 6.0 * math.sqrt(p * (1 - p) / ns) + 2.0 / ns
+    lo = sample[max(int((p - margin) * ns), 0)]
+    hi = sample[min(int(math.ceil((p + margin) * ns)), ns - 1)]
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    below, inside, keep = 0, [], []
+    for s, m in zip(scores, masks):
+        s, m = s.ravel(), m.ravel()
+        ge, le = s >= lo, s <= hi                       # NaN is neither: it counts below
+        below += int(np.count_nonzero(m)) - int(np.count_nonzero(m & ge))
+        inside.append(np.flatnonzero(m & ge & le))
+        keep.append(m & ge & ~le)
+    vals = np.concatenate([s.ravel()[pos] for s, pos in zip(scores, inside)])
+    cut = q - below                                     # to drop among the bracketed entries
+    if not 0 <= cut <= vals.size:
+        return None
+    sel, offset = _top_of(vals, vals.size - cut), 0
+    for new, pos in zip(keep, inside):
+        new[pos[sel[offset:offset + pos.size]]] = True
+        offset += pos.size
+    return [new.reshape(m.shape) for new, m in zip(keep, masks)]
+
+
+def _select_groups_host(score_leaves, mask_leaves, keep, groups, seed=0):
+    """numpy selection per group, exact and equal to `keep_top_k` (the jitted bisection) on the
+    concatenation: ties go to the lower flat index. After many SynFlow rounds most entries are pruned,
+    so the live ones are gathered leaf by leaf (never a full-size score vector). While a group is
+    still mostly live (the first rounds), a sampled bracket around the threshold (`_bracket_select`)
+    touches every entry in a few vectorized passes and gathers only the entries near the cut."""
     out = list(mask_leaves)
+    rng = np.random.default_rng(seed)
     for g, idx in enumerate(groups):
-        live = [np.flatnonzero(np.asarray(mask_leaves[i]).ravel()) for i in idx]
-        vals = np.concatenate([np.asarray(score_leaves[i]).ravel()[pos] for i, pos in zip(idx, live)])
-        k = int(min(keep[g], vals.size))
-        sel = np.zeros(vals.size, bool)
-        if k > 0:
-            vals = vals + 0.0
-            vals[np.isnan(vals)] = -np.inf
-            t = np.partition(vals, vals.size - k)[vals.size - k]
-            sel = vals > t
-            sel[np.flatnonzero(vals == t)[: k - int(sel.sum())]] = True
-        offset = 0
-        for i, pos in zip(idx, live):
-            m = np.zeros(math.prod(np.shape(mask_leaves[i])), bool)
-            m[pos[sel[offset:offset + pos.size]]] = True
-            out[i] = m.reshape(np.shape(mask_leaves[i]))
-            offset += pos.size
+        scores = [np.asarray(score_leaves[i]) for i in idx]
+        masks = [np.asarray(mask_leaves[i], bool) for i in idx]
+        n_live = sum(int(np.count_nonzero(m)) for m in masks)
+        k = int(min(keep[g], n_live))
+        new = None
+        if n_live >= BRACKET_MIN_LIVE and 8 * n_live >= sum(m.size for m in masks) and 0 < k < n_live:
+            new = _bracket_select(scores, masks, k, n_live, rng)
+        if new is None:
+            new = _gather_select(scores, masks, k)
+        for i, m in zip(idx, new):
+            out[i] = m
     return out
 
 

@@ -142,3 +142,31 @@ def test_host_group_selection_over_live_entries_equals_jitted_groups():
         assert not np.any(h & ~m)          # never revived
     assert sum(int(host[i].sum()) for i in (0, 2)) == 250 and int(host[3].sum()) == 40
     assert np.array_equal(host[1], masks[1])   # not in any group: untouched
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_bracket_selection_equals_jitted_selection(nan, monkeypatch):
+    """The sampled-bracket path (used while a large group is mostly live) is exact: same masks as the
+    jitted bisection, ties at the threshold to the lower index, across leaves; with NaN scores it
+    defers to the gathering path and is still exact."""
+    rng = np.random.default_rng(3)
+    shapes = [(300, 200), (100,), (200, 100)]
+    scores = [rng.normal(size=sh).round(2) for sh in shapes]
+    if nan:
+        scores[0][0, :50] = np.nan
+    masks = [rng.random(sh) < 0.9 for sh in shapes]
+    n_live = sum(int(m.sum()) for m in masks)
+    taken = 0
+    with jax.enable_x64(True):
+        for k in (1, 500, n_live // 3, n_live - 700, n_live - 1):
+            got = P._bracket_select([s for s in scores], masks, k, n_live, np.random.default_rng(k))
+            taken += got is not None
+            monkeypatch.setattr(P, "BRACKET_MIN_LIVE", 1000)
+            host = P._select_groups_host(scores, masks, [k], ((0, 1, 2),))
+            want = P._select([jnp.asarray(s) for s in scores], [jnp.asarray(m) for m in masks],
+                             jnp.asarray([k], jnp.int32), ((0, 1, 2),))
+            for i in range(3):
+                np.testing.assert_array_equal(host[i], np.asarray(want[i]))
+                if got is not None:
+                    np.testing.assert_array_equal(got[i], np.asarray(want[i]))
+    assert (taken == 0) if nan else (taken >= 4)
