@@ -51,8 +51,11 @@ def matmul_peak(n: int | None = None, dtype=jnp.float32) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def _setup(name, batch, replicates, width, devices, mode="auto", conv_impl="auto"):
+def _setup(name, batch, replicates, width, devices, mode="auto", conv_impl="auto", dataset=None):
     shape, classes, default_batch = next(v for k, v in SHAPES.items() if name.startswith(k))
+    if dataset is not None:                      # that dataset's input shape and classes
+        from lth.data.registry import SHAPES as DATA_SHAPES
+        shape, classes = DATA_SHAPES[dataset]
     batch = batch or default_batch
     cfg = base().train
     cfg.update(dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=batch, duration="1000000it"))
@@ -85,8 +88,8 @@ def _time_steps(trainer, state, x, y, seconds):
 
 
 def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.0, mode="auto",
-                conv_impl="auto") -> dict:
-    trainer, state, x, y, batch = _setup(name, batch, 1, width, devices, conv_impl=conv_impl)
+                conv_impl="auto", dataset=None) -> dict:
+    trainer, state, x, y, batch = _setup(name, batch, 1, width, devices, conv_impl=conv_impl, dataset=dataset)
     perm = trainer.epoch_perm(state.data_rng, 0)
     t0 = time.perf_counter()
     trainer.run_steps(state, perm, x, y, 1)[1].block_until_ready()
@@ -94,13 +97,13 @@ def bench_model(name, batch=None, replicates=2, width=1.0, devices=0, seconds=2.
     step = jax.jit(trainer.over_replicates(trainer.train_step, (0, 0, 0)))
     flops = _flops(step.lower(state, x[None, :batch], y[None, :batch]).compile())
     sps = _time_steps(trainer, state, x, y, seconds)
-    out = {"model": name, "batch": batch, "conv_impl": resolve_conv(conv_impl) if any(
+    out = {"model": name + (f" ({dataset})" if dataset else ""), "batch": batch, "conv_impl": resolve_conv(conv_impl) if any(
                np.ndim(leaf) == 5 for leaf in jax.tree.leaves(state.params)) else "-",
            "params": M.num_params(state.params), "compile_s": compile_s,
            "steps_per_s": sps, "examples_per_s": sps * batch, "gflops_per_step": flops / 1e9,
            "gflop_per_s": sps * flops / 1e9, "replicates": replicates, "peak_mb": peak_memory_mb()}
     if replicates > 1:
-        tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, mode, conv_impl)
+        tr, st, x, y, _ = _setup(name, batch, replicates, width, devices, mode, conv_impl, dataset)
         out["mode"] = tr.replicate_mode
         tr.run_steps(st, tr.epoch_perm(st.data_rng, 0), x, y, 1)[1].block_until_ready()
         out["vmapped_steps_per_s"] = _time_steps(tr, st, x, y, seconds)  # R models per step

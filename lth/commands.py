@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from lth.errors import UserError
+from lth.errors import UserError, check_choice
 
 
 def load_config(path: str, overrides=()):
@@ -181,6 +181,9 @@ def bench(args) -> int:
 
     for name in args.model:
         registry.find(name)
+    if args.dataset is not None:
+        from lth.data.registry import SHAPES
+        check_choice("--dataset", args.dataset, sorted(SHAPES))
     earlier = B.load(args.compare) if args.compare else None   # checked before any timing
     if args.synflow:
         rows = []
@@ -204,7 +207,7 @@ def bench(args) -> int:
     rows = []
     for name in args.model:
         rows.append(B.bench_model(name, args.batch_size, args.replicates, args.width, args.devices, args.seconds,
-                                      args.replicate_mode, args.conv_impl))
+                                      args.replicate_mode, args.conv_impl, args.dataset))
         print(f"  {name}: {rows[-1]['steps_per_s']:.2f} steps/s", flush=True)
     print(B.table(rows, peak))
     return B.save_and_compare(args, {"kind": "train", "peak_gflops": peak, "rows": rows}, earlier)

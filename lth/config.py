@@ -57,6 +57,10 @@ def base() -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 1000  # examples per evaluation chunk
     c.train.clip_norm = 0.0         # clip the gradient to this global norm (0 = no clipping)
     c.train.max_loss = 0.0          # divergence guard: a training loss above this (0 = off), like a non-finite
+    c.train.distill = ml_collections.ConfigDict()  # knowledge distillation (Hinton et al. 2015); off while teacher = ''
+    c.train.distill.teacher = ""    # a trained level: 'level_0' of this run, or a path RUN_DIR/level_L of another run
+    c.train.distill.temperature = 4.0   # T: both softmaxes at logits / T
+    c.train.distill.alpha = 0.5     # loss = alpha·CE + (1 − alpha)·T²·KL(teacher ‖ student)
                                     # one, stops that replicate (params frozen, diverged_at_step recorded)
 
     c.prune = ml_collections.ConfigDict()
@@ -112,7 +116,7 @@ def base() -> ml_collections.ConfigDict:
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)
     c.run.progress = True           # show a progress bar
     c.run.devices = 0               # data-parallel over this many devices (0 = all visible)
-    c.run.replicate_mode = "auto"   # vmap | unroll | auto (unroll conv nets on CPU, else vmap)
+    c.run.replicate_mode = "auto"   # vmap | unroll | sequential | auto (conv nets sequential on CPU, else vmap)
     return c
 
 

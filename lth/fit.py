@@ -20,6 +20,7 @@ class DeviceData:
     y_train: jnp.ndarray
     val: tuple
     test: tuple
+    teacher: dict | None = None   # the teacher's variables [R] when distilling (lth.distill)
 
 
 def device_data(trainer: Trainer, ds) -> DeviceData:
@@ -65,7 +66,8 @@ def _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_ch
         if perm_epoch != step // spe:
             perm_epoch = step // spe
             perm = trainer.epoch_perm(state.data_rng, perm_epoch)
-        state, step_losses = trainer.run_steps(state, perm, data.x_train, data.y_train, stop - step, stop_asked.requested)
+        state, step_losses = trainer.run_steps(state, perm, data.x_train, data.y_train, stop - step, stop_asked.requested,
+                                              teacher=data.teacher)
         # one entry per step, summed on the host in step order: the mean is the same wherever a run was cut
         losses += [(1, row) for row in np.asarray(step_losses, np.float64)]
         if progress is not None:

@@ -137,8 +137,9 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
         if len(dead) == s.replicates:
             log(f"every replicate diverged (levels {sorted(set(dead.values()))}); levels {level}.. skipped")
             break
+        arm_data = s.distilling(data, run_dir, level)   # with the teacher's logits when distilled
         if level == 0:
-            final, rows = train_dense(s, run_dir, data, init_params, init_ms)
+            final, rows = train_dense(s, run_dir, arm_data, init_params, init_ms)
         else:
             scores = imp_scores(s, final.params, final.model_state, final.masks, level)
             if cfg.prune.of == "remaining":
@@ -156,7 +157,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             src = final if cfg.lottery.rewind_mode == "lr" else rw
             params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
             ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]
-            final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, rewind, data,
+            final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, rewind, arm_data,
                                     label=f"level {level}")
         rows = mark_dead(rows, dead, level)
         for r, row in enumerate(rows):
@@ -169,7 +170,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             for c in controls_of(cfg):
                 c_params, c_ms, c_masks = CONTROLS[c](s, level, masks, rw_params, rw_ms)
                 _, c_rows = train_arm(s, os.path.join(run_dir, "controls", c, f"level_{level}"), c_params, c_ms,
-                                      c_masks, rewind, data, label=f"{c} {level}")
+                                      c_masks, rewind, arm_data, label=f"{c} {level}")
                 summary["controls"][c].append(level_entry(level, mark_dead(c_rows, dead, level + 1)))
                 log(_line(f"  {c}", summary["controls"][c][-1]))
         write_json(os.path.join(run_dir, "summary.json"), summary)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from lth import checkpoint, data as D, masks as M, prune as P
+from lth import checkpoint, data as D, distill, masks as M, prune as P
 from lth.config import parse_duration
 from lth.data.augment import AUGMENTATIONS, make as make_augment
 from lth.errors import UserError, check_choice
@@ -47,6 +47,7 @@ PURPOSES = {
 }
 
 BASE_SECTIONS = ("name", "seed", "replicates", "model", "data", "train")
+DISTILLING = ("lottery", "compress")   # the commands that take train.distill.teacher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,8 @@ class Command:
             for h in head:
                 node = node[h]
             node.pop(last, None)
+        if not out.get("train", {}).get("distill", {"teacher": 1}).get("teacher"):
+            out["train"].pop("distill")   # distillation off: runs keep the identity they had before it existed
         return out
 
     def hash(self, cfg) -> str:
@@ -98,6 +101,7 @@ class Setup:
     eval_every: int
     checkpoint_every: int
     pretrained: dict | None = None    # one replicate's params from model.pretrained (read once)
+    teacher: object = None            # lth.distill.Teacher once loaded (train.distill.teacher)
     _scorers: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -130,6 +134,24 @@ class Setup:
                                            self.input_shape, self.cfg.pai)
         return self._scorers[method]
 
+    def distilling(self, data, run_dir: str, level: int = 0):
+        """`data` with the teacher's variables attached when this arm is distilled, else as is: an
+        own-run teacher ('level_0') teaches the levels after it, another run's teacher every level."""
+        spec = self.cfg.train.distill.teacher
+        own = distill.own_level(spec)
+        if not spec or (own is not None and level <= own):
+            return data
+        if self.teacher is None:
+            self.teacher = distill.load(spec, run_dir, self.cfg.data, self.dataset, self.replicates)
+        return dataclasses.replace(data, teacher=self.teacher.variables)
+
+    @functools.cached_property
+    def distiller(self):
+        """The trainer with the teacher in its step (same model, optimizer and schedule)."""
+        d = self.cfg.train.distill
+        return dataclasses.replace(self.trainer, teacher=self.teacher.apply, distill_alpha=float(d.alpha),
+                                   distill_temperature=float(d.temperature))
+
     @functools.cached_property
     def shuffle(self):
         """(masks [R], keys [R]) → layerwise-shuffled masks (jit, vmapped)."""
@@ -148,6 +170,10 @@ def validate(cfg, command: Command) -> None:
     check_choice("data.augment", cfg.data.augment, AUGMENTATIONS)
     registry.find(cfg.model.name)
     Init.of(cfg.model)
+    distill.validate(cfg.train.distill)
+    if cfg.train.distill.teacher and command.name not in DISTILLING:
+        raise UserError(f"train.distill.teacher is set but `lth {command.name}` does not distill; allowed with: "
+                        f"{', '.join('lth ' + c for c in DISTILLING)}")
     if command.validate is not None:
         command.validate(cfg)
 
@@ -182,6 +208,9 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
         raise UserError(f"prune.prunable {cfg.prune.prunable!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
     s = Setup(cfg, ds, trainer, prunable, total, parse_duration(cfg.train.eval_every, spe, "train.eval_every"),
               parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), pretrained=pretrained)
+    spec = cfg.train.distill.teacher
+    if spec and distill.own_level(spec) is None:   # another run's level: checked before anything is written
+        s.teacher = distill.load(spec, "", cfg.data, ds, cfg.replicates)
     if command.check is not None:
         command.check(s)
     return s
@@ -233,7 +262,7 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     """Train from (params ⊙ masks) at step `start` to the end, resuming from `adir` if possible.
     `rngs` = (step keys, data-order keys), one per replicate (default: the run's own). Returns
     (final state, per-replicate summary rows)."""
-    t = s.trainer
+    t = s.trainer if data.teacher is None else s.distiller
     train_keys, data_keys = rngs if rngs is not None else (keys(s, "train"), keys(s, "data"))
     state = t.new_state(params, model_state, masks, start, train_keys, data_keys)
     metrics_path = os.path.join(adir, "metrics.json")

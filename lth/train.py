@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lth import masks as M
 from lth.config import parse_duration
+from lth.distill import loss as distill_loss
 from lth.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -93,6 +94,9 @@ class Trainer:
     mesh: Mesh | None = None          # data-parallel mesh over axis 'data'; None = one device
     replicate_mode: str = "vmap"      # vmap | unroll: how the step maps over the replicate axis
     max_loss: float = 0.0             # a training loss above this marks the replicate diverged (0 = only non-finite)
+    teacher: Callable | None = None   # knowledge distillation (lth.distill): (teacher variables, x) → logits
+    distill_alpha: float = 1.0
+    distill_temperature: float = 1.0
 
     def shard(self, x):
         """Split the batch axis over the mesh's devices (params and data stay replicated)."""
@@ -143,14 +147,18 @@ class Trainer:
         return jax.jit(init, static_argnums=1)
 
     # ----- training --------------------------------------------------------------------------
-    def train_step(self, state: TrainState, x, y):
+    def train_step(self, state: TrainState, x, y, teacher=None):
+        """One masked update; `teacher` (one replicate's variables) when distilling."""
         rng, step_rng, aug_rng = jax.random.split(state.rng, 3)
         if self.augment is not None:
             x = self.augment(aug_rng, x)
         x, y = self.shard(x), self.shard(y)
+        target = None if self.teacher is None else self.teacher(teacher, x)
 
         def loss_fn(params):
             logits, new_ms = self.apply(params, state.model_state, x, True, step_rng)
+            if target is not None:
+                return distill_loss(logits, target, y, self.distill_alpha, self.distill_temperature), new_ms
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_ms
 
         (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -172,24 +180,39 @@ class Trainer:
                                                jnp.where(bad, state.step, -1)).astype(jnp.int32))
         return new, loss
 
-    def _indexed_step(self, state, perm, x, y):
+    def _indexed_step(self, state, perm, x, y, teacher):
         pos = state.step % self.steps_per_epoch
         idx = jax.lax.dynamic_slice(perm, (pos * self.batch_size,), (self.batch_size,))
-        return self.train_step(state, x[idx], y[idx])
+        return self.train_step(state, x[idx], y[idx], teacher)
 
-    def run_steps(self, state, perm, x, y, n: int, should_stop=None):
+    def run_steps(self, state, perm, x, y, n: int, should_stop=None, teacher=None):
         """Up to n train steps inside one epoch (all replicates); returns (state, train losses [k, R])
         for the k <= n steps taken: it stops early once `should_stop()` is truthy.
 
         A host loop over one compiled step, not a lax.fori_loop: on XLA:CPU a conv net's step runs
         ~16× slower inside a while loop (ResNet-20: 0.03 vs 0.5 steps/s), and dispatch is async,
-        so the loop costs little elsewhere (LeNet-300-100: 790 vs 960 steps/s)."""
+        so the loop costs little elsewhere (LeNet-300-100: 790 vs 960 steps/s). `teacher`: the
+        teacher's variables [R] when the trainer distills."""
+        if (teacher is None) != (self.teacher is None):
+            raise ValueError("teacher variables are needed exactly when the trainer distills")
+        if self.replicate_mode == "sequential":   # each replicate alone, one after another (per step)
+            r = int(np.shape(state.step)[0])
+            parts = [_slice(state, i) for i in range(r)]
+            teachers = [_slice(teacher, i) for i in range(r)]
+            perms = [perm[i:i + 1] for i in range(r)]
         losses = []
         for _ in range(n):
-            state, loss = self._jit_step(state, perm, x, y)
-            losses.append(loss)
+            if self.replicate_mode == "sequential":
+                out = [self._jit_step(p, q, x, y, t) for p, q, t in zip(parts, perms, teachers)]
+                parts = [o[0] for o in out]
+                losses.append(jnp.concatenate([o[1] for o in out]))
+            else:
+                state, loss = self._jit_step(state, perm, x, y, teacher)
+                losses.append(loss)
             if should_stop is not None and should_stop():
                 break
+        if self.replicate_mode == "sequential":
+            state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
         return state, jnp.stack(losses)
 
     def epoch_perm(self, data_rng, epoch: int):
@@ -200,8 +223,10 @@ class Trainer:
 
         'vmap' batches everything into one computation. 'unroll' lays the replicates' computations
         side by side in one program: vmapping convolutions over per-replicate kernels turns them
-        into grouped convolutions, which XLA:CPU runs ~3× slower than R separate convolutions."""
-        if self.replicate_mode == "vmap":
+        into grouped convolutions, which XLA:CPU runs ~3× slower than R separate convolutions.
+        'sequential' compiles one replicate (a vmap of one) and `run_steps` / `evaluate` call it for
+        each replicate in turn: exactly the speed of R separate runs, never slower."""
+        if self.replicate_mode in ("vmap", "sequential"):
             return jax.vmap(fn, in_axes=in_axes)
 
         def unrolled(*args):
@@ -213,7 +238,7 @@ class Trainer:
 
     @functools.cached_property
     def _jit_step(self):
-        return jax.jit(self.over_replicates(self._indexed_step, (0, 0, None, None)))
+        return jax.jit(self.over_replicates(self._indexed_step, (0, 0, None, None, 0)))
 
     @functools.cached_property
     def _jit_perm(self):
@@ -239,6 +264,10 @@ class Trainer:
     def evaluate(self, state, split, **model_kw):
         """(loss [R], accuracy [R]) on a padded split from `chunked`; `model_kw` (arrays with a
         leading replicate axis) go to the model, e.g. BERT's gates."""
+        if self.replicate_mode == "sequential":
+            r = int(np.shape(state.step)[0])
+            outs = [self._jit_eval(_slice(state, i), *split, _slice(model_kw, i)) for i in range(r)]
+            return tuple(jnp.concatenate(o) for o in zip(*outs))
         return self._jit_eval(state, *split, model_kw)
 
     def chunk_size(self, *sizes) -> int:
@@ -267,11 +296,17 @@ def make_mesh(devices: int = 0) -> Mesh | None:
     return Mesh(np.array(chosen), ("data",)) if len(chosen) > 1 else None
 
 
-REPLICATE_MODES = ("auto", "vmap", "unroll")
+def _slice(tree, i):
+    """Replicate i of a stacked tree, keeping the replicate axis (length 1)."""
+    return jax.tree.map(lambda a: a[i:i + 1], tree)
+
+
+REPLICATE_MODES = ("auto", "vmap", "unroll", "sequential")
 
 
 def replicate_mode(mode: str, model, input_shape) -> str:
-    """'auto': unroll conv nets on CPU (grouped convolutions are slow there), vmap otherwise."""
+    """'auto': conv nets on CPU one replicate after another ('sequential': vmapped, they become
+    grouped convolutions, slow there; unrolled side by side, 0.5–1.1× of sequential), vmap otherwise."""
     if mode not in REPLICATE_MODES:
         raise UserError(f"unknown run.replicate_mode {mode!r}; allowed: {', '.join(REPLICATE_MODES)}")
     if mode != "auto":
@@ -279,10 +314,12 @@ def replicate_mode(mode: str, model, input_shape) -> str:
     if jax.default_backend() != "cpu":
         return "vmap"
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape))))
-    return "unroll" if any(x.ndim == 4 for x in jax.tree.leaves(shapes["params"])) else "vmap"
+    return "sequential" if any(x.ndim == 4 for x in jax.tree.leaves(shapes["params"])) else "vmap"
 
 
-def make_trainer(model, train_cfg, num_train: int, augment=None, mesh=None, replicates: str = "vmap") -> Trainer:
+def make_trainer(model, train_cfg, num_train: int, augment=None, mesh=None, replicates: str = "vmap",
+                 teacher: Callable | None = None) -> Trainer:
+    """`teacher` (variables, x) → logits: distill with `train_cfg.distill`'s alpha and temperature."""
     if train_cfg.batch_size < 1 or train_cfg.batch_size > num_train:
         raise UserError(f"train.batch_size {train_cfg.batch_size} out of range; allowed: 1..{num_train} (training examples)")
     if mesh is not None and train_cfg.batch_size % mesh.size:
@@ -295,5 +332,7 @@ def make_trainer(model, train_cfg, num_train: int, augment=None, mesh=None, repl
     max_loss = float(train_cfg.get("max_loss", 0.0))
     if max_loss < 0:
         raise UserError(f"train.max_loss {max_loss} out of range; allowed: 0 (off) or a positive loss")
+    d = train_cfg.get("distill")
     return Trainer(model, make_optimizer(train_cfg), make_schedule(train_cfg, spe, total),
-                   train_cfg.batch_size, train_cfg.eval_batch_size, num_train, augment, mesh, replicates, max_loss)
+                   train_cfg.batch_size, train_cfg.eval_batch_size, num_train, augment, mesh, replicates, max_loss,
+                   teacher, float(d.alpha) if teacher else 1.0, float(d.temperature) if teacher else 1.0)

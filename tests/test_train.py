@@ -71,6 +71,60 @@ def test_vmapped_replicates_equal_one_by_one():
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
+def test_sequential_replicates_equal_vmapped():
+    """replicate_mode 'sequential' (each replicate's own compiled step in turn) trains and evaluates
+    exactly what the vmapped program does."""
+    import dataclasses
+    t, x, y = make("sgd", momentum=0.9, lr=0.05)
+    seq = dataclasses.replace(t, replicate_mode="sequential")
+    out = []
+    for tr in (t, seq):
+        st = start_state(tr, [3, 4])
+        st, losses = tr.run_steps(st, tr.epoch_perm(st.data_rng, 0), x, y, 5)
+        split = tr.chunked(np.asarray(x), np.asarray(y), 64)
+        out.append((st, np.asarray(losses), [np.asarray(v) for v in tr.evaluate(st, split)]))
+    (a, la, ea), (b, lb, eb) = out
+    assert la.shape == lb.shape == (5, 2)
+    np.testing.assert_allclose(la, lb, rtol=1e-6)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
+    for u, v in zip(ea, eb):
+        np.testing.assert_allclose(u, v, rtol=1e-6)
+
+
+def test_distillation_alpha_one_is_plain_training_and_self_teacher_has_zero_gradient():
+    """α = 1: the distilled step equals the plain step bit for bit. A teacher equal to the student at
+    α = 0, T = 1: zero gradient at the teacher's weights (KL(p ‖ p) is flat there)."""
+    import dataclasses
+
+    from lth import distill
+    t, x, y = make("sgd", momentum=0.9, lr=0.05)
+    st = start_state(t, [5, 6])
+    other = start_state(t, [7, 8])
+    teacher_vars = {"params": other.params}
+    apply = lambda v, xb: t.model.apply(v, xb)  # noqa: E731
+    kd = dataclasses.replace(t, teacher=apply, distill_alpha=1.0, distill_temperature=4.0)
+    perm = t.epoch_perm(st.data_rng, 0)
+    plain, lp = t.run_steps(st, perm, x, y, 4)
+    dist, ld = kd.run_steps(st, perm, x, y, 4, teacher=teacher_vars)
+    np.testing.assert_array_equal(np.asarray(lp), np.asarray(ld))
+    for u, v in zip(jax.tree.leaves(plain.params), jax.tree.leaves(dist.params)):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    # the loss itself: α = 0, T = 1, teacher = student → zero gradient; another teacher → not zero
+    p0 = M.index(st.params, 0)
+    xb, yb = x[:32], y[:32]
+
+    def g(teacher_params, alpha=0.0, temp=1.0):
+        target = apply({"params": teacher_params}, xb)
+        grads = jax.grad(lambda p: distill.loss(apply({"params": p}, xb), target, yb, alpha, temp))(p0)
+        return max(float(jnp.max(jnp.abs(l))) for l in jax.tree.leaves(grads))
+    assert g(p0) < 1e-6
+    assert g(M.index(other.params, 0)) > 1e-3
+    assert g(p0, alpha=0.5) > 1e-3          # the label term still pulls
+    with pytest.raises(ValueError, match="teacher variables"):
+        kd.run_steps(st, perm, x, y, 1)
+
+
 def test_schedules():
     cfg = train_cfg(schedule="step", lr=0.1, milestones="2ep,3ep", gamma=0.1)
     f = make_schedule(cfg, steps_per_epoch=10, total=40)
