@@ -129,6 +129,18 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--obd", action="store_true", help="time OBD Hessian diagonals on LeNet-300-100 instead")
     b.set_defaults(func=commands.bench)
 
+    c = sub.add_parser("compress", help="int8 quantization (PTQ, QAT) and distillation of a ticket, with sizes in bytes",
+                       description="Quantize a finished level of a `lth lottery` run to int8 with qwix (per-channel "
+                                   "weights; activations per compress.activations), optionally fine-tune it "
+                                   "quantization-aware (compress.qat_duration) and distilled (train.distill.*), and "
+                                   "report accuracy and bytes for each stage.")
+    c.add_argument("--run-dir", required=True, help="a run directory of `lth lottery`")
+    c.add_argument("--level", type=int, help="the level to compress (default: the sparsest within one std of dense)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="compress.*, train.distill.* or run.* settings, e.g. compress.qat_duration=2ep")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=commands.compress)
+
     models = sub.add_parser("models", help="list model names")
     models.set_defaults(func=commands.models)
     return p

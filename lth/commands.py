@@ -213,6 +213,21 @@ def bench(args) -> int:
     return B.save_and_compare(args, {"kind": "train", "peak_gflops": peak, "rows": rows}, earlier)
 
 
+def compress(args) -> int:
+    from lth import compress as C, experiment
+
+    s, level, out_dir = C.prepare(args.run_dir, args.set, args.level, not args.no_progress)
+    lock = experiment.RunLock(out_dir)  # noqa: F841  (one process per results directory)
+    print(f"compressing level {level} of {args.run_dir} ({s.cfg.model.name} on {s.cfg.data.name}, R={s.replicates}) "
+          f"→ {out_dir}", flush=True)
+    t0 = time.time()
+    result = C.run(s, args.run_dir, level, out_dir)
+    print()
+    print(C.table(result))
+    print(f"\nresults: {os.path.join(out_dir, 'results.json')}\ntime: {time.time() - t0:.1f} s")
+    return 0
+
+
 def models(args) -> int:
     from lth.models import names
 

@@ -111,6 +111,13 @@ def base() -> ml_collections.ConfigDict:
     c.stability.bn_batches = 8      # training batches for `recompute`
     c.stability.eval_examples = 0   # training examples whose error is measured along the path (0 = all)
 
+    c.compress = ml_collections.ConfigDict()  # int8 quantization of a ticket (`lth compress`, qwix)
+    c.compress.activations = "dynamic"   # none (weight-only) | dynamic (int8, per batch) | static (int8, calibrated)
+    c.compress.act_calibration = "absmax"  # qwix calibration of activation scales: absmax[,c] | minmax | rms,c
+    c.compress.calibration_batches = 8   # training batches that calibrate static activation scales
+    c.compress.qat_duration = "0it"      # quantization-aware fine-tuning of the ticket ('0it' = PTQ only)
+    c.compress.qat_lr = 0.0              # its constant learning rate (0 = train.lr / 10)
+
     c.run = ml_collections.ConfigDict()   # not part of the run's identity (not hashed)
     c.run.out = "runs"              # root folder of run directories
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)
