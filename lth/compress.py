@@ -1,8 +1,10 @@
 """`lth compress`: how small and how accurate can a ticket be — int8 quantization (post-training and
 quantization-aware), knowledge distillation, and honest sizes in bytes.
 
-Quantization is qwix's (google/qwix, PyPI `qwix`): its providers intercept the dot_generals / einsums
-of a Flax Linen model, so lth's models are quantized as they are, with no fake-quant layers of ours.
+Quantization is qwix's (google/qwix, PyPI `qwix`): its providers intercept the dot_generals, einsums
+and convolutions of a Flax Linen model, so lth's models are quantized as they are, with no fake-quant
+layers of ours (convolutions run as XLA's here, `model.conv_impl=xla`, which qwix intercepts; qwix
+quantizes a convolution only with int8 activations, so `none` is refused for conv nets).
 Weights: int8, symmetric (absmax), one scale per output channel; a pruned weight is 0, and 0 / scale
 rounds to 0, so the mask survives (checked on every quantized kernel). Activations
 (`compress.activations`): none (weight-only), dynamic (int8, scale from each batch at run time) or
@@ -126,6 +128,7 @@ def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
             raise UserError(f"--set {item!r} would change the trained run; allowed: {', '.join(k + '*' for k in SETTABLE)}")
     apply_overrides(cfg, overrides)
     cfg.run.progress = cfg.run.progress and progress
+    cfg.model.conv_impl = "xla"   # qwix quantizes lax.conv_general_dilated (lth's GEMM path is plain matmuls)
     level = choose_level(run_dir, level)
     own = own_level(cfg.train.distill.teacher)
     if own is not None and own not in finished_levels(run_dir):
@@ -159,12 +162,11 @@ def rules(cfg, for_qat: bool = False):
 
 
 def check_supported(model, cfg, input_shape, dtype):
-    """UserError for a model with layers lth does not quantize (convolutions)."""
+    """UserError for a combination qwix does not quantize: convolutions need int8 activations too."""
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape), dtype)))
-    if any(np.ndim(x) == 4 for x in jax.tree.leaves(shapes["params"])):
-        raise UserError(f"model {cfg.model.name!r} has convolutions, which `lth compress` does not quantize (qwix "
-                        f"intercepts lth's GEMM convolutions as plain matmuls without their per-channel scales); "
-                        f"allowed: MLPs (lenet_*) and BERTs")
+    if cfg.compress.activations == "none" and any(np.ndim(x) == 4 for x in jax.tree.leaves(shapes["params"])):
+        raise UserError(f"compress.activations 'none' (weight-only) with model {cfg.model.name!r}: qwix quantizes "
+                        f"convolutions only with int8 activations; allowed: dynamic, static")
 
 
 def _is_q(a):
@@ -184,8 +186,9 @@ def quantize(model, cfg, params, model_state, calib):
         qt = qwix.quantize_model(model, qwix.QtProvider(rules(cfg)))
         init = jax.eval_shape(lambda: qt.init(jax.random.PRNGKey(0), x0))
         stats = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), init.get("quant_stats", {}))
-        step = jax.jit(lambda st, xb: qt.apply({"params": params, **model_state, "quant_stats": st}, xb,
-                                                mutable=["quant_stats"])[1]["quant_stats"])
+        # not under jax.jit: qwix's conv statistics leak tracers there; a few eager batches cost little
+        step = lambda st, xb: qt.apply({"params": params, **model_state, "quant_stats": st}, xb,  # noqa: E731
+                                       train=False, mutable=["quant_stats"])[1]["quant_stats"]
         for xb in calib:
             stats = step(stats, xb)
     qp = qwix.quantize_params(params, abstract["params"], stats, allow_extra_params=True)

@@ -133,11 +133,21 @@ def test_compress_bad_input_one_line_exit_2_nothing_written(capsys, ticket_run, 
     assert not any(k.startswith("compress") and k not in before for k in after)
 
 
-def test_compress_refuses_conv_nets():
+def test_conv_nets_quantized_per_channel_and_weight_only_refused():
     from lth.errors import UserError
     cfg = base()
     cfg.model.name = "lenet5"
-    model = registry.build("lenet5", 10, Init("kaiming_normal"), (28, 28, 1), 1.0)
-    with pytest.raises(UserError, match="'lenet5' has convolutions.*allowed: MLPs"):
+    model = registry.build("lenet5", 10, Init("kaiming_normal", conv_impl="xla"), (28, 28, 1), 1.0)
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 28, 28, 1))
+    params = model.init(jax.random.PRNGKey(0), x[0])["params"]
+    params = jax.tree.map(lambda w: jnp.where(jnp.abs(w) < 0.05, 0.0, w), params)
+    ptq, qp = C.quantize(model, cfg, params, {}, x)          # dynamic activations (the default)
+    k = C.quantized_leaves(qp)["conv_1/kernel"]
+    assert k.qvalue.shape == (5, 5, 6, 16) and np.shape(k.scale) == (1, 1, 1, 16)
+    w = np.asarray(params["conv_1"]["kernel"])
+    assert np.all(np.asarray(k.qvalue)[w == 0] == 0) and (w == 0).any()
+    C.check_supported(model, cfg, (28, 28, 1), jnp.float32)
+    cfg.compress.activations = "none"
+    with pytest.raises(UserError, match="'lenet5'.*allowed: dynamic, static"):
         C.check_supported(model, cfg, (28, 28, 1), jnp.float32)
     C.check_supported(registry.build("lenet_8", 10, Init("kaiming_normal"), (40,), 1.0), cfg, (40,), jnp.float32)

@@ -34,7 +34,7 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x):
         w = self.param("kernel", self.kernel_init, (self.kernel, self.kernel, x.shape[-1], self.features))
-        y = conv2d(x, w.astype(x.dtype), self.stride, self.pad, self.impl)
+        y = conv2d(x, w if w.dtype == x.dtype else w.astype(x.dtype), self.stride, self.pad, self.impl)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,)).astype(x.dtype)
         return y
