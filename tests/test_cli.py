@@ -54,6 +54,8 @@ def finished_run(tmp_path_factory):
     (["--set", "train.lrr=0.1"], ["'train.lrr'", "train.lr"]),
     (["--set", "lottery.levels=many"], ["'many'", "int"]),
     (["--set", "lottery.controls=reinit,bogus"], ["'bogus'", "random_prune"]),
+    (["--set", "train.distill.teacher=level_0", "--set", "train.distill.alpha=2"], ["alpha 2.0", "0 <= alpha <= 1"]),
+    (["--set", "train.distill.teacher=/nonexistent/level_0"], ["/nonexistent/level_0", "no finished level"]),
     (["--set", "data.name=mnist", "--set", "data.data_dir=/nonexistent/tfds"], ["'mnist'", "not prepared", "lth data prepare mnist"]),
 ])
 def test_bad_input_one_line_exit_2_and_nothing_written(capsys, tmp_path, extra, needles):
@@ -164,6 +166,7 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path):
     (["--set", "pai.rounds=-1"], ["-1"]),
     (["--set", "pai.methods=bogus"], ["'bogus'"]),
     (["--set", "pai.sanity=flip"], ["'flip'", "shuffle"]),
+    (["--set", "train.distill.teacher=level_0"], ["`lth pai` does not distill", "lth lottery, lth compress"]),
 ])
 def test_pai_bad_input(capsys, tmp_path, extra, needles):
     args = ["pai", "--config", DEMO, "--no-progress", "--out", str(tmp_path)] + [a for t in TINY for a in ("--set", t)]

@@ -151,3 +151,26 @@ def test_conv_nets_quantized_per_channel_and_weight_only_refused():
     with pytest.raises(UserError, match="'lenet5'.*allowed: dynamic, static"):
         C.check_supported(model, cfg, (28, 28, 1), jnp.float32)
     C.check_supported(registry.build("lenet_8", 10, Init("kaiming_normal"), (40,), 1.0), cfg, (40,), jnp.float32)
+
+
+def test_imp_distilled_from_its_dense_level_and_from_another_model(ticket_run, tmp_path):
+    """train.distill.teacher=level_0: level 0 trains on labels alone (the same as the plain run),
+    level 1 learns from level 0. Another run's level can teach a different model."""
+    out = tmp_path / "kd"
+    assert main(LOTTERY + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--out", str(out),
+                           "--set", "train.distill.teacher=level_0"]) == 0
+    (kd_dir,) = [os.path.join(out, d) for d in os.listdir(out)]
+    assert kd_dir != ticket_run and os.path.basename(kd_dir) != os.path.basename(ticket_run)
+
+    def history(run, level):
+        return json.load(open(os.path.join(run, f"level_{level}", "metrics.json")))["history"]
+    assert history(kd_dir, 0) == history(ticket_run, 0)
+    assert history(kd_dir, 1) != history(ticket_run, 1)
+    # a smaller MLP taught by the 24-12 MLP's dense level
+    small = ["--set", "model.name=lenet_16_8", "--set", "lottery.levels=0", "--set", "lottery.controls="]
+    assert main(LOTTERY + small + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(LOTTERY + small + ["--out", str(tmp_path / "taught"),
+                                   "--set", f"train.distill.teacher={ticket_run}/level_0"]) == 0
+    (plain,) = [os.path.join(tmp_path / "plain", d) for d in os.listdir(tmp_path / "plain")]
+    (taught,) = [os.path.join(tmp_path / "taught", d) for d in os.listdir(tmp_path / "taught")]
+    assert history(plain, 0) != history(taught, 0)
