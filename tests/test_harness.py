@@ -99,13 +99,13 @@ def test_sigterm_mid_level_saves_that_step_and_resumes_bit_identically(tmp_path,
     s, ref_summary, _ = run(ref, *REWIND)
     real, seen = Trainer.run_steps, []
 
-    def steps_with_sigterm(self, state, perm, x, y, n, should_stop=None):
+    def steps_with_sigterm(self, state, perm, x, y, n, should_stop=None, teacher=None):
         def stop():
             seen.append(1)
             if len(seen) == 60 + 25:  # level 0 takes 60 steps; level 1 starts at 20: step 45
                 os.kill(os.getpid(), signal.SIGTERM)
             return should_stop() if should_stop else None
-        return real(self, state, perm, x, y, n, stop)
+        return real(self, state, perm, x, y, n, stop, teacher=teacher)
     monkeypatch.setattr(Trainer, "run_steps", steps_with_sigterm)
     d = tmp_path / "cut"
     with pytest.raises(Stopped) as e:
