@@ -98,3 +98,14 @@ def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, 
     finally:
         C.MAX_PATCH_BYTES = small
     assert C.resolve("auto") == ("gemm" if jax.default_backend() == "cpu" else "xla")
+
+
+def test_auto_convolution_choice_per_layer():
+    """`auto` on CPU: im2col + GEMM, except XLA's convolution for few input channels over large maps."""
+    from lth.models.conv import choose
+    assert choose("auto", (128, 32, 32, 16), (3, 3, 16, 16), 1) == "xla"     # ResNet-20 stage 0 (75 MB of patches)
+    assert choose("auto", (128, 32, 32, 64), (3, 3, 64, 64), 1) == "gemm"    # VGG's 64-channel layers
+    assert choose("auto", (60, 14, 14, 6), (5, 5, 6, 16), 1) == "gemm"       # LeNet-5 (3.6 MB)
+    assert choose("auto", (128, 32, 32, 16), (3, 3, 16, 32), 2) == "gemm"    # strided into stage 1 (19 MB)
+    assert choose("gemm", (128, 32, 32, 16), (3, 3, 16, 16), 1) == "gemm"    # explicit choices stand
+    assert choose("xla", (128, 32, 32, 64), (3, 3, 64, 64), 1) == "xla"
