@@ -62,7 +62,7 @@ def _setup(name, batch, replicates, width, devices, mode="auto", conv_impl="auto
     model = registry.build(name, classes, Init("kaiming_normal", conv_impl=conv_impl), shape, width)
     n_train = batch * 4
     trainer = make_trainer(model, cfg, n_train, mesh=make_mesh(devices),
-                           replicates=replicate_mode(mode, model, shape))
+                           replicates=replicate_mode(mode, model, shape, replicates))
     rng = np.random.default_rng(0)
     if hasattr(getattr(model, "cfg", None), "vocab_size"):  # token ids: [CLS] then words (no padding)
         ids = rng.integers(1000, model.cfg.vocab_size, (n_train, *shape))
@@ -80,10 +80,11 @@ def _setup(name, batch, replicates, width, devices, mode="auto", conv_impl="auto
 def _time_steps(trainer, state, x, y, seconds):
     perm = trainer.epoch_perm(state.data_rng, 0)
     steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or steps < 2:
-        state, loss = trainer.run_steps(state, perm, x, y, 2)
+    n = trainer.steps_per_epoch   # segments of one epoch (4 steps), as training runs between evaluations
+    while time.perf_counter() - t0 < seconds or steps < n:
+        state, loss = trainer.run_steps(state, perm, x, y, n)
         loss.block_until_ready()
-        steps += 2
+        steps += n
     return steps / (time.perf_counter() - t0)
 
 

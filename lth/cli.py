@@ -118,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--devices", type=int, default=0, help="data-parallel devices (0 = all)")
     b.add_argument("--seconds", type=float, default=2.0, help="timing window per measurement")
     b.add_argument("--replicate-mode", default="auto", choices=["auto", "vmap", "unroll", "sequential"],
-                   help="how R replicates share a step (auto: conv nets one after another on CPU, vmap otherwise)")
+                   help="how R replicates share a step (auto: conv nets on CPU unrolled up to R = 2, sequential beyond; vmap otherwise)")
     b.add_argument("--save", metavar="FILE", help="write the results as JSON")
     b.add_argument("--compare", metavar="FILE", help="print the ratio of these results to an earlier --save FILE")
     b.add_argument("--conv-impl", default="auto", choices=["auto", "xla", "gemm"],

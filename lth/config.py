@@ -123,7 +123,7 @@ def base() -> ml_collections.ConfigDict:
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)
     c.run.progress = True           # show a progress bar
     c.run.devices = 0               # data-parallel over this many devices (0 = all visible)
-    c.run.replicate_mode = "auto"   # vmap | unroll | sequential | auto (conv nets sequential on CPU, else vmap)
+    c.run.replicate_mode = "auto"   # vmap | unroll | sequential | auto (CPU conv nets: unroll R <= 2, else sequential; others vmap)
     return c
 
 

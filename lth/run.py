@@ -192,7 +192,7 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     model = registry.build(cfg.model.name, ds.num_classes, Init.of(cfg.model), ds.input_shape, cfg.model.width)
     trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),
                            mesh=make_mesh(cfg.run.devices),
-                           replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape))
+                           replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape, cfg.replicates))
     spe = trainer.steps_per_epoch
     total = parse_duration(cfg.train.duration, spe, "train.duration")
     params, _ = jax.eval_shape(trainer.init_variables, jax.random.PRNGKey(0), jnp.zeros((1, *ds.input_shape)))
