@@ -104,6 +104,16 @@ def test_one_imp_level_on_mock_cifar(model, tmp_path):
         assert np.all(np.asarray(w)[~np.asarray(m)] == 0)  # pruned conv kernels exactly 0 after SGD+momentum+wd
     assert bool(np.all(final.masks["out"]["kernel"]))  # output layer excluded
     assert not tree_equal(final.model_state, ms)  # BatchNorm statistics were trained
+    if model == "resnet20":  # `lth compress` on a conv net with BatchNorm: PTQ, convolutions quantized
+        from lth import compress as C
+        with tfds.testing.mock_data(num_examples=64):
+            cs, level, out = C.prepare(str(tmp_path / "run"), [], 1, progress=False)
+            res = C.run(cs, str(tmp_path / "run"), level, out, log=lambda *_: None)
+        ptq = res["stages"]["ticket_int8_ptq"]
+        assert ptq["zeros_kept"]
+        assert res["stages"]["ticket_f32"]["test_accuracy"] == pytest.approx(summary["levels"][1]["test_accuracy"], abs=1e-6)
+        assert "stage0_block0/conv_0/kernel" in ptq["quantized_layers"] and "out/kernel" in ptq["quantized_layers"]
+        assert res["bytes"]["sparse_int8"] < res["bytes"]["sparse_f32"] < res["bytes"]["dense_f32"]
 
 
 def tree_equal(a, b):
