@@ -185,6 +185,9 @@ def bench(args) -> int:
         from lth.data.registry import SHAPES
         check_choice("--dataset", args.dataset, sorted(SHAPES))
     earlier = B.load(args.compare) if args.compare else None   # checked before any timing
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 0.5:   # on a few cores a concurrent job halves the figures
+        print(f"warning: load average {load:.1f}: other processes are running; timings will read low", file=sys.stderr)
     if args.synflow:
         rows = []
         for precision in ("auto", "float64"):
