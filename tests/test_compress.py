@@ -167,7 +167,8 @@ def test_imp_distilled_from_its_dense_level_and_from_another_model(ticket_run, t
     assert history(kd_dir, 0) == history(ticket_run, 0)
     assert history(kd_dir, 1) != history(ticket_run, 1)
     # a smaller MLP taught by the 24-12 MLP's dense level
-    small = ["--set", "model.name=lenet_16_8", "--set", "lottery.levels=0", "--set", "lottery.controls="]
+    small = ["--set", "model.name=lenet_16_8", "--set", "lottery.levels=0", "--set", "lottery.controls=",
+             "--set", "train.duration=20it"]
     assert main(LOTTERY + small + ["--out", str(tmp_path / "plain")]) == 0
     assert main(LOTTERY + small + ["--out", str(tmp_path / "taught"),
                                    "--set", f"train.distill.teacher={ticket_run}/level_0"]) == 0
