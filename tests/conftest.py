@@ -23,3 +23,17 @@ def tiny_config(*extra):
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+LOTTERY = ["lottery", "--config", DEMO, "--no-progress"] + [a for t in TINY for a in ("--set", t)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny finished lottery run (levels 0 and 1, no controls), one per test module."""
+    from lth.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    assert main(LOTTERY + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--out", str(out)]) == 0
+    (run_dir,) = [os.path.join(out, d) for d in os.listdir(out)]
+    return run_dir

@@ -9,9 +9,7 @@ import sys
 import pytest
 
 from lth.cli import main
-from conftest import DEMO, ROOT, TINY
-
-BASE = ["lottery", "--config", DEMO, "--no-progress"] + [a for t in TINY for a in ("--set", t)]
+from conftest import DEMO, LOTTERY as BASE, ROOT, TINY
 
 
 def snapshot(path):
@@ -33,14 +31,6 @@ def fails(capsys, argv, *needles):
     for n in needles:
         assert n in err, err
     return err
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    assert main(BASE + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--out", str(out)]) == 0
-    (run_dir,) = [os.path.join(out, d) for d in os.listdir(out)]
-    return run_dir
 
 
 @pytest.mark.parametrize("extra,needles", [
