@@ -66,7 +66,7 @@ def _train_command(args, command, describe, execute, report, outcome=lambda out:
 
 def diverged_exit(summary) -> int:
     """Exit code 3 (and one line on stderr) when any arm had a diverged replicate, else 0."""
-    from lth.run import any_diverged
+    from lth.summary import any_diverged
 
     n = any_diverged(summary)
     if n:

@@ -26,8 +26,9 @@ from lth import checkpoint, masks as M, prune as P, scores as S
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
-from lth.run import (BASE_SECTIONS, Command, Setup, arm_entry, init_variables, keys, random_init, redraw,
+from lth.run import (BASE_SECTIONS, Command, Setup, init_variables, keys, random_init, redraw,
                      rewind_path, train_arm, train_dense)
+from lth.summary import arm_entry
 
 
 # ----- controls: each starts a level's arm from (params, model_state, masks) ---------------------

@@ -15,8 +15,9 @@ from lth import masks as M, pai, prune as P
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
-from lth.run import BASE_SECTIONS, Command, arm_entry, init_variables, keys, random_init, train_arm
+from lth.run import BASE_SECTIONS, Command, init_variables, keys, random_init, train_arm
 from lth.scores import SCORES
+from lth.summary import arm_entry
 
 
 def variants(cfg) -> list[tuple[str, str, str | None]]:

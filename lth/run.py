@@ -48,6 +48,7 @@ PURPOSES = {
 
 BASE_SECTIONS = ("name", "seed", "replicates", "model", "data", "train")
 DISTILLING = ("lottery", "compress")   # the commands that take train.distill.teacher
+OFF_UNLESS = {"train.distill": "teacher"}   # sections left out of a run's identity while their switch is empty
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,13 @@ class Command:
             for h in head:
                 node = node[h]
             node.pop(last, None)
-        if not out.get("train", {}).get("distill", {"teacher": 1}).get("teacher"):
-            out["train"].pop("distill")   # distillation off: runs keep the identity they had before it existed
+        for key, switch in OFF_UNLESS.items():   # a feature switched off leaves the identity as before it existed
+            *head, last = key.split(".")
+            node = out
+            for h in head:
+                node = node.get(h, {})
+            if last in node and not node[last].get(switch):
+                node.pop(last)
         return out
 
     def hash(self, cfg) -> str:
@@ -314,31 +320,3 @@ def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
 
     return train_arm(s, os.path.join(run_dir, "level_0"), init_params, init_ms, M.ones_like(init_params), 0, data,
                      captures={s.duration(s.cfg.lottery.rewind, "lottery.rewind"): save_rewind}, label="level 0")
-
-
-# ----- summaries ---------------------------------------------------------------------------------
-def healthy(row) -> bool:
-    return row.get("diverged_at_step") is None and not row.get("skipped")
-
-
-def arm_entry(rows: list, **fields) -> dict:
-    """Summary of an arm: means over the healthy replicates (not diverged, not skipped), stds, the
-    number left out (`diverged`), and the per-replicate rows."""
-    out = dict(fields)
-    ok = [r for r in rows if healthy(r)]
-    for key in ("density", "test_accuracy", "best_val_loss_step", "test_accuracy_at_best_val"):
-        vals = [r[key] for r in (rows if key == "density" else ok) if r.get(key) is not None]
-        if vals:
-            out[key] = float(np.mean(vals))
-            out[key + "_std"] = float(np.std(vals))
-    if len(ok) < len(rows):
-        out["diverged"] = len(rows) - len(ok)
-    out["replicates"] = rows
-    return out
-
-
-def any_diverged(summary: dict) -> int:
-    """How many arms of a summary have a diverged replicate."""
-    entries = summary.get("levels", []) + [e for rows in summary.get("controls", {}).values() for e in rows]
-    entries += summary.get("arms", [])
-    return sum(1 for e in entries if any(r.get("diverged_at_step") is not None for r in e.get("replicates", [])))

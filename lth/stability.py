@@ -29,7 +29,8 @@ from lth import checkpoint, masks as M
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data, fit
-from lth.run import BASE_SECTIONS, Command, arm_entry, init_variables, keys, train_arm
+from lth.run import BASE_SECTIONS, Command, init_variables, keys, train_arm
+from lth.summary import arm_entry
 
 BN_MODES = ("recompute", "interpolate")
 

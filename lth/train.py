@@ -22,11 +22,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lth import masks as M
 from lth.config import parse_duration
 from lth.distill import loss as distill_loss
+from lth.optim import make_optimizer, make_schedule
 from lth.errors import UserError
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine", "linear")
-
 
 class TrainState(struct.PyTreeNode):
     params: Any
@@ -37,47 +34,6 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array        # key for per-step randomness (dropout, augmentation)
     data_rng: jax.Array   # key of the data order: epoch e is permutation(fold_in(data_rng, e))
     diverged: jax.Array   # int32: the step whose training loss was non-finite (or over max_loss); -1 = healthy
-
-
-def _matrices(params):
-    """AdamW decays weight matrices and embeddings only, not biases or norm scales (as BERT)."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
-
-
-def make_optimizer(t) -> optax.GradientTransformation:
-    """The update direction at learning rate 1; the step scales it by schedule(step)."""
-    if t.optimizer == "sgd":
-        base = optax.sgd(1.0, momentum=t.momentum or None, nesterov=t.nesterov)
-    elif t.optimizer == "adam":
-        base = optax.adam(1.0)
-    elif t.optimizer == "adamw":
-        base = optax.adamw(1.0, weight_decay=t.weight_decay, mask=_matrices)
-    else:
-        raise UserError(f"unknown optimizer {t.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-    if t.weight_decay and t.optimizer != "adamw":
-        base = optax.chain(optax.add_decayed_weights(t.weight_decay), base)
-    if t.clip_norm < 0:
-        raise UserError(f"train.clip_norm {t.clip_norm} out of range; allowed: 0 (off) or a positive norm")
-    return optax.chain(optax.clip_by_global_norm(t.clip_norm), base) if t.clip_norm else base
-
-
-def make_schedule(t, steps_per_epoch: int, total: int) -> Callable:
-    """Learning rate as a function of the global step."""
-    warm = parse_duration(t.warmup, steps_per_epoch, "train.warmup")
-    if t.schedule == "constant":
-        main = lambda s: jnp.asarray(t.lr, jnp.float32)  # noqa: E731
-    elif t.schedule == "step":
-        marks = [parse_duration(m, steps_per_epoch, "train.milestones") for m in t.milestones.split(",") if m.strip()]
-        main = optax.piecewise_constant_schedule(t.lr, {m: t.gamma for m in marks})
-    elif t.schedule == "cosine":
-        main = optax.cosine_decay_schedule(t.lr, max(total, 1))
-    elif t.schedule == "linear":
-        main = optax.linear_schedule(t.lr, 0.0, max(total - warm, 1), transition_begin=warm)
-    else:
-        raise UserError(f"unknown train.schedule {t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
-    if warm <= 0:
-        return main
-    return lambda s: jnp.where(s < warm, t.lr * (s + 1) / warm, main(s))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

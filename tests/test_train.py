@@ -7,7 +7,8 @@ import pytest
 from lth import masks as M, prune as P
 from lth.config import base
 from lth.models import registry
-from lth.train import make_schedule, make_trainer
+from lth.optim import make_schedule
+from lth.train import make_trainer
 
 
 def train_cfg(**kw):
