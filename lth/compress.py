@@ -142,7 +142,7 @@ def ptq_stage(s, quantizer, params, model_state, masks, calib, split) -> dict:
         for path, leaf in q.items():
             zeros_kept &= not np.any(np.asarray(leaf.qvalue)[~np.asarray(mask_of[path])])
         accs.append(quantizer.accuracy(qp, ms, split))
-        size_rows.append(Q.sizes(p, m, s.prunable, q))
+        size_rows.append(Q.sizes(p, m, s.prunable, q, ms))
     keys = ("dense_f32", "sparse_f32", "sparse_int8")
     return {"test_accuracy": accs, "zeros_kept": bool(zeros_kept), "quantized_layers": sorted(q),
             **{k: float(np.mean([row[k] for row in size_rows])) for k in keys}, "leaves": size_rows[0]["leaves"]}

@@ -63,14 +63,28 @@ def validate(cfg) -> None:
         raise UserError(f"lottery.levels {cfg.lottery.levels} is negative; allowed: 0 or more")
     check_choice("prune.scope", cfg.prune.scope, ("global", "layerwise"))
     check_choice("prune.of", cfg.prune.of, ("remaining", "original"))
-    if cfg.prune.of == "original" and cfg.prune.fraction * cfg.lottery.levels >= 1:
+    if cfg.prune.of == "original" and cfg.prune.fraction * cfg.lottery.levels >= 1 - 1e-9:
         raise UserError(f"prune.fraction {cfg.prune.fraction} of the original weights for {cfg.lottery.levels} levels "
                         f"prunes everything; allowed: fraction · levels < 1")
     check_choice("lottery.rewind_mode", cfg.lottery.rewind_mode, ("weights", "lr"))
     for c in controls_of(cfg):
         check_choice("control", c, CONTROLS)
     S.get(cfg.prune.score)
-    P.parse_layer_fractions(cfg.prune.layer_fractions)
+    for pat, f in P.parse_layer_fractions(cfg.prune.layer_fractions):
+        if cfg.prune.of == "original" and f * cfg.lottery.levels >= 1 - 1e-9:
+            raise UserError(f"prune.layer_fractions {pat}={f} of the original weights for {cfg.lottery.levels} levels "
+                            f"empties that layer; allowed: fraction · levels < 1 for every layer")
+
+
+def collapsed_layers(masks, prunable) -> dict:
+    """{path: [replicates]} of the prunable leaves with no live weight left (masks [R])."""
+    out = {}
+    for path, m, p in zip(M.leaf_paths(masks), jax.tree.leaves(masks), jax.tree.leaves(prunable)):
+        if p:
+            dead = [r for r in range(m.shape[0]) if not bool(np.any(np.asarray(m[r])))]
+            if dead:
+                out[path] = dead
+    return out
 
 
 def check_rewind(s: Setup) -> int:
@@ -143,13 +157,16 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             final, rows = train_dense(s, run_dir, arm_data, init_params, init_ms)
         else:
             scores = imp_scores(s, final.params, final.model_state, final.masks, level)
-            if cfg.prune.of == "remaining":
-                amount = {"fraction": cfg.prune.fraction, "layer_fractions": layer_fractions}
-            else:  # level L keeps 1 - L·f of the original weights, per override group too
-                amount = {"density": 1.0 - level * cfg.prune.fraction,
-                          "layer_fractions": [(p, min(1.0, level * f)) for p, f in layer_fractions]}
-            masks = P.prune_replicates(scores, final.masks, s.prunable, **amount,
-                                       layerwise=cfg.prune.scope == "layerwise")
+            # level L removes ceil(f · live) of each group's live weights, or with prune.of='original'
+            # ceil(L·f · n) of its n original weights (validated: L·f < 1 for every group)
+            mult = 1 if cfg.prune.of == "remaining" else level
+            masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=mult * cfg.prune.fraction,
+                                       layer_fractions=[(p, mult * f) for p, f in layer_fractions],
+                                       layerwise=cfg.prune.scope == "layerwise", of=cfg.prune.of)
+            collapsed = collapsed_layers(masks, s.prunable)
+            for path, reps in collapsed.items():
+                log(f"level {level}: layer {path} has no weights left (replicates {', '.join(map(str, reps))}): "
+                    f"the network is disconnected there (layer collapse)")
             if dead:  # a diverged replicate keeps its last mask: its weights are never pruned on
                 stop = np.asarray([r in dead for r in range(s.replicates)])
                 masks = jax.tree.map(lambda new, old: jnp.where(stop.reshape(-1, *[1] * (new.ndim - 1)), old, new),
@@ -165,6 +182,8 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             if row.get("diverged_at_step") is not None and r not in dead:
                 dead[r] = level
         summary["levels"].append(level_entry(level, rows))
+        if level > 0 and collapsed:
+            summary["levels"][-1]["collapsed_layers"] = collapsed
         log(_line(f"level {level}", summary["levels"][-1]))
         if level > 0:
             rw_params, rw_ms = rw["params"], rw["model_state"]

@@ -217,10 +217,13 @@ def _alive(mask_leaves, groups):
     return [sum(int(np.asarray(mask_leaves[i]).sum()) for i in idx) for idx in groups]
 
 
-def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=False, layer_fractions=()):
+def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=False, layer_fractions=(),
+          of="remaining"):
     """New masks keeping the highest-scoring live prunable weights (one replicate, no leading axis).
 
-    `fraction`: remove ceil(fraction · live) weights of each group (IMP: a fraction of what is left).
+    `fraction`: each group keeps base − ceil(fraction · base) weights, where base is its live count
+    (of='remaining': IMP as OpenLTH's sparse_global, a fraction of what is left) or its size
+    (of='original': a fraction of the original weights, never more than are live).
     `density`: keep round(density · size) weights of each group (one-shot to a target).
     Leaves outside `prunable` keep their masks untouched.
     """
@@ -234,10 +237,14 @@ def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=Fal
         raise UserError(f"prune rate {rate} out of range; allowed: 0 <= fraction <= 1")
     plan = plan_groups(paths, pr, rate, layerwise, layer_fractions)
     groups = tuple(tuple(idx) for idx, _ in plan)
+    sizes = [sum(int(np.prod(np.shape(m_leaves[i]))) for i in idx) for idx in groups]
     if fraction is not None:
-        keep = [a - math.ceil(f * a - 1e-9) for a, (_, f) in zip(_alive(m_leaves, groups), plan)]
+        if of not in ("remaining", "original"):
+            raise ValueError(f"of={of!r}; allowed: remaining, original")
+        alive = _alive(m_leaves, groups)
+        base = alive if of == "remaining" else sizes
+        keep = [min(a, b - math.ceil(f * b - 1e-9)) for a, b, (_, f) in zip(alive, base, plan)]
     else:
-        sizes = [sum(int(np.prod(np.shape(m_leaves[i]))) for i in idx) for idx in groups]
         keep = [round((1.0 - f) * n) for n, (_, f) in zip(sizes, plan)]
     if jax.default_backend() == "cpu":
         new = [jnp.asarray(m) for m in _select_groups_host(s_leaves, m_leaves, keep, groups)]

@@ -5,10 +5,12 @@ models are quantized unchanged. Weights: int8, symmetric (absmax; step = absmax 
 per output channel; a pruned weight is 0 and 0 / scale rounds to 0. Activations
 (`compress.activations`): none, dynamic (per batch at run time) or static (calibrated beforehand).
 
-Sizes: dense float32 = 4 bytes per parameter. A sparse leaf stores its non-zero values plus, per
-layer, whichever locates them in fewer bytes: a bitmask (ceil(n/8)) or indices (2 bytes each when the
-layer has at most 65,536 entries, else 4). int8 values take 1 byte plus one float32 scale per output
-channel; leaves qwix does not quantize (embeddings, biases, norms) stay float32.
+Sizes: dense float32 = 4 bytes per parameter and per BatchNorm statistic. Each prunable leaf is
+stored in whichever of three formats takes fewest bytes: dense (every entry), a bitmask (the non-zero
+values plus ceil(n/8) bytes) or indices (the non-zero values plus 2 bytes each when the layer has at
+most 65,536 entries, else 4) — a dense or nearly dense layer is never charged more than its dense
+size. int8 values take 1 byte plus one float32 scale per output channel; leaves qwix does not
+quantize (embeddings, biases, norms) and BatchNorm statistics stay float32 and dense.
 """
 from __future__ import annotations
 
@@ -102,38 +104,36 @@ def dequantize(q):
 
 
 # ----- sizes ---------------------------------------------------------------------------------------
-def sparse_bytes(n: int, nnz: int, value_bytes: int) -> dict:
-    """Bytes of a sparse leaf of n entries with nnz non-zeros: values + the cheaper of a bitmask
-    (ceil(n/8)) and indices (2 bytes each up to 65,536 entries, else 4)."""
-    bitmask = math.ceil(n / 8)
-    indices = nnz * (2 if n <= 65536 else 4)
-    return {"values": nnz * value_bytes, "locate": min(bitmask, indices),
-            "how": "bitmask" if bitmask <= indices else "indices"}
+def storage(n: int, nnz: int, value_bytes: int) -> dict:
+    """Bytes of a leaf of n entries with nnz non-zeros in the cheapest format: dense (n values), a
+    bitmask (nnz values + ceil(n/8)) or indices (nnz values + 2 bytes each up to 65,536 entries,
+    else 4). Ties go to dense, then to the bitmask."""
+    options = {"dense": n * value_bytes, "bitmask": nnz * value_bytes + math.ceil(n / 8),
+               "indices": nnz * (value_bytes + (2 if n <= 65536 else 4))}
+    how = min(options, key=options.get)
+    return {"bytes": options[how], "how": how}
 
 
-def sizes(params, masks, prunable, quantized: dict) -> dict:
+def sizes(params, masks, prunable, quantized: dict, model_state=None) -> dict:
     """Bytes of one replicate: dense f32, sparse f32, sparse int8 (quantized kernels), with per-leaf
-    detail. `quantized`: {path: QArray} (their scales are counted)."""
-    paths = M.leaf_paths(params)
+    detail. `quantized`: {path: QArray} (their scales are counted); `model_state` (BatchNorm
+    statistics) is counted at 4 bytes an entry in every column."""
     dense = sparse32 = sparse8 = 0
     leaves = []
-    for path, p, m, pr in zip(paths, jax.tree.leaves(params), jax.tree.leaves(masks), jax.tree.leaves(prunable)):
+    for path, p, m, pr in zip(M.leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(masks),
+                              jax.tree.leaves(prunable)):
         n = int(np.size(p))
-        dense += 4 * n
+        nnz = int(np.count_nonzero(np.asarray(m))) if pr else n
         q = quantized.get(path)
-        if pr:
-            nnz = int(np.count_nonzero(np.asarray(m)))
-            s32 = sparse_bytes(n, nnz, 4)
-            b32 = s32["values"] + s32["locate"]
-        else:
-            nnz, s32, b32 = n, None, 4 * n
-        if q is not None:
-            scales = 4 * int(np.size(q.scale))
-            b8 = (sparse_bytes(n, nnz, 1)["values"] + s32["locate"] if pr else n) + scales
-        else:
-            b8 = b32
-        sparse32 += b32
-        sparse8 += b8
-        leaves.append({"path": path, "size": n, "nonzero": nnz, "f32_bytes": b32, "int8_bytes": b8,
-                       "locate": s32["how"] if s32 else "dense", "int8": q is not None})
+        f32 = storage(n, nnz, 4)
+        i8 = storage(n, nnz, 1) if q is not None else f32
+        b8 = i8["bytes"] + (4 * int(np.size(q.scale)) if q is not None else 0)
+        dense, sparse32, sparse8 = dense + 4 * n, sparse32 + f32["bytes"], sparse8 + b8
+        leaves.append({"path": path, "size": n, "nonzero": nnz, "f32_bytes": f32["bytes"], "int8_bytes": b8,
+                       "locate": f32["how"], "int8_locate": i8["how"], "int8": q is not None})
+    for path, v in zip(M.leaf_paths(model_state or {}), jax.tree.leaves(model_state or {})):
+        n = int(np.size(v))
+        dense, sparse32, sparse8 = dense + 4 * n, sparse32 + 4 * n, sparse8 + 4 * n
+        leaves.append({"path": path, "size": n, "nonzero": n, "f32_bytes": 4 * n, "int8_bytes": 4 * n,
+                       "locate": "dense", "int8_locate": "dense", "int8": False, "statistic": True})
     return {"dense_f32": dense, "sparse_f32": sparse32, "sparse_int8": sparse8, "leaves": leaves}

@@ -54,30 +54,38 @@ def test_zero_stays_zero_and_dequantized_within_half_a_step(activations):
     assert err < (0.02 if activations == "none" else 0.1 if activations == "dynamic" else 0.5), err
 
 
-def test_sizes_add_up():
+def test_sizes_take_the_cheapest_format_per_layer_and_count_batchnorm():
+    """Each layer in min(dense, bitmask, indices) bytes, per column: fc_0 at 30% density → bitmask in
+    both; fc_1 at 90% → bitmask in f32 (3.725 B/entry < 4) but dense in int8 (1.025 > 1); out dense →
+    dense in both (values + bitmask would cost more than the layer). BatchNorm statistics are counted."""
     model, params, masks, prunable = sparse_mlp(density=0.3)
-    cfg = base()
-    _, qp = Q.quantize(model, cfg, params, {}, jnp.zeros((1, 4, 40)))
-    out = Q.sizes(params, masks, prunable, Q.quantized_leaves(qp))
-    n_all = sum(int(np.size(p)) for p in jax.tree.leaves(params))
+    rng = np.random.default_rng(1)
+    masks["fc_1"]["kernel"] = jnp.asarray(rng.random((64, 32)) < 0.9)
+    masks["out"]["kernel"] = jnp.ones((32, 10), bool)
+    params = M.apply(params, masks)
+    stats = {"batch_stats": {"bn": {"mean": jnp.zeros(7), "var": jnp.ones(7)}}}
+    _, qp = Q.quantize(model, base(), params, {}, jnp.zeros((1, 4, 40)))
+    out = Q.sizes(params, masks, prunable, Q.quantized_leaves(qp), stats)
+    rows = {r["path"]: r for r in out["leaves"]}
+    n_all = sum(int(np.size(p)) for p in jax.tree.leaves(params)) + 14
     assert out["dense_f32"] == 4 * n_all
-    assert out["sparse_f32"] == sum(r["f32_bytes"] for r in out["leaves"])
-    assert out["sparse_int8"] == sum(r["int8_bytes"] for r in out["leaves"])
-    for r in out["leaves"]:
-        n, nnz = r["size"], r["nonzero"]
-        if r["path"].endswith("kernel"):
-            locate = min(math.ceil(n / 8), 2 * nnz)
-            assert r["locate"] == ("bitmask" if math.ceil(n / 8) <= 2 * nnz else "indices")
-            assert r["f32_bytes"] == 4 * nnz + locate
-            out_channels = int(r["path"] == "out/kernel") * 10 + int(r["path"] == "fc_0/kernel") * 64 + \
-                int(r["path"] == "fc_1/kernel") * 32
-            assert r["int8_bytes"] == nnz + locate + 4 * out_channels
-        else:
-            assert r["f32_bytes"] == r["int8_bytes"] == 4 * n and r["locate"] == "dense"
-    # the bitmask is ceil(n/8) bytes: 40·64 = 2560 entries → 320 bytes at 30% density (768 indices cost 1536)
-    fc0 = next(r for r in out["leaves"] if r["path"] == "fc_0/kernel")
-    assert fc0["locate"] == "bitmask" and fc0["f32_bytes"] == 4 * fc0["nonzero"] + 320
-    assert Q.sparse_bytes(100000, 10, 4) == {"values": 40, "locate": 40, "how": "indices"}   # 4-byte indices past 65,536
+    assert out["sparse_f32"] == sum(r["f32_bytes"] for r in rows.values())
+    assert out["sparse_int8"] == sum(r["int8_bytes"] for r in rows.values())
+    nz = {k: int(np.count_nonzero(np.asarray(masks[k]["kernel"]))) for k in ("fc_0", "fc_1", "out")}
+    scales = {"fc_0": 4 * 64, "fc_1": 4 * 32, "out": 4 * 10}
+    assert (rows["fc_0/kernel"]["f32_bytes"], rows["fc_0/kernel"]["int8_bytes"]) == \
+        (4 * nz["fc_0"] + 320, nz["fc_0"] + 320 + scales["fc_0"])           # 2560 entries: bitmask 320 B
+    assert (rows["fc_1/kernel"]["f32_bytes"], rows["fc_1/kernel"]["int8_bytes"]) == \
+        (4 * nz["fc_1"] + 256, 2048 + scales["fc_1"])                       # int8: dense 2048 < nnz + 256
+    assert (rows["out/kernel"]["f32_bytes"], rows["out/kernel"]["int8_bytes"]) == (4 * 320, 320 + scales["out"])
+    assert [rows[k]["locate"] for k in ("fc_0/kernel", "fc_1/kernel", "out/kernel")] == ["bitmask", "bitmask", "dense"]
+    assert rows["fc_1/kernel"]["int8_locate"] == "dense"
+    assert rows["fc_0/bias"]["f32_bytes"] == rows["fc_0/bias"]["int8_bytes"] == 4 * 64
+    assert rows["batch_stats/bn/var"]["f32_bytes"] == rows["batch_stats/bn/var"]["int8_bytes"] == 28
+    # indices win when very sparse; 4-byte indices past 65,536 entries
+    assert Q.storage(1000, 10, 4) == {"bytes": 60, "how": "indices"}
+    assert Q.storage(100000, 10, 4) == {"bytes": 80, "how": "indices"}
+    assert Q.storage(30000, 30000, 1) == {"bytes": 30000, "how": "dense"}
 
 
 def test_compress_command_ptq_qat_and_distilled_qat(capsys, finished_run):
@@ -99,8 +107,32 @@ def test_compress_command_ptq_qat_and_distilled_qat(capsys, finished_run):
     # QAT kept the mask: fine-tuned weights are zero where the ticket's are
     from lth import checkpoint
     assert checkpoint.exists(os.path.join(finished_run, "compress", res_dir, "ticket_int8_qat", "final"))
-    # default level: the sparsest within one std of dense
-    assert C.choose_level(finished_run, None) in (0, 1)
+    # QAT kept the mask: the fine-tuned weights are zero wherever the ticket's are, and the mask is the ticket's
+    like = checkpoint.load(os.path.join(finished_run, "level_1", "final"), _like(finished_run))
+    qat = checkpoint.load(os.path.join(finished_run, "compress", res_dir, "ticket_int8_qat", "final"), like)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(qat.masks), jax.tree.leaves(like.masks)))
+    assert all(not np.any(np.asarray(p)[~np.asarray(m)]) for p, m in zip(jax.tree.leaves(qat.params), jax.tree.leaves(qat.masks)))
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(qat.params), jax.tree.leaves(like.params)))
+
+
+def _like(run_dir):
+    """A TrainState template of the run's model (for loading its checkpoints)."""
+    from lth.run import init_variables, keys, setup
+    s = setup(C.run_config(run_dir), C.COMMAND)
+    p, ms = init_variables(s, keys(s, "init"))
+    return s.trainer.new_state(p, ms, M.ones_like(p), 0, keys(s, "train"), keys(s, "data"))
+
+
+def test_default_level_is_the_sparsest_within_one_std_of_dense(tmp_path):
+    """Dense 0.90 ± 0.02 over replicates: levels at ≥ 0.88 qualify; the sparsest of them is chosen."""
+    accs = {0: [0.88, 0.92], 1: [0.91, 0.91], 2: [0.87, 0.895], 3: [0.60, 0.62], 4: [0.95, None]}
+    for lv, a in accs.items():
+        os.makedirs(tmp_path / f"level_{lv}")
+        json.dump({"replicates": [{"test_accuracy": x} for x in a]}, open(tmp_path / f"level_{lv}" / "metrics.json", "w"))
+    assert C.choose_level(str(tmp_path), None) == 4         # 0.95 from its healthy replicate
+    os.remove(tmp_path / "level_4" / "metrics.json")
+    assert C.choose_level(str(tmp_path), None) == 2         # 0.8825 >= 0.88; level 3 is not
+    assert C.choose_level(str(tmp_path), 3) == 3
 
 
 def test_compress_bad_input_one_line_exit_2_nothing_written(capsys, finished_run, tmp_path):

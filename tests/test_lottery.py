@@ -146,3 +146,16 @@ def test_learning_rate_rewinding_starts_from_trained_weights(tmp_path, monkeypat
     f0 = final(tmp_path, s, 0)
     assert tree_equal(calls[1].params, M.apply(f0.params, calls[1].masks))
     assert int(calls[1].step[0]) == 20
+
+
+def test_original_fraction_that_empties_a_layer_is_refused_and_collapse_is_stated():
+    from lth.errors import UserError
+
+    with pytest.raises(UserError, match=r"prune.layer_fractions out=0.4 .* empties that layer"):
+        lottery.validate(tiny_config("prune.of=original", "prune.fraction=0.2", "prune.layer_fractions=out=0.4",
+                                     "lottery.levels=3"))
+    lottery.validate(tiny_config("prune.of=original", "prune.fraction=0.2", "prune.layer_fractions=out=0.3",
+                                 "lottery.levels=3"))   # 0.9 of the layer: allowed
+    masks = {"a": {"kernel": np.ones((2, 3, 3), bool)}, "b": {"kernel": np.array([[[True]], [[False]]])}}
+    prunable = {"a": {"kernel": True}, "b": {"kernel": True}}
+    assert lottery.collapsed_layers(masks, prunable) == {"b/kernel": [1]}

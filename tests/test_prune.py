@@ -54,6 +54,37 @@ def test_global_and_layerwise_hit_exact_counts():
     assert all(bool(np.all(g[n]["bias"])) for n in SHAPES)
 
 
+def _kept(masks, prunable):
+    return {path: int(k) for path, (k, _) in M.counts(masks, prunable).items()}
+
+
+@pytest.mark.parametrize("of", ["remaining", "original"])
+def test_imp_counts_ceil_per_group_per_level_with_overrides(of):
+    """IMP's rounding rule with f·n never an integer: each group removes ceil(f · base) weights per
+    level, base = its live count (OpenLTH's sparse_global) or, of='original', its size times the
+    level; an override group (out=0.312) counts on its own. round() or floor() would keep one more."""
+    params, prunable, masks = setup()
+    f, fo = 0.1234, 0.312
+    rest, out = 40 * 30 + 30 * 20, 20 * 10
+    want_rest, want_out = rest, out
+    for level in (1, 2):
+        mult = 1 if of == "remaining" else level
+        scores = jax.tree.map(lambda p, k=level: jnp.abs(p) + 0.01 * k, params)
+        masks = P.prune(scores, masks, prunable, fraction=mult * f, of=of,
+                        layer_fractions=P.parse_layer_fractions(f"out={mult * fo}"))
+        if of == "remaining":   # 1800·0.1234 = 222.12 → 223; 1577·0.1234 = 194.6 → 195; out: 62.4 → 63, 137·0.312 = 42.7 → 43
+            want_rest -= int(np.ceil(f * want_rest))
+            want_out -= int(np.ceil(fo * want_out))
+        else:                   # 222.12 → 223, 444.24 → 445; out: 62.4 → 63, 124.8 → 125
+            want_rest, want_out = rest - int(np.ceil(level * f * rest)), out - int(np.ceil(level * fo * out))
+        k = _kept(masks, prunable)
+        assert (k["fc_0/kernel"] + k["fc_1/kernel"], k["out/kernel"]) == (want_rest, want_out), (level, k)
+    assert (want_rest, want_out) == ({"remaining": (1382, 94), "original": (1355, 75)}[of])
+    # layerwise: every layer its own group (1200·0.1234 = 148.08 → 149, 600 → 74.04 → 75, 200 → 24.68 → 25)
+    lw = P.prune(jax.tree.map(jnp.abs, params), M.ones_like(params), prunable, fraction=f, layerwise=True)
+    assert _kept(lw, prunable) == {"fc_0/kernel": 1051, "fc_1/kernel": 525, "out/kernel": 175}
+
+
 def test_ties_are_deterministic_and_lower_index_kept():
     params, prunable, ones = setup()
     scores = jax.tree.map(jnp.ones_like, params)
