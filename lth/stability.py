@@ -3,21 +3,25 @@ Carbin 2020, "Linear Mode Connectivity and the Lottery Ticket Hypothesis").
 
 For each rewind point k (`stability.rewind_points`), take the weights at step k of a dense run
 (the trunk: init and data order as the lottery run of the same config), and for each level of
-`stability.levels` that level's IMP mask (from `lth lottery` of the same config) applied to them;
-train two copies from there to the end of training, differing only in SGD noise (data order and
-augmentation keys); evaluate θ(α) = (1 − α)·θ1 + α·θ2 at `stability.alphas` points on train and
-test. Instability (error barrier) = max over α of the error minus the mean of the two endpoints'
-errors. The two copies of every seed are the replicates of one compiled program (2R in all).
+`stability.levels` the ticket found by IMP rewound to that k (the paper's Algorithm 2: the mask of
+level L of `lth lottery` with lottery.rewind = k, reused where that run has finished the level, else
+trained here, resumably, in that lottery run's own directory) applied to them; train two copies from
+there to the end of training, differing only in SGD noise (data order and augmentation keys);
+evaluate θ(α) = (1 − α)·θ1 + α·θ2 at `stability.alphas` points on train and test. Instability
+(error barrier) = max over α of the error minus the mean of the two endpoints' errors. The two
+copies of every seed are the replicates of one compiled program (2R in all).
 
 BatchNorm (`stability.bn`): `recompute` re-estimates the running statistics of θ(α) on
 `stability.bn_batches` training batches (weights untouched); `interpolate` interpolates the copies'
 running statistics like the weights. Fresh optimizer and the schedule resumed at k, as IMP rewinds.
 
 Run directory: config.json, trunk/k<step>/ (weights at k), points/L<level>_k<step>/ (the two copies,
-resumable like any arm; stability.json once the path is evaluated), summary.json, plots.
+resumable like any arm; stability.json once the path is evaluated), summary.json, plots. The IMP
+runs that find the tickets live beside it, one per k, as `lth lottery` run directories.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -71,26 +75,71 @@ def rewind_steps(s) -> list[int]:
     return sorted(set(out))
 
 
-def lottery_dir(s, out=None) -> str:
+def ticket_config(cfg, k_text: str):
+    """The `lth lottery` config whose IMP run finds the tickets at rewind point k (as written)."""
+    c = cfg.copy_and_resolve_references()
+    c.lottery.rewind = k_text
+    return c
+
+
+def lottery_dir(s, k_text: str) -> str:
     from lth.lottery import COMMAND as LOTTERY
 
-    return LOTTERY.run_dir(s.cfg, out)
+    return LOTTERY.run_dir(ticket_config(s.cfg, k_text))
+
+
+def ticket_runs(s) -> dict:
+    """{k step: (rewind text, lottery run directory)} of the IMP runs the ticket points need."""
+    out = {}
+    for text in rewind_texts(s.cfg):
+        out.setdefault(s.duration(text, "stability.rewind_points"), (text, lottery_dir(s, text)))
+    return out
 
 
 def check(s) -> None:
+    """Rewind points before the end; each k's IMP run validated and its directory checked (a run of
+    another config there is refused) before anything is written."""
+    from lth import lottery
+    from lth.experiment import check_run_dir
+
     rewind_steps(s)
-    levels = [lv for lv in levels_of(s.cfg) if lv > 0]
-    if levels:
-        d = lottery_dir(s)
-        missing = [lv for lv in levels if not os.path.exists(os.path.join(d, f"level_{lv}", "metrics.json"))]
-        if missing:
-            raise UserError(f"stability.levels {','.join(map(str, missing))} not in the lottery run {d}; allowed: "
-                            f"levels that `lth lottery` with this config has finished (run it first)")
+    if any(lv > 0 for lv in levels_of(s.cfg)):
+        for text, d in ticket_runs(s).values():
+            c = ticket_config(s.cfg, text)
+            c.lottery.levels = max(levels_of(s.cfg))
+            lottery.validate(c)
+            lottery.check(dataclasses.replace(s, cfg=c, _scorers={}))
+            check_run_dir(d, c, lottery.COMMAND)
 
 
-COMMAND = Command("stability", BASE_SECTIONS + ("prune", "lottery.rewind", "stability"),
-                  unhashed=("stability.rewind_points", "stability.levels"), prefix="stability_",
-                  validate=validate, check=check)
+COMMAND = Command("stability", BASE_SECTIONS + ("prune", "lottery", "stability"),
+                  unhashed=("lottery.levels", "lottery.controls", "lottery.rewind", "stability.rewind_points",
+                            "stability.levels"),
+                  prefix="stability_", validate=validate, check=check)
+
+
+def find_tickets(s, k_text: str, d: str, levels: list, log=print) -> None:
+    """Make sure the lottery run at `d` (IMP rewound to k) has finished `levels`: reused as is when
+    it has, else run there (resumable; its finished levels and controls are kept, and so is its
+    summary's extent: never fewer levels or controls than it had)."""
+    from lth import lottery
+    from lth.experiment import open_run_dir
+
+    if all(os.path.exists(os.path.join(d, f"level_{lv}", "metrics.json")) for lv in levels):
+        return
+    c = ticket_config(s.cfg, k_text)
+    c.lottery.levels, c.lottery.controls = max(levels), ""
+    old = os.path.join(d, "summary.json")
+    if os.path.exists(old):
+        prev = read_json(old)
+        c.lottery.levels = max([c.lottery.levels] + [e["level"] for e in prev.get("levels", [])])
+        c.lottery.controls = ",".join(prev.get("controls", {}))
+    log(f"tickets at k={k_text}: IMP rewound to {k_text}, levels 0..{c.lottery.levels} in {d}")
+    lock = open_run_dir(d, c, lottery.COMMAND)
+    try:
+        lottery.run(dataclasses.replace(s, cfg=c, _scorers={}), d, log=lambda line: log("  " + line))
+    finally:
+        lock.release()
 
 
 # ----- the path between two copies -------------------------------------------------------------
@@ -166,11 +215,11 @@ def trunk(s, run_dir, data, ks):
     return {k: checkpoint.load(p, like) for k, p in paths.items()}
 
 
-def level_masks(s, level: int, params, model_state):
-    """The IMP mask of `level` from the lottery run of the same config (all ones for level 0)."""
+def level_masks(s, level: int, lottery_run: str, params, model_state):
+    """The IMP mask of `level` from the lottery run `lottery_run` (all ones for level 0)."""
     if level == 0:
         return M.ones_like(params)
-    d = os.path.join(lottery_dir(s), f"level_{level}", "final")
+    d = os.path.join(lottery_run, f"level_{level}", "final")
     like = s.trainer.new_state(params, model_state, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
     return checkpoint.load(d, like).masks
 
@@ -188,13 +237,17 @@ def run(s, run_dir: str, log=print) -> dict:
     alphas = np.linspace(0.0, 1.0, cfg.stability.alphas)
     summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "alphas": alphas.tolist(),
                "bn": cfg.stability.bn, "points": []}
-    for level in [0] + [lv for lv in levels_of(cfg) if lv > 0]:
+    levels = [lv for lv in levels_of(cfg) if lv > 0]
+    runs = ticket_runs(s)
+    for level in [0] + levels:
         for k in ks:
             pdir = os.path.join(run_dir, "points", f"L{level}_k{k}")
             result = os.path.join(pdir, "stability.json")
             if not os.path.exists(result):
                 w = weights[k]
-                masks = level_masks(s, level, w["params"], w["model_state"])
+                if level:
+                    find_tickets(s, *runs[k], levels, log)
+                masks = level_masks(s, level, runs[k][1], w["params"], w["model_state"])
                 two = lambda t: jax.tree.map(lambda a: jnp.concatenate([a, a]), t)  # noqa: E731
                 state, rows = train_arm(s, os.path.join(pdir, "copies"), two(w["params"]), two(w["model_state"]),
                                         two(masks), k, data, rngs=copy_keys(s), label=f"L{level} k={k}")
@@ -205,6 +258,8 @@ def run(s, run_dir: str, log=print) -> dict:
                                     **{f"{sp}_endpoint_error": e.T.tolist() for sp, e in ends.items()}})
             p = read_json(result)
             entry = {"level": level, "k": k, "density": p["density"], "copies": p["copies"]}
+            if level:
+                entry["lottery_run"] = runs[k][1]
             for sp in ("train", "test"):
                 bar = barrier(np.asarray(p[f"{sp}_error"]).T)
                 entry.update({f"{sp}_barrier": float(bar.mean()), f"{sp}_barrier_std": float(bar.std()),
