@@ -4,12 +4,12 @@ linearly connected basin (error barrier ≈ 0).
 
     python experiments/stability_rewind.py            # MNIST-1D MLP, the demo's IMP run (2-core CPU, minutes)
 
-runs `lth lottery` on configs/mnist1d_mlp.py (reused if done) and `lth stability` for rewind points
-k ∈ {0, 10, 35, 105, 350} iterations on the dense network and the tickets of levels 2, 4, 8 and 12,
+runs `lth stability` on configs/mnist1d_mlp.py for rewind points k ∈ {0, 10, 35, 105, 350} iterations
+on the dense network and the tickets of levels 2, 4, 8 and 12 — each k's tickets found by IMP rewound
+to that k (`lth lottery` runs with lottery.rewind = k, reused when done: the demo's run is k = 0) —
 then prints instability beside each ticket's accuracy. The CIFAR recipes, on a GPU:
 
-    lth lottery   --config configs/openlth_cifar_resnet_20.py --set lottery.rewind=500it
-    lth stability --config configs/openlth_cifar_resnet_20.py --set lottery.rewind=500it \\
+    lth stability --config configs/openlth_cifar_resnet_20.py \\
         --set stability.rewind_points=0it,100it,500it,2000it,2ep --set stability.levels=3,6,9
     lth stability --config configs/openlth_cifar_vgg_16.py --set stability.rewind_points=0it,100it,1000it,2ep
 
@@ -35,9 +35,6 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
     a = p.parse_args(argv)
     sets = sum([["--set", s] for s in a.set], [])
-    code = lth_main(["lottery", "--config", a.config, "--no-progress", *sets])
-    if code:
-        return code
     return lth_main(["stability", "--config", a.config, "--no-progress", "--set",
                      f"stability.rewind_points={a.rewind_points}", "--set", f"stability.levels={a.levels}", *sets])
 
