@@ -126,6 +126,31 @@ def test_distillation_alpha_one_is_plain_training_and_self_teacher_has_zero_grad
         kd.run_steps(st, perm, x, y, 1)
 
 
+def test_distillation_loss_equals_hand_computation():
+    """lth.distill.loss = mean over the batch of α·CE(y, student) + (1 − α)·T²·KL(softmax(teacher/T) ‖
+    softmax(student/T)), computed here in float64 numpy for several α ∉ {0, 1} and T ≠ 1."""
+    from lth import distill
+
+    rng = np.random.default_rng(3)
+    student = rng.normal(size=(6, 5)) * 2
+    teacher = rng.normal(size=(6, 5)) * 2
+    y = rng.integers(0, 5, 6)
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    loss = jax.jit(distill.loss)   # one compilation for every (α, T)
+    for alpha, t in ((0.3, 2.5), (0.8, 0.5), (0.5, 4.0)):
+        ce = -log_softmax(student)[np.arange(6), y].mean()
+        log_p, log_q = log_softmax(teacher / t), log_softmax(student / t)   # p: teacher's, q: student's
+        kl = (np.exp(log_p) * (log_p - log_q)).sum(-1).mean()
+        want = alpha * ce + (1 - alpha) * t * t * kl
+        got = float(loss(jnp.asarray(student, jnp.float32), jnp.asarray(teacher, jnp.float32),
+                         jnp.asarray(y, jnp.int32), alpha, t))
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"alpha={alpha} T={t}")
+
+
 def test_schedules():
     cfg = train_cfg(schedule="step", lr=0.1, milestones="2ep,3ep", gamma=0.1)
     f = make_schedule(cfg, steps_per_epoch=10, total=40)
