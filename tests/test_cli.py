@@ -131,10 +131,47 @@ def test_collapse_bad_input(capsys, tmp_path, argv, needles):
     assert not (tmp_path / "c").exists()
 
 
-def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path):
+def _inverted_reference(scorer, v, prunable, density, rounds, rng):
+    """pai.sanity `invert` by its definition, in numpy: each round keeps the live weights with the
+    *lowest* scores (ties to the lower flat index), round(d_r · total) of them, d_r = density^(r/rounds)."""
+    import jax
+    import numpy as np
+
+    from lth import masks as M
+
+    masks, pr = M.ones_like(v["params"]), jax.tree.leaves(prunable)
+    total = sum(a.size for a, p in zip(jax.tree.leaves(masks), pr) if p)
+    for r in range(rounds):
+        scores = scorer(v, masks, jax.random.fold_in(rng, r))
+        s = np.concatenate([np.asarray(a).ravel() for a, p in zip(jax.tree.leaves(scores), pr) if p])
+        m = np.concatenate([np.asarray(a).ravel() for a, p in zip(jax.tree.leaves(masks), pr) if p])
+        live = np.flatnonzero(m)
+        kept = np.zeros(m.size, bool)
+        kept[live[np.argsort(s[live], kind="stable")][:round(density ** ((r + 1) / rounds) * total)]] = True
+        leaves, off = [], 0
+        for a, p in zip(jax.tree.leaves(masks), pr):
+            leaves.append(kept[off:off + a.size].reshape(a.shape) if p else np.asarray(a))
+            off += a.size if p else 0
+        masks = jax.tree.unflatten(jax.tree.structure(masks), leaves)
+    return masks
+
+
+def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monkeypatch):
+    import jax
+    import numpy as np
+
+    from lth import masks as M, pai, pai_run, run as R
+
+    start, train_arm = {}, pai_run.train_arm
+
+    def spy(s, adir, params, model_state, masks, step, data, **kw):   # every arm's state at step 0 of its training
+        start["setup"] = s
+        return train_arm(s, adir, params, model_state, masks, step, data,
+                         captures={step: lambda st: start.__setitem__(kw["label"], st)}, **kw)
+    monkeypatch.setattr(pai_run, "train_arm", spy)
     args = ["pai", "--config", DEMO, "--no-progress", "--out", str(tmp_path)] + [a for t in TINY for a in ("--set", t)]
     args += ["--set", "pai.methods=synflow,snip", "--set", "pai.compression=10^1", "--set", "pai.rounds=5",
-             "--set", "pai.sanity=shuffle,invert", "--set", "pai.batch_size=64"]
+             "--set", "pai.sanity=shuffle,invert,reinit", "--set", "pai.batch_size=64"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "| synflow | shuffle | 10^1.00 |" in text and "| snip | invert | 10^1.00 |" in text
@@ -143,11 +180,34 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path):
     s = json.load(open(run / "summary.json"))
     arms = {e["arm"]: e for e in s["arms"]}
     assert set(arms) == {f"{n}@10^1" for n in ("synflow", "snip", "synflow+shuffle", "synflow+invert", "snip+shuffle",
-                                               "snip+invert")}
+                                               "snip+invert", "synflow+reinit", "snip+reinit")}
     syn, sh = arms["synflow@10^1"], arms["synflow+shuffle@10^1"]
     assert abs(syn["density"] - 0.1) < 1e-3
     assert syn["replicates"][0]["density_per_layer"] == sh["replicates"][0]["density_per_layer"]
     assert (run / "accuracy_vs_compression.png").stat().st_size > 0
+    # reinit: the method's own mask, trained from a fresh draw of the same initializer (the run's
+    # `reinit` stream), not from the method's init; invert: the lowest-scoring weights, as many
+    s = start["setup"]
+    init, _ = R.random_init(s, R.keys(s, "init"))
+    fresh, _ = R.random_init(s, R.keys(s, "reinit"))
+    pr = jax.tree.leaves(s.prunable)
+    leaves = lambda t: [np.asarray(a) for a in jax.tree.leaves(t)]  # noqa: E731
+    for method in ("synflow", "snip"):
+        base, reinit, inv = (start[f"{method}{c}@10^1"] for c in ("", "+reinit", "+invert"))
+        for a, b in zip(leaves(reinit.masks), leaves(base.masks)):
+            np.testing.assert_array_equal(a, b)
+        for w, w0, m in zip(leaves(base.params), leaves(init), leaves(base.masks)):
+            np.testing.assert_array_equal(w, np.where(m, w0, 0))
+        for w, w0, w1, m, p in zip(leaves(reinit.params), leaves(init), leaves(fresh), leaves(base.masks), pr):
+            np.testing.assert_array_equal(w, np.where(m, w1, 0))
+            assert not p or (not np.any((w1 == w0)[m]) and 0.7 < np.std(w1) / np.std(w0) < 1.4)
+        v = {"params": M.index(init, 0)}
+        want = _inverted_reference(s.scorer(method, v), v, s.prunable, 0.1, 5, R.keys(s, "pai_score")[0])
+        for a, b in zip(leaves(M.index(inv.masks, 0)), leaves(want)):
+            np.testing.assert_array_equal(a, b)
+        total = sum(a.size for a, p in zip(leaves(want), pr) if p)
+        kept = [sum(pai.kept_per_layer(M.index(t.masks, 0), s.prunable).values()) for t in (base, reinit, inv)]
+        assert kept == [round(0.1 * total)] * 3
 
 
 @pytest.mark.parametrize("extra,needles", [

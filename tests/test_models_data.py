@@ -109,3 +109,25 @@ def test_auto_convolution_choice_per_layer():
     assert choose("auto", (128, 32, 32, 16), (3, 3, 16, 32), 2) == "gemm"    # strided into stage 1 (19 MB)
     assert choose("gemm", (128, 32, 32, 16), (3, 3, 16, 16), 1) == "gemm"    # explicit choices stand
     assert choose("xla", (128, 32, 32, 64), (3, 3, 64, 64), 1) == "xla"
+
+
+def test_flat_drawn_initializers_equal_jax_variance_scaling_bit_for_bit():
+    """lth draws kernels flat and reshapes (fast to compile on CPU); the values must be exactly
+    jax.nn.initializers' for every kernel init, conv and linear shapes alike."""
+    from jax.nn import initializers as I
+    from lth.models.inits import KERNEL
+
+    ref = {"kaiming_normal": I.variance_scaling(2.0, "fan_in", "normal"),
+           "kaiming_normal_fan_out": I.variance_scaling(2.0, "fan_out", "normal"),
+           "kaiming_uniform": I.variance_scaling(2.0, "fan_in", "uniform"),
+           "xavier_normal": I.variance_scaling(1.0, "fan_avg", "normal"),
+           "xavier_uniform": I.variance_scaling(1.0, "fan_avg", "uniform"),
+           "torch_default": I.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+           "kaiming_truncated_normal": I.he_normal(), "glorot_truncated_normal": I.glorot_normal(),
+           "lecun_normal": I.lecun_normal()}
+    assert set(ref) == set(KERNEL)
+    key = jax.random.PRNGKey(7)
+    conv = {"kaiming_normal_fan_out", "xavier_uniform", "glorot_truncated_normal"}   # each distribution, fan_out / fan_avg
+    for name, (fn, _) in KERNEL.items():
+        for shape in [(7, 5)] + [(2, 2, 3, 2)] * (name in conv):   # few 4-D draws: jax's own are slow to compile
+            assert np.array_equal(np.asarray(fn(key, shape)), np.asarray(ref[name](key, shape))), (name, shape)
