@@ -70,13 +70,21 @@ def run(s, run_dir: str, log=print) -> dict:
     params, ms = init_variables(s, keys(s, "init"))
     summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "arms": []}
     for compression in check(s):
+        found = {}   # method → its masks [R] at this compression (reinit and shuffle start from them)
         for name, method, sanity in variants(cfg):
             arm = arm_name(name, compression)
             adir = os.path.join(run_dir, "arms", arm)
             done = os.path.exists(os.path.join(adir, "metrics.json"))
-            masks = M.ones_like(params) if done else _masks(s, method, sanity, params, ms, 1.0 / compression)
+            if done:
+                masks = M.ones_like(params)   # train_arm loads the finished arm (its masks included)
+            elif sanity in ("reinit", "shuffle") and method in found:
+                masks = found[method] if sanity == "reinit" else _shuffled(s, found[method])
+            else:
+                masks = _masks(s, method, sanity, params, ms, 1.0 / compression)
             p, m = random_init(s, keys(s, "reinit")) if sanity == "reinit" else (params, ms)  # a random (not pretrained) net
-            _, rows = train_arm(s, adir, p, m, masks, 0, data, label=arm)
+            state, rows = train_arm(s, adir, p, m, masks, 0, data, label=arm)
+            if sanity is None:
+                found[method] = state.masks
             e = arm_entry(rows, arm=arm, method=method, sanity=sanity, compression=compression,
                           compression_log10=math.log10(compression))
             summary["arms"].append(e)
@@ -86,16 +94,20 @@ def run(s, run_dir: str, log=print) -> dict:
     return summary
 
 
+def _shuffled(s, masks):
+    """Each replicate's masks shuffled layer by layer with its own `shuffle` key."""
+    ks = keys(s, "shuffle")
+    return M.stack([P.shuffle(M.index(masks, r), s.prunable, ks[r]) for r in range(s.replicates)])
+
+
 def _masks(s, method, sanity, params, ms, density):
     p = s.cfg.pai
     rounds = p.rounds or pai.default_rounds(method)
-    score_keys, shuffle_keys = keys(s, "pai_score"), keys(s, "shuffle")
+    score_keys = keys(s, "pai_score")
     out = []
     for r in range(s.replicates):
         v = {"params": M.index(params, r), **M.index(ms, r)}
         m = pai.prune_at_init(s.scorer(method, v), v, s.prunable, density, rounds=rounds, schedule=p.schedule,
                               scope=p.scope, rng=score_keys[r], invert=sanity == "invert")
-        if sanity == "shuffle":
-            m = P.shuffle(m, s.prunable, shuffle_keys[r])
         out.append(m)
-    return M.stack(out)
+    return _shuffled(s, M.stack(out)) if sanity == "shuffle" else M.stack(out)

@@ -160,7 +160,7 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monk
     import jax
     import numpy as np
 
-    from lth import masks as M, pai, pai_run, run as R
+    from lth import masks as M, pai, pai_run, prune as P, run as R
 
     start, train_arm = {}, pai_run.train_arm
 
@@ -204,6 +204,10 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monk
         v = {"params": M.index(init, 0)}
         want = _inverted_reference(s.scorer(method, v), v, s.prunable, 0.1, 5, R.keys(s, "pai_score")[0])
         for a, b in zip(leaves(M.index(inv.masks, 0)), leaves(want)):
+            np.testing.assert_array_equal(a, b)
+        # shuffle: the method's mask, each layer permuted with the run's `shuffle` key
+        shuffled = P.shuffle(M.index(base.masks, 0), s.prunable, R.keys(s, "shuffle")[0])
+        for a, b in zip(leaves(M.index(start[f"{method}+shuffle@10^1"].masks, 0)), leaves(shuffled)):
             np.testing.assert_array_equal(a, b)
         total = sum(a.size for a, p in zip(leaves(want), pr) if p)
         kept = [sum(pai.kept_per_layer(M.index(t.masks, 0), s.prunable).values()) for t in (base, reinit, inv)]
