@@ -10,13 +10,11 @@ Needs MNIST prepared for tfds (`lth data prepare mnist`). Resumable: rerun the s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+import lth
 from analysis.plots import metric_vs_density
-from lth import lottery
-from lth.cli import load_config, main as lth_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "lenet_300_100_frankle_carbin.py")
@@ -35,17 +33,13 @@ def main(argv=None) -> int:
     if a.quick:
         sets += ["train.duration=5000it", "train.eval_every=250it", "run.checkpoint_every=2500it"]
     sets += a.set
-    args = ["lottery", "--config", CONFIG, "--replicates", str(a.replicates), "--out", a.out]
-    for s in sets:
-        args += ["--set", s]
-    code = lth_main(args)
-    if code:
-        return code
-    cfg = load_config(CONFIG, sets)
-    cfg.replicates = a.replicates
-    run_dir = lottery.COMMAND.run_dir(cfg, a.out)
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        summary = json.load(f)
+    try:
+        result = lth.lottery(CONFIG, sets, out=a.out, replicates=a.replicates, progress=True, log=print)
+    except lth.UserError as e:
+        print(f"lth: error: {e}", file=sys.stderr)
+        return 2
+    print(result.table())
+    run_dir, summary = result.run_dir, result.summary
     path = metric_vs_density(summary, os.path.join(run_dir, "frankle_carbin_figure.png"),
                              ("test_accuracy_at_best_val", "test_accuracy", "best_val_loss_step"),
                              title="LeNet-300-100 on MNIST, IMP (Frankle & Carbin 2019)")

@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 
-from lth.cli import main as lth_main
+import lth
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "mnist1d_mlp.py")
 
@@ -34,10 +34,15 @@ def main(argv=None) -> int:
     p.add_argument("--levels", default="2,4,8,12")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides")
     a = p.parse_args(argv)
-    sets = sum([["--set", s] for s in a.set], [])
-    return lth_main(["stability", "--config", a.config, "--no-progress", "--set",
-                     f"stability.rewind_points={a.rewind_points}", "--set", f"stability.levels={a.levels}", *sets])
-
+    try:
+        result = lth.stability(a.config, [f"stability.rewind_points={a.rewind_points}", f"stability.levels={a.levels}",
+                                          *a.set], log=print)
+    except lth.UserError as e:
+        print(f"lth: error: {e}", file=sys.stderr)
+        return 2
+    print(result.table())
+    print(f"summary: {os.path.join(result.run_dir, 'summary.json')}\nplot: {result.plot()}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,11 +11,10 @@ combined table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from lth.cli import main as lth_main
+import lth
 
 
 def main(argv=None) -> int:
@@ -30,13 +29,14 @@ def main(argv=None) -> int:
     rows = []
     for model in a.models:
         out = os.path.join("runs", f"collapse_{model}_w{a.width:g}")
-        code = lth_main(["collapse", "--model", model, "--methods", a.methods, "--width", str(a.width),
-                         "--max-log10", str(a.max_log10), "--step", str(a.step), "--data-dir", a.data_dir,
-                         "--out-dir", out])
-        if code:
-            return code
-        with open(os.path.join(out, "summary.json")) as f:
-            s = json.load(f)
+        try:
+            s = lth.collapse("synflow_layer_collapse", {"model.name": model, "collapse.methods": a.methods,
+                                                        "model.width": a.width, "collapse.max_log10": a.max_log10,
+                                                        "collapse.step": a.step, "data.data_dir": a.data_dir},
+                             run_dir=out, log=print).summary
+        except lth.UserError as e:
+            print(f"lth: error: {e}", file=sys.stderr)
+            return 2
         rows += [(model, name, m["critical_compression_log10"], m["reaches_max_compression"], s["data"])
                  for name, m in s["methods"].items()]
     print("\n| model | method | critical compression | reaches max | data |\n|---|---|---|---|---|")

@@ -1,2 +1,37 @@
-"""lth: lottery tickets and pruning at initialization in JAX/Flax."""
+"""lth: lottery tickets and pruning at initialization in JAX/Flax.
+
+The public API (everything in `__all__`; the rest is internal):
+
+studies, each returning a `Result` (run_dir, summary, table(), plot()) and resuming what is on disk:
+    lottery, pai, stability, heads, collapse, compress, open_run
+configs:
+    load_config (a configs/*.py path or name, a ConfigDict or a dict, plus overrides)
+building blocks:
+    build_model, load_data, score, prune_at_init, train_masked, and the modules masks (bool pytrees
+    shaped like params) and prune (scores → masks: exact top-k, global / layerwise, overrides)
+errors:
+    UserError (a ValueError; the one-line message the CLI prints, exit 2)
+
+Attributes load on first use, so `import lth` stays cheap.
+"""
+import importlib
+
 __version__ = "0.1.0"
+
+_FROM = {
+    **{name: "lth.api" for name in ("lottery", "pai", "stability", "heads", "collapse", "compress", "open_run",
+                                    "Result", "load_config", "build_model", "load_data", "score", "prune_at_init",
+                                    "train_masked")},
+    "UserError": "lth.errors",
+}
+__all__ = sorted([*_FROM, "masks", "prune"])
+
+
+def __getattr__(name):
+    if name in _FROM:
+        return getattr(importlib.import_module(_FROM[name]), name)
+    raise AttributeError(f"module 'lth' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

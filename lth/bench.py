@@ -126,7 +126,7 @@ def table(rows, peak) -> str:
 
 def synflow_bench(model_name="vgg16", rounds=100, log10=3.0, precision="auto", width=1.0) -> dict:
     """Seconds of iterative SynFlow on CIFAR-10 shapes: compile, score (forward/backward), select."""
-    from lth import masks as Mk, pai
+    from lth import masks as Mk, pruning_at_init as pai
     from lth.scores import make_scorer
 
     model = registry.build(model_name, 10, registry.synflow_init(model_name), (32, 32, 3), width)

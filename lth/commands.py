@@ -28,40 +28,32 @@ def load_config(path: str, overrides=()):
     return cfg
 
 
-def prepare_run(args, command, cfg=None, synthetic_ok=False):
-    """Config with the command-line options applied, validated, set up (data loaded) and its run
-    directory checked — all before anything is written. Returns (setup, run_dir)."""
-    from lth import experiment, run
+def _study_command(args, study, describe, files, cfg=None, outcome=lambda summary: summary) -> int:
+    """The shape every training command shares, over the Python API (lth.api): config, setup and
+    checks, a header line, the run in its locked directory (progress lines printed), then the table
+    and `files(result)` lines; exit 3 if a replicate diverged."""
+    from lth import api
 
     cfg = cfg if cfg is not None else load_config(args.config, args.set)
-    if getattr(args, "replicates", None) is not None:
-        cfg.replicates = args.replicates
-    if getattr(args, "no_progress", False):
-        cfg.run.progress = False
-    if getattr(args, "out", None):
-        cfg.run.out = args.out   # where sibling runs are looked up too (stability → the lottery run)
-    run.validate(cfg, command)
-    run_dir = args.run_dir or command.run_dir(cfg, args.out)
-    experiment.check_run_dir(run_dir, cfg, command)
-    return run.setup(cfg, command, synthetic_ok=synthetic_ok), run_dir
-
-
-def _train_command(args, command, describe, execute, report, outcome=lambda out: out) -> int:
-    """The shape every training command shares: setup and checks, the locked run directory, a header
-    line, the run, then `report(out, run_dir)` → lines (table, files); exit 3 if a replicate diverged."""
-    from lth import experiment
-
-    s, run_dir = prepare_run(args, command)
-    lock = experiment.open_run_dir(run_dir, s.cfg, command)  # noqa: F841  (held until the command returns)
-    cfg = s.cfg
-    print(f"run directory: {run_dir}  ({cfg.model.name} on {cfg.data.name}, {describe(s)}, R={cfg.replicates})",
-          flush=True)
+    s, run_dir = api.prepare(study, cfg, run_dir=args.run_dir, out=getattr(args, "out", None),
+                             replicates=getattr(args, "replicates", None),
+                             progress=False if getattr(args, "no_progress", False) else None)
+    print(f"run directory: {run_dir}  ({describe(s)})", flush=True)
     t0 = time.time()
-    out = execute(s, run_dir)
+    result = api.execute(study, s, run_dir, log=print)
     print()
-    print("\n".join(report(out, run_dir, cfg)))
-    print(f"time: {time.time() - t0:.1f} s")
-    return diverged_exit(outcome(out))
+    print("\n".join([result.table(), ""] + files(result)))
+    if study != "collapse":
+        print(f"time: {time.time() - t0:.1f} s")
+    return diverged_exit(outcome(result.summary))
+
+
+def _summary_and_plot(result) -> list[str]:
+    return [f"summary: {os.path.join(result.run_dir, 'summary.json')}", f"plot: {result.plot()}"]
+
+
+def _training(s, what: str) -> str:
+    return f"{s.cfg.model.name} on {s.cfg.data.name}, {what}, R={s.cfg.replicates}"
 
 
 def diverged_exit(summary) -> int:
@@ -77,52 +69,24 @@ def diverged_exit(summary) -> int:
 
 
 def lottery(args) -> int:
-    from analysis.plots import accuracy_vs_density
-    from analysis.tables import lottery_table
-    from lth import lottery as imp
-
-    def report(summary, run_dir, cfg):
-        plot = accuracy_vs_density(summary, os.path.join(run_dir, "accuracy_vs_density.png"))
-        return [lottery_table(summary), "", f"summary: {os.path.join(run_dir, 'summary.json')}", f"plot: {plot}"]
-    return _train_command(args, imp.COMMAND, lambda s: f"{s.total} iterations/level, {s.cfg.lottery.levels} levels",
-                          imp.run, report)
+    return _study_command(args, "lottery", lambda s: _training(s, f"{s.total} iterations/level, {s.cfg.lottery.levels} levels"),
+                          _summary_and_plot)
 
 
 def heads(args) -> int:
-    from analysis.plots import heads_curve
-    from analysis.tables import heads_table
-    from lth import heads as H
-
-    def report(out, run_dir, cfg):
-        results = H.results_dir(run_dir, cfg)
-        plot = heads_curve(out, os.path.join(results, "heads.png"))
-        return [heads_table(out), "", f"results: {os.path.join(results, 'heads.json')}", f"plot: {plot}"]
-    return _train_command(args, H.command(), lambda s: f"heads pruned in steps of {s.cfg.heads.step:g}", H.run, report,
+    return _study_command(args, "heads", lambda s: _training(s, f"heads pruned in steps of {s.cfg.heads.step:g}"),
+                          lambda r: [f"results: {os.path.join(r.run_dir, 'heads.json')}", f"plot: {r.plot()}"],
                           outcome=lambda out: {})
 
 
 def pai(args) -> int:
-    from analysis.plots import accuracy_vs_compression
-    from analysis.tables import pai_table
-    from lth import pai_run
-
-    def report(summary, run_dir, cfg):
-        plot = accuracy_vs_compression(summary, os.path.join(run_dir, "accuracy_vs_compression.png"))
-        return [pai_table(summary), "", f"summary: {os.path.join(run_dir, 'summary.json')}", f"plot: {plot}"]
-    return _train_command(args, pai_run.COMMAND, lambda s: f"compression {s.cfg.pai.compression}", pai_run.run, report)
+    return _study_command(args, "pai", lambda s: _training(s, f"compression {s.cfg.pai.compression}"), _summary_and_plot)
 
 
 def stability(args) -> int:
-    from analysis.plots import stability_plots
-    from analysis.tables import stability_table
-    from lth import stability as ST
-
-    def report(summary, run_dir, cfg):
-        plot = stability_plots(summary, os.path.join(run_dir, "stability.png"))
-        return [stability_table(summary), "", f"summary: {os.path.join(run_dir, 'summary.json')}", f"plot: {plot}"]
-    return _train_command(args, ST.COMMAND,
-                          lambda s: f"rewind points {s.cfg.stability.rewind_points}, levels {s.cfg.stability.levels or '0'}",
-                          ST.run, report, outcome=lambda summary: {"arms": [p["copies"] for p in summary["points"]]})
+    return _study_command(args, "stability", lambda s: _training(
+        s, f"rewind points {s.cfg.stability.rewind_points}, levels {s.cfg.stability.levels or '0'}"), _summary_and_plot,
+        outcome=lambda summary: {"arms": [p["copies"] for p in summary["points"]]})
 
 
 COLLAPSE_FLAGS = {  # flag → config key (the config's value is the one default)
@@ -135,25 +99,17 @@ COLLAPSE_FLAGS = {  # flag → config key (the config's value is the one default
 
 
 def collapse(args) -> int:
-    from analysis import collapse_plots
-    from analysis.tables import collapse_table
-    from lth import collapse as C, experiment
-
     sets = [f"{key}={getattr(args, flag)}" for flag, key in COLLAPSE_FLAGS.items() if getattr(args, flag) is not None]
     cfg = load_config(args.config, sets + args.set)
-    C.resolve_init(cfg)
     args.run_dir = args.run_dir or args.out_dir
-    s, run_dir = prepare_run(args, C.COMMAND, cfg=cfg, synthetic_ok=True)
-    lock = experiment.open_run_dir(run_dir, s.cfg, C.COMMAND)  # noqa: F841  (held until the command returns)
-    print(f"run directory: {run_dir}  ({cfg.model.name} ×{cfg.model.width:g}, init {cfg.collapse.init}: "
-          f"{cfg.model.init}; methods {cfg.collapse.methods})", flush=True)
-    summary = C.run(s, run_dir)
-    print()
-    print(collapse_table(summary))
-    print(f"\nsummary: {os.path.join(run_dir, 'summary.json')}")
-    print("plots:", collapse_plots.layer_density(summary, os.path.join(run_dir, "layer_density.png")),
-          collapse_plots.critical(summary, os.path.join(run_dir, "critical_compression.png")))
-    return 0
+
+    def files(result):
+        plot = result.plot()
+        return [f"summary: {os.path.join(result.run_dir, 'summary.json')}",
+                f"plots: {os.path.join(result.run_dir, 'layer_density.png')} {plot}"]
+    return _study_command(args, "collapse", lambda s: f"{s.cfg.model.name} ×{s.cfg.model.width:g}, init "
+                          f"{s.cfg.collapse.init}: {s.cfg.model.init}; methods {s.cfg.collapse.methods}", files, cfg=cfg,
+                          outcome=lambda summary: {})
 
 
 def data(args) -> int:
@@ -217,7 +173,8 @@ def bench(args) -> int:
 
 
 def compress(args) -> int:
-    from lth import compress as C, experiment
+    from lth import experiment
+    from lth.studies import compress as C
 
     s, level, out_dir = C.prepare(args.run_dir, args.set, args.level, not args.no_progress)
     lock = experiment.RunLock(out_dir)  # noqa: F841  (one process per results directory)

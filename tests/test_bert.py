@@ -212,7 +212,8 @@ def test_bbc_news_split_is_fixed(pretrained):
 
 # ----- IMP and heads -----------------------------------------------------------------------------
 def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path):
-    from lth import checkpoint, lottery
+    from lth import checkpoint
+    from lth.studies import lottery
 
     s = lottery.setup(tiny_bert_cfg(pretrained))
     want = load_weights(pretrained, init(Bert(SMALL, 5)))
@@ -260,7 +261,7 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
 def test_head_importance_is_mean_absolute_per_example_gradient(pretrained):
     import optax
 
-    from lth import heads, lottery
+    from lth.studies import heads, lottery
 
     s = lottery.setup(tiny_bert_cfg(pretrained, "heads.normalize=False", "replicates=1"))
     params, ms = lottery.init_variables(s, lottery.keys(s, "init"))
@@ -284,7 +285,7 @@ def test_head_importance_is_mean_absolute_per_example_gradient(pretrained):
 # ----- pruning-at-init scores on a transformer ---------------------------------------------------
 @pytest.mark.parametrize("method", ["synflow", "snip"])  # grasp/obd: same Hessian code as on VGG; magnitude, random: model-agnostic
 def test_pai_scores_prune_bert(method):
-    from lth import pai
+    from lth import pruning_at_init as pai
 
     model = Bert(ONE_LAYER, 3)
     variables = {"params": init(model)}
@@ -384,7 +385,7 @@ def test_glue_not_prepared(pretrained, tmp_path):
 
 def test_pai_on_pretrained_bert_checks_its_target(pretrained):
     """`lth pai` sizes its target from a random init's shapes (no weights are loaded under eval_shape)."""
-    from lth import lottery, pai_run
+    from lth.studies import lottery, pai as pai_run
 
     s = lottery.setup(tiny_bert_cfg(pretrained, "pai.compression=4"))
     assert pai_run.check(s) == [4.0]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from lth import lottery, masks as M
+from lth import masks as M
+from lth.studies import lottery
 from lth.data.augment import crop_flip
 from lth.experiment import open_run_dir
 from lth.models import registry
@@ -105,7 +106,7 @@ def test_one_imp_level_on_mock_cifar(model, tmp_path):
     assert bool(np.all(final.masks["out"]["kernel"]))  # output layer excluded
     assert not tree_equal(final.model_state, ms)  # BatchNorm statistics were trained
     if model == "resnet20":  # `lth compress` on a conv net with BatchNorm: PTQ, convolutions quantized
-        from lth import compress as C
+        from lth.studies import compress as C
         with tfds.testing.mock_data(num_examples=64):
             cs, level, out = C.prepare(str(tmp_path / "run"), [], 1, progress=False)
             res = C.run(cs, str(tmp_path / "run"), level, out, log=lambda *_: None)
@@ -127,7 +128,7 @@ def test_two_devices_equal_one_device(tmp_path):
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import jax
-from lth import lottery
+from lth.studies import lottery
 from lth.experiment import open_run_dir
 from conftest import tiny_config
 out = {"devices": len(jax.devices())}
@@ -168,7 +169,8 @@ def test_batch_not_divisible_by_devices_is_refused():
 
 def test_stability_smoke_on_mock_cifar_with_batchnorm(tmp_path):
     """`lth stability` on a narrow VGG with BatchNorm, statistics recomputed along the path."""
-    from lth import run as harness, stability
+    from lth import run as harness
+    from lth.studies import stability
 
     cfg = mock_cifar("model.name=vgg11", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}",
                      "stability.rewind_points=2it", "stability.alphas=3", "stability.bn_batches=2")

@@ -160,7 +160,8 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monk
     import jax
     import numpy as np
 
-    from lth import masks as M, pai, pai_run, prune as P, run as R
+    from lth import masks as M, pruning_at_init as pai, prune as P, run as R
+    from lth.studies import pai as pai_run
 
     start, train_arm = {}, pai_run.train_arm
 

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import compress as C, masks as M, quantize as Q
+from lth import masks as M, quantize as Q
+from lth.studies import compress as C
 from lth.cli import main
 from lth.config import base
 from lth.models import registry

@@ -7,7 +7,8 @@ import jax
 import pytest
 import tensorflow_datasets as tfds
 
-from lth import lottery, masks as M
+from lth import masks as M
+from lth.studies import lottery
 from lth.cli import load_config
 from conftest import ROOT
 

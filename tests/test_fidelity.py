@@ -1,6 +1,7 @@
 """Reference fidelity (DESIGN invariant 7): lth's vision models, BatchNorm, optimizers and
-initializers equal PyTorch's, checked against outputs stored by tests/data/make_torch_reference.py
-(torch is never imported here). Weights come from that script's `fill`, a pure numpy function."""
+initializers equal PyTorch's, and its GraSP scores the SynFlow code's, checked against outputs stored
+by tests/data/make_torch_reference.py (torch is never imported here). Weights come from that
+script's `fill`, a pure numpy function."""
 import os
 import re
 import sys
@@ -15,14 +16,17 @@ import pytest
 from lth import masks as M
 from lth.models import registry
 from lth.models.inits import Init
+from lth.scores import make_scorer
 from lth.train import TrainState, make_trainer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))
 import make_torch_reference as R  # noqa: E402
 
 REF = np.load(os.path.join(os.path.dirname(__file__), "data", "torch_reference.npz"))
-PLAN16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
-VGG_INDEX = {idx: k for k, idx in enumerate(i for i, s in enumerate(PLAN16) if s != "M")}
+PLANS = {"vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+         "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512]}
+VGG_INDEX = {m: {idx: k for k, idx in enumerate(i for i, s in enumerate(plan) if s != "M")}
+             for m, plan in PLANS.items()}
 
 
 def lth_module(model: str, torch_module: str):
@@ -33,9 +37,9 @@ def lth_module(model: str, torch_module: str):
         return ("fc_" + re.fullmatch(r"fc_layers\.(\d+)", torch_module).group(1),)
     if model == "lenet5":
         return ({"conv1": "conv_0", "conv2": "conv_1", "fc1": "fc_0", "fc2": "fc_1"}[torch_module],)
-    if model == "vgg16":
+    if model in VGG_INDEX:
         idx, kind = re.fullmatch(r"layers\.(\d+)\.(conv|bn)", torch_module).groups()
-        return (f"{kind}_{VGG_INDEX[int(idx)]}",)
+        return (f"{kind}_{VGG_INDEX[model][int(idx)]}",)
     if model == "resnet20":
         if torch_module in ("conv", "bn"):
             return ({"conv": "stem", "bn": "stem_bn"}[torch_module],)
@@ -95,7 +99,9 @@ def lth_model(name):
     shape, classes = R.MODELS[name]
     nhwc = (shape[1], shape[2], shape[0])
     model = registry.build(name, classes, "kaiming_normal", nhwc, R.WIDTH.get(name, 1.0))
-    variables = jax.tree.map(np.asarray, dict(model.init(jax.random.PRNGKey(0), jnp.zeros((1, *nhwc)))))
+    # every leaf is overwritten below (checked), so only the structure is needed: no eager init
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *nhwc)))
+    variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
     filled = set()
     for tname, tshape in torch_tensors(name).items():
         hit = to_lth(name, tname, R.fill(tname, tshape))
@@ -183,6 +189,56 @@ def test_train_step_equals_pytorch_optimizer(opt):
         for p in path:
             got = got[p]
         assert rel_err(got, want) < 1e-4, (tname, rel_err(got, want))
+
+
+def test_grasp_equals_synflow_code_prunable_weights_only():
+    """lth's `grasp` (through the Scorer, as every command runs it) equals the SynFlow code's GraSP
+    (Pruners/pruners.py class GraSP, restated in make_torch_reference.py) on VGG-11-BN with conv
+    biases and BatchNorm γ/β: derivatives w.r.t. the conv / linear weights only, the mask inside the
+    network (masked case: g and Hg are 0 at pruned weights), eval mode, temperature 200, gradients
+    summed over 2 batches. The variant that also differentiates the biases and γ/β (lth's former
+    definition) is far outside the tolerance."""
+    name = R.GRASP_MODEL
+    model, variables, x, y = lth_model(name)
+    params = variables["params"]
+    prunable = M.prunable_tree(params, r".*kernel")
+    weights = [t for t in torch_tensors(name) if f"grasp/dense/raw/{t}" in REF.files]
+    assert len(weights) == sum(jax.tree.leaves(prunable)) == 9
+
+    def flat(tree, case):   # (`tree`'s leaves, the reference's scores) over the prunable weights, flat
+        got, want = [], []
+        for t in weights:
+            _, path, w = to_lth(name, t, REF[f"grasp/{case}/raw/{t}"])
+            node = tree
+            for p in path:
+                node = node[p]
+            got.append(np.asarray(node, np.float64).ravel())
+            want.append(np.asarray(w, np.float64).ravel())
+        return np.concatenate(got), np.concatenate(want)
+
+    scorer = make_scorer("grasp", lambda v, xb: model.apply(v, xb, train=False), variables, prunable, (x, y),
+                         x.shape[1:], batches=R.GRASP_BATCHES)
+    for case in ("dense", "masked"):
+        masks = jax.tree.map(np.asarray, M.ones_like(params))
+        if case == "masked":
+            for t in weights:
+                _, path, m = to_lth(name, t, R.grasp_mask(t, REF[f"grasp/dense/raw/{t}"].shape))
+                set_path(masks, path, m.astype(bool))
+        scores = scorer(variables, masks, jax.random.PRNGKey(0))
+        got, want = flat(scores, case)
+        keep, _ = flat(masks, case)
+        keep = keep.astype(bool)
+        assert np.all(want[~keep] == 0) and np.all(np.isneginf(got[~keep]))   # pruned: 0 there, -inf here
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got[keep], want[keep], rtol=1e-4, atol=1e-5 * scale, err_msg=case)
+        # the reference divides by |Σ scores| + 1e-10, a positive scalar: the same ranking
+        norm = float(REF[f"grasp/{case}/norm"])
+        assert abs(abs(got[keep].sum()) + 1e-10 - norm) < 1e-4 * norm
+        for s, pr in zip(jax.tree.leaves(scores), jax.tree.leaves(prunable)):
+            assert pr or not np.any(np.asarray(s))   # biases, γ/β: never differentiated, score 0
+    _, dense = flat(scores, "dense")
+    _, whole = flat(scores, "all_params")
+    assert np.max(np.abs(whole - dense)) > 100 * 1e-5 * np.abs(dense).max()   # the whole-tree variant is far off
 
 
 def sample_stats(init_fn, shape, seeds):

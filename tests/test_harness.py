@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from lth import lottery, masks as M
+from lth import masks as M
+from lth.studies import lottery
 from lth.cli import main
 from lth.errors import UserError
 from lth.experiment import RunLock, open_run_dir, strict, write_json
@@ -131,7 +132,7 @@ def without_times(summary):
 
 
 def test_collapse_sweep_killed_between_points_resumes_without_recomputing(tmp_path, monkeypatch, capsys):
-    from lth import pai
+    from lth import pruning_at_init as pai
 
     assert main(COLLAPSE + ["--run-dir", str(tmp_path / "ref")]) == 0
     ref = strict_load(tmp_path / "ref" / "summary.json")
@@ -156,7 +157,7 @@ def test_collapse_sweep_killed_between_points_resumes_without_recomputing(tmp_pa
 
 
 def test_collapse_flags_are_config_keys_with_one_default(tmp_path):
-    from lth import collapse
+    from lth.studies import collapse
     from lth.cli import load_config
 
     cfg = load_config(os.path.join(ROOT, "configs", "synflow_layer_collapse.py"))
@@ -205,8 +206,8 @@ def test_pai_sweep_resumes_per_arm_and_reuses_its_directory(tmp_path, monkeypatc
 
 
 def test_identity_per_command():
-    from lth import lottery, pai_run
-    from lth.heads import command as heads_command, results_dir
+    from lth.studies import lottery, pai as pai_run
+    from lth.studies.heads import command as heads_command, results_dir
 
     cfg = tiny_config()
     other = tiny_config("pai.compression=10^2", "heads.step=0.2")

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from lth import checkpoint, lottery, masks as M, prune as P, run as harness
+from lth import checkpoint, masks as M, prune as P, run as harness
+from lth.studies import lottery
 from lth.experiment import open_run_dir
 from conftest import tiny_config
 

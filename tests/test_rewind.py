@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import data as D, lottery, run as harness
+from lth import data as D, run as harness
+from lth.studies import lottery
 from lth.experiment import open_run_dir
 from lth.models import registry
 from lth.models.inits import Init

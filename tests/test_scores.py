@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M, pai
+from lth import masks as M, pruning_at_init as pai
 from lth.errors import UserError
 from lth.scores import make_scorer
 from lth.models import registry
@@ -107,18 +107,37 @@ def test_snip_equals_gradient_times_weight():
 
 
 def test_grasp_hessian_gradient_equals_explicit_product():
+    """Hg = H g w.r.t. the prunable weights only (kernels; biases held fixed), the mask inside the
+    network, gradient and Hessian summed over the batches: F(w) = Σ_b L_b(w ⊙ m), Hg = ∇²F ∇F."""
     _, v, apply_fn = tiny(bias=True)
     x, y = data()
     from jax.flatten_util import ravel_pytree
-    from lth.scores.common import loss_fn
+    from lth.scores.common import chunks, loss_fn
+    params = v["params"]
+    prunable = M.prunable_tree(params, r".*kernel")
+    masks = jax.tree.map(np.asarray, M.ones_like(params))
+    masks["fc_1"]["kernel"] = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(3), 0.6, (4, 3)))
+    assert not masks["fc_1"]["kernel"].all()
+    flat, unravel = ravel_pytree({k: params[k]["kernel"] for k in params})
+    mflat = ravel_pytree({k: masks[k]["kernel"] for k in params})[0]
     loss = loss_fn(apply_fn, v, 200.0)
-    flat, unravel = ravel_pytree(v["params"])
-    f = lambda z: loss(unravel(z), x, y)  # noqa: E731
-    want = np.asarray(jax.jit(lambda z: jax.hessian(f)(z) @ jax.grad(f)(z))(flat))
-    hg = np.asarray(ravel_pytree(G.hessian_gradient(apply_fn, v, v["params"], (x, y), 1, 200.0))[0])
-    np.testing.assert_allclose(hg, want, rtol=1e-4, atol=1e-10)
-    s = G.grasp(apply_fn, v, M.ones_like(v["params"]), (x, y), None)
-    np.testing.assert_allclose(ravel_pytree(s)[0], want * np.asarray(flat), rtol=1e-4, atol=1e-12)
+
+    def f(z, xb, yb):
+        k = unravel(z * mflat)
+        return loss({n: {**params[n], "kernel": k[n]} for n in params}, xb, yb)
+    for batches in (1, 2):
+        xs, ys = chunks((x, y), batches)
+        F = lambda z: sum(f(z, xs[b], ys[b]) for b in range(batches))  # noqa: E731
+        want = np.asarray(jax.jit(lambda z: jax.hessian(F)(z) @ jax.grad(F)(z))(flat))
+        hg, s = jax.jit(lambda m: (G.hessian_gradient(apply_fn, v, m, prunable, (x, y), batches, 200.0)[0],
+                                   G.grasp(apply_fn, v, m, (x, y), None, prunable=prunable, batches=batches)))(masks)
+        got = np.asarray(ravel_pytree({k: hg[k]["kernel"] for k in params})[0])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-10)
+        assert all(not np.any(np.asarray(hg[k]["bias"])) for k in params)
+        sk = np.asarray(ravel_pytree({k: s[k]["kernel"] for k in params})[0])
+        keep = np.asarray(mflat)
+        np.testing.assert_allclose(sk[keep], (want * np.asarray(flat))[keep], rtol=1e-4, atol=1e-12)
+        assert np.isneginf(sk[~keep]).all() and all(not np.any(np.asarray(s[k]["bias"])) for k in params)
 
 
 def test_inversion_keeps_the_complement_ranking_and_counts_are_exact():
@@ -155,3 +174,79 @@ def test_bad_inputs():
         pai.check_target(1e4, [12, 12, 6], "global")
     with pytest.raises(UserError, match="rounds 0"):
         pai.densities(0.1, 0, "exponential")
+
+
+def test_synflow_with_batchnorm_equals_finite_differences_of_the_linearized_net():
+    """SynFlow on a net with BatchNorm: every variable |·|'d (running mean/var included), BN in eval
+    mode, all-ones input, R = Σ logits, score = |∂R/∂θ · θ| — against central differences of R."""
+    import dataclasses
+    import functools
+    import types
+
+    from lth.models.inits import coerce
+    from lth.models.vgg import VGG
+    from lth.run import Setup
+
+    # conv-BN-ReLU, max-pool, conv-BN-ReLU, mean, dense: the lth VGG module with a short plan
+    model = VGG((4, "M", 8), 3, dataclasses.replace(coerce("kaiming_normal"), conv_impl="xla"))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
+    rng = np.random.default_rng(0)   # signed γ, β and running means; positive running variances
+    v = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+    v["batch_stats"] = {k: {"mean": rng.normal(0, 2, s["mean"].shape).astype(np.float32),
+                            "var": rng.uniform(0.2, 3.0, s["var"].shape).astype(np.float32)}
+                        for k, s in shapes["batch_stats"].items()}
+    prunable = M.prunable_tree(v["params"], r".*kernel")
+    masks = jax.tree.map(lambda a, pr: rng.random(a.shape) < 0.7 if pr else np.ones(a.shape, bool), v["params"], prunable)
+    # the apply every run's scores see (lth.run.Setup.apply_fn); masks from an earlier round
+    apply_fn = functools.partial(Setup.apply_fn, types.SimpleNamespace(trainer=types.SimpleNamespace(model=model)))
+    scores = make_scorer("synflow", apply_fn, v, prunable, None, (4, 4, 3), synflow_precision="float64")(v, masks, None)
+    assert all(s.dtype == np.float64 for s in jax.tree.leaves(scores))
+    flat = lambda tree: np.concatenate([np.asarray(a).ravel() for a in jax.tree.leaves(tree)])  # noqa: E731
+    got = flat(scores)
+    leaves, treedef = jax.tree.flatten(v["params"])
+    cuts = np.cumsum([a.size for a in leaves])[:-1]
+    lin = jax.tree.map(lambda a: np.abs(a.astype(np.float64)), v)
+    w = flat(jax.tree.map(lambda a, m: a * m, lin["params"], masks))
+    live = flat(jax.tree.map(lambda m, pr: m & pr, masks, prunable))
+    dead = flat(jax.tree.map(lambda m, pr: ~m & pr, masks, prunable))
+    with jax.enable_x64(True):
+        def R(f):
+            params = jax.tree.unflatten(treedef, [p.reshape(a.shape) for p, a in zip(jnp.split(f, cuts), leaves)])
+            return jnp.sum(model.apply({**lin, "params": params}, jnp.ones((1, 4, 4, 3), jnp.float64), train=False))
+        R = jax.jit(R)
+        pick = rng.choice(np.flatnonzero(live), 150, replace=False)
+        brute = []
+        for i in pick:   # R is piecewise linear in one weight: central differences are exact but for rounding
+            e = np.zeros_like(w)
+            e[i] = 1e-4 * w[i]
+            brute.append(abs((float(R(w + e)) - float(R(w - e))) / (2 * e[i]) * w[i]))
+    assert np.all(np.isneginf(got[dead]))   # pruned weights stay pruned
+    np.testing.assert_allclose(got[pick], brute, rtol=1e-5)
+
+
+def test_obd_fisher_is_half_the_mean_squared_sampled_label_gradient_times_w2():
+    """obd_method='fisher': ½·F_ii·w_i², F_ii = (1/N) Σ_n (∂ log p(ŷ_n|x_n)/∂θ_i)² with one label ŷ_n drawn
+    from the model's own predictive distribution per example (the true Fisher, = the GGN of the
+    cross-entropy in expectation; not the empirical Fisher of the data labels) — recomputed here one
+    example at a time."""
+    model = registry.build("lenet_5", 3, "kaiming_normal", (4,))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+    rng = np.random.default_rng(0)
+    v = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+    apply_fn = lambda variables, x: model.apply(variables, x, train=False)  # noqa: E731
+    n = 20   # not a multiple of the estimator's chunk of 16
+    x, y = rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 3, n)
+    masks = jax.tree.map(lambda a: rng.random(a.shape) < 0.8, v["params"])
+    key = jax.random.PRNGKey(7)
+    got = jax.jit(lambda v, k: O.obd(apply_fn, v, masks, (x, y), k, method="fisher"))(v, key)
+    params = jax.tree.map(lambda w, m: np.where(m, w, np.float32(0)), v["params"], masks)
+    yhat = np.asarray(jax.jit(lambda k: jax.random.categorical(k, apply_fn({**v, "params": params}, x)))(key))
+    assert not np.array_equal(yhat, y)   # ŷ_n ~ softmax(logits(x_n)), drawn as the estimator draws it
+    grad_logp = jax.jit(jax.grad(lambda p, xi, yi: jax.nn.log_softmax(apply_fn({**v, "params": p}, xi[None])[0])[yi]))
+    fisher = jax.tree.map(np.zeros_like, params)
+    for i in range(n):
+        fisher = jax.tree.map(lambda f, g: f + np.asarray(g, np.float64) ** 2, fisher, grad_logp(params, x[i], yhat[i]))
+    want = jax.tree.map(lambda f, w, m: np.where(m, 0.5 * (f / n) * np.asarray(w, np.float64) ** 2, -np.inf),
+                        fisher, params, masks)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-12)

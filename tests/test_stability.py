@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import stability
+from lth.studies import stability
 from lth.cli import main
 from lth.models import registry
 from conftest import DEMO, TINY

@@ -2,7 +2,8 @@
 
 Each entry declares the keyword options its function takes and the `pai.*` config key each comes
 from, so one Scorer (lth/scores/scorer.py) serves every score and every command with the same
-defaults; `prepare` (optional) settles options that depend on the model (SynFlow's precision)."""
+defaults; `prepare` (optional) settles options that depend on the model (SynFlow's precision, the
+prunable set GraSP differentiates)."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,8 @@ SCORES = {
     "magnitude": Score(basic.magnitude, False),
     "random": Score(basic.random, False),
     "snip": Score(snip.snip, True, {"batches": "batches"}),
-    "grasp": Score(grasp.grasp, True, GRASP_OPTIONS),
-    "grasp_abs": Score(grasp.grasp_abs, True, GRASP_OPTIONS),
+    "grasp": Score(grasp.grasp, True, GRASP_OPTIONS, prepare=grasp.prepare),
+    "grasp_abs": Score(grasp.grasp_abs, True, GRASP_OPTIONS, prepare=grasp.prepare),
     "synflow": Score(synflow.synflow, False, {"precision": "synflow_precision"},
                      {"precision": synflow.PRECISIONS}, synflow.prepare),
     "obd": Score(obd.obd, True, {"method": "obd_method", "probes": "obd_probes"}, {"method": obd.METHODS}),

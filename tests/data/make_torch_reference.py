@@ -7,16 +7,18 @@ imports torch):
     /tmp/torchenv/bin/python tests/data/make_torch_reference.py      # writes tests/data/torch_reference.npz
 
 It restates the references' PyTorch models — OpenLTH's models/mnist_lenet.py (LeNet-300-100),
-models/cifar_vgg.py (VGG-16-BN), models/cifar_resnet.py (ResNet-20) and the SynFlow code's
+models/cifar_vgg.py (VGG-16-BN, VGG-11-BN), models/cifar_resnet.py (ResNet-20) and the SynFlow code's
 Models/tinyimagenet_resnet.py (its CIFAR ResNet-18), plus the classic LeNet-5 — with plain torch.nn
 layers (the SynFlow code's masked layers with all-ones masks compute the same). VGG-16 and ResNet-18
-are built at 1/8 width to keep the file small (the code path is the same at any width). Every
+are built at 1/8 width, VGG-11 at 1/16, to keep the file small (the code path is the same at any width). Every
 parameter and BatchNorm buffer is filled by `fill` (pure numpy, seeded by the tensor's name), which
 the tests call too, so no weights are stored. For one fixed batch it stores: logits in eval mode and
 in train mode, the mean cross-entropy loss, every parameter's gradient (train mode), BatchNorm
 running statistics after that train-mode forward; for LeNet-5 the parameters after three steps of
-SGD (momentum 0.9, Nesterov, weight decay 5e-4) and of Adam; and statistics of PyTorch's own
-initializers (torch/nn/init.py) over a few seeds.
+SGD (momentum 0.9, Nesterov, weight decay 5e-4) and of Adam; statistics of PyTorch's own
+initializers (torch/nn/init.py) over a few seeds; and the SynFlow code's GraSP scores
+(Pruners/pruners.py class GraSP, restated in `SynFlowGraSP`) on the VGG-11-BN (conv biases, BatchNorm
+γ/β and running statistics all non-trivial), dense and under the masks of `grasp_mask`.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ INIT_NAMES = ("kaiming_normal", "kaiming_normal_fan_out", "kaiming_uniform", "xa
               "torch_default")
 # model → (input shape NCHW without batch, classes)
 MODELS = {"lenet_300_100": ((1, 28, 28), 10), "lenet5": ((1, 28, 28), 10), "vgg16": ((3, 32, 32), 10),
-          "resnet20": ((3, 32, 32), 10), "resnet18": ((3, 32, 32), 10)}
-WIDTH = {"vgg16": 0.125, "resnet18": 0.125}
+          "resnet20": ((3, 32, 32), 10), "resnet18": ((3, 32, 32), 10), "vgg11": ((3, 32, 32), 10)}
+WIDTH = {"vgg16": 0.125, "resnet18": 0.125, "vgg11": 0.0625}
+GRASP_MODEL, GRASP_BATCHES = "vgg11", 2      # GraSP on the fixed batch split into 2 batches of 4
 
 
 def fill(name: str, shape) -> np.ndarray:
@@ -216,10 +219,11 @@ def build(name):
             x = self.conv5_x(self.conv4_x(self.conv3_x(self.conv2_x(self.conv1(x)))))
             return self.fc(self.avg_pool(x).view(x.size(0), -1))
 
+    plan11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512]
     plan16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
     return {"lenet_300_100": lambda: LeNet([300, 100]), "lenet5": LeNet5,
             "vgg16": lambda: VGG(plan16, WIDTH["vgg16"]), "resnet20": lambda: ResNet20([(16, 3), (32, 3), (64, 3)]),
-            "resnet18": lambda: ResNet18(WIDTH["resnet18"])}[name]()
+            "resnet18": lambda: ResNet18(WIDTH["resnet18"]), "vgg11": lambda: VGG(plan11, WIDTH["vgg11"])}[name]()
 
 
 def load_filled(model):
@@ -311,6 +315,96 @@ def init_stats(out):
     out["init/bn_uniform"] = np.asarray([g.mean(), g.std(), g.min(), g.max()], np.float64)
 
 
+def grasp_mask(name: str, shape) -> np.ndarray:
+    """The mask (float32 0/1, PyTorch layout) of prunable weight `name` for the masked GraSP case:
+    about 30% pruned, a pure function of the name."""
+    rng = np.random.default_rng([SEED, 11, zlib.crc32(name.encode())])
+    return (rng.uniform(size=tuple(shape)) >= 0.3).astype(np.float32)
+
+
+def grasp_outputs(out):
+    """The SynFlow code's GraSP scores (ganguli-lab/Synaptic-Flow Pruners/pruners.py, class GraSP),
+    restated line by line: masked_parameters (Utils/generator.py with bias=False, batchnorm=False)
+    are the Conv2d / Linear weights; the mask multiplies the weight in the forward pass as in its
+    Layers/layers.py (here by a parametrization, so the leaf differentiated is the unmasked weight);
+    the model is in eval mode (prune.py prune_loop with train_mode=False); the loss is
+    nn.CrossEntropyLoss() (mean). Stored, dense and masked: the raw scores p.grad * p.data per weight
+    and the normalization |Σ scores| + 1e-10 they are divided by (the scores the pruner keeps are
+    raw / norm exactly). 'all_params' (dense) is the variant that differentiates every parameter
+    (model.parameters(): conv / linear biases and BatchNorm γ/β too), which the reference does not."""
+    import torch
+    import torch.nn as nn
+    from torch.nn.utils import parametrize
+
+    class MaskMul(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask)
+
+        def forward(self, w):
+            return self.mask * w
+
+    class SynFlowGraSP:  # Pruners/pruners.py class GraSP.score, verbatim but for `self.raw`, `self.norm`
+        def __init__(self, masked_parameters):
+            self.masked_parameters = list(masked_parameters)
+            self.scores = {}
+            self.temp = 200
+            self.eps = 1e-10
+
+        def score(self, model, loss, dataloader, device):
+            stopped_grads = 0
+            for batch_idx, (data, target) in enumerate(dataloader):
+                data, target = data.to(device), target.to(device)
+                output = model(data) / self.temp
+                L = loss(output, target)
+                grads = torch.autograd.grad(L, [p for (_, p) in self.masked_parameters], create_graph=False)
+                flatten_grads = torch.cat([g.reshape(-1) for g in grads if g is not None])
+                stopped_grads += flatten_grads
+            for batch_idx, (data, target) in enumerate(dataloader):
+                data, target = data.to(device), target.to(device)
+                output = model(data) / self.temp
+                L = loss(output, target)
+                grads = torch.autograd.grad(L, [p for (_, p) in self.masked_parameters], create_graph=True)
+                flatten_grads = torch.cat([g.reshape(-1) for g in grads if g is not None])
+                gnorm = (stopped_grads * flatten_grads).sum()
+                gnorm.backward()
+            for _, p in self.masked_parameters:
+                self.scores[id(p)] = torch.clone(p.grad * p.data).detach()
+                p.grad.data.zero_()
+            self.raw = {k: v.clone() for k, v in self.scores.items()}
+            all_scores = torch.cat([torch.flatten(v) for v in self.scores.values()])
+            norm = torch.abs(torch.sum(all_scores)) + self.eps
+            self.norm = norm.item()
+            for _, p in self.masked_parameters:
+                self.scores[id(p)].div_(norm)
+
+    x, y = map(torch.from_numpy, batch(GRASP_MODEL))
+    n = x.shape[0] // GRASP_BATCHES
+    loader = [(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n]) for i in range(GRASP_BATCHES)]
+    for case in ("dense", "masked", "all_params"):
+        model = build(GRASP_MODEL)
+        load_filled(model)
+        masked = []   # (torch name, mask, weight leaf): Utils/generator.py masked_parameters(model)
+        for mname, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                shape = module.weight.shape
+                m = grasp_mask(f"{mname}.weight", shape) if case == "masked" else np.ones(shape, np.float32)
+                m = torch.from_numpy(m)
+                parametrize.register_parametrization(module, "weight", MaskMul(m))
+                masked.append((f"{mname}.weight", m, module.parametrizations.weight.original))
+        model.eval()
+        if case == "all_params":   # the wrong variant: every parameter differentiated (biases, BatchNorm γ/β)
+            pruner = SynFlowGraSP((None, p) for p in model.parameters())
+        else:
+            pruner = SynFlowGraSP((m, p) for _, m, p in masked)
+        pruner.score(model, nn.CrossEntropyLoss(), loader, "cpu")
+        for tname, _, p in masked:
+            out[f"grasp/{case}/raw/{tname}"] = pruner.raw[id(p)].numpy()
+            assert torch.equal(pruner.scores[id(p)], pruner.raw[id(p)] / pruner.norm)
+        if case != "all_params":
+            out[f"grasp/{case}/norm"] = np.float32(pruner.norm)
+
+
 def main():
     import torch
     torch.use_deterministic_algorithms(True)
@@ -319,6 +413,7 @@ def main():
         model_outputs(name, out)
     optimizer_outputs(out)
     init_stats(out)
+    grasp_outputs(out)
     out["meta/torch_version"] = np.asarray(torch.__version__)
     np.savez_compressed(OUT, **out)
     print(f"wrote {OUT}: {len(out)} arrays, {os.path.getsize(OUT) / 1e6:.2f} MB (torch {torch.__version__})")

@@ -83,7 +83,7 @@ def ticket_config(cfg, k_text: str):
 
 
 def lottery_dir(s, k_text: str) -> str:
-    from lth.lottery import COMMAND as LOTTERY
+    from lth.studies.lottery import COMMAND as LOTTERY
 
     return LOTTERY.run_dir(ticket_config(s.cfg, k_text))
 
@@ -99,7 +99,7 @@ def ticket_runs(s) -> dict:
 def check(s) -> None:
     """Rewind points before the end; each k's IMP run validated and its directory checked (a run of
     another config there is refused) before anything is written."""
-    from lth import lottery
+    from lth.studies import lottery
     from lth.experiment import check_run_dir
 
     rewind_steps(s)
@@ -122,7 +122,7 @@ def find_tickets(s, k_text: str, d: str, levels: list, log=print) -> None:
     """Make sure the lottery run at `d` (IMP rewound to k) has finished `levels`: reused as is when
     it has, else run there (resumable; its finished levels and controls are kept, and so is its
     summary's extent: never fewer levels or controls than it had)."""
-    from lth import lottery
+    from lth.studies import lottery
     from lth.experiment import open_run_dir
 
     if all(os.path.exists(os.path.join(d, f"level_{lv}", "metrics.json")) for lv in levels):

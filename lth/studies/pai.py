@@ -11,7 +11,7 @@ import os
 
 import jax
 
-from lth import masks as M, pai, prune as P
+from lth import masks as M, pruning_at_init as pai, prune as P
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data

@@ -28,7 +28,7 @@ from lth.run import Command, Setup, init_variables, keys, train_dense
 
 
 def validate(cfg) -> None:
-    from lth.lottery import validate as lottery_validate
+    from lth.studies.lottery import validate as lottery_validate
 
     lottery_validate(cfg)   # the dense model is the lottery run's level 0
     if not 0 < cfg.heads.step < 1:
@@ -38,7 +38,7 @@ def validate(cfg) -> None:
 
 
 def _check(s: Setup) -> None:
-    from lth.lottery import check_rewind
+    from lth.studies.lottery import check_rewind
 
     check_rewind(s)
     check(s)
@@ -138,6 +138,6 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
 
 
 def command():
-    from lth.lottery import COMMAND as LOTTERY
+    from lth.studies.lottery import COMMAND as LOTTERY
 
     return Command("heads", LOTTERY.sections, LOTTERY.unhashed, validate=validate, check=_check)
