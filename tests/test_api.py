@@ -38,6 +38,8 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert main(["lottery", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--no-progress", "--set",
                  "lottery.levels=1", "--set", "lottery.controls=", "--set", "train.duration=3ep"]) == 0
     assert result.table() in capsys.readouterr().out
+    from analysis import report   # and the report of any run reads it back
+    assert report.main([result.run_dir]) == 0 and "| level | density % |" in capsys.readouterr().out
 
 
 def test_public_names_and_user_errors(tmp_path):
@@ -57,3 +59,25 @@ def test_public_names_and_user_errors(tmp_path):
         lth.open_run(tmp_path)
     cfg = lth.load_config({"config": "mnist1d_mlp", "lottery.levels": 3}, ["train.lr=0.5"])
     assert (cfg.lottery.levels, cfg.train.lr, cfg.name) == (3, 0.5, "mnist1d_mlp")
+
+
+def test_report_reads_every_study(tmp_path, capsys):
+    """analysis.report works on a lottery run, a pai run and a collapse run (the latter two raised
+    KeyError before it went through lth.open_run), and refuses a folder with no results."""
+    from analysis import report
+    from lth.cli import main
+    from conftest import DEMO, TINY
+
+    sets = [a for t in TINY for a in ("--set", t)]
+    assert main(["pai", "--config", DEMO, "--no-progress", "--out", str(tmp_path), *sets, "--set", "pai.methods=magnitude",
+                 "--set", "pai.compression=10^0.5"]) == 0
+    assert main(["collapse", "--model", "lenet_12", "--methods", "magnitude", "--max-log10", "0.5", "--step", "0.5",
+                 "--data-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "col")]) == 0
+    capsys.readouterr()
+    (pai_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("pai_")]
+    for d, needle in ((pai_dir, "| magnitude |"), (tmp_path / "col", "| magnitude |")):
+        assert report.main([str(d)]) == 0
+        out = capsys.readouterr().out
+        assert needle in out and out.strip().endswith(".png"), out
+    assert lth.open_run(pai_dir).study == "pai" and lth.open_run(tmp_path / "col").study == "collapse"
+    assert report.main([str(tmp_path / "none")]) == 2
