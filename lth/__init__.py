@@ -3,7 +3,8 @@
 The public API (everything in `__all__`; the rest is internal):
 
 studies, each returning a `Result` (run_dir, summary, table(), plot()) and resuming what is on disk:
-    lottery, pai, stability, heads, collapse, compress, open_run
+    lottery, pai, stability, heads, collapse, compress, open_run, and run_study (any registered
+    study by name: lth.studies.REGISTRY, one line per study module)
 configs:
     load_config (a configs/*.py path or name, a ConfigDict or a dict, plus overrides)
 building blocks:
@@ -21,15 +22,18 @@ __version__ = "0.1.0"
 _FROM = {
     **{name: "lth.api" for name in ("lottery", "pai", "stability", "heads", "collapse", "compress", "open_run",
                                     "Result", "load_config", "build_model", "load_data", "score", "prune_at_init",
-                                    "train_masked")},
+                                    "train_masked", "run_study")},
     "UserError": "lth.errors",
 }
-__all__ = sorted([*_FROM, "masks", "prune"])
+_MODULES = ("masks", "prune")
+__all__ = sorted([*_FROM, *_MODULES])
 
 
 def __getattr__(name):
     if name in _FROM:
         return getattr(importlib.import_module(_FROM[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"lth.{name}")
     raise AttributeError(f"module 'lth' has no attribute {name!r}")
 
 

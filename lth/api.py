@@ -8,6 +8,7 @@ import dataclasses
 import os
 from typing import Callable
 
+from lth import studies
 from lth.errors import UserError
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -64,72 +65,17 @@ class Result:
     summary: dict
 
     def table(self) -> str:
-        return STUDIES[self.study].table(self.summary)
+        if self.study == "compress":
+            from lth.studies import compress
+            return compress.table(self.summary)
+        return studies.get(self.study).table(self.summary)
 
     def plot(self, path: str | None = None) -> str:
         """Write the study's figure (PNG) to `path` (default: in the run directory); returns the path."""
-        spec = STUDIES[self.study]
-        if spec.plot is None:
+        mod = None if self.study == "compress" else studies.get(self.study)
+        if mod is None or not hasattr(mod, "plot"):
             raise UserError(f"`{self.study}` has no plot; allowed: table()")
-        return spec.plot(self.summary, path or os.path.join(self.run_dir, spec.plot_file))
-
-
-@dataclasses.dataclass(frozen=True)
-class Study:
-    """How a study is run and reported: its module (COMMAND, run), its table and plot, and where its
-    results live inside the run directory ('' = summary.json in the run directory itself)."""
-
-    module: str
-    table: Callable
-    plot: Callable | None
-    plot_file: str = ""
-    synthetic_ok: bool = False
-
-
-def _table(name):
-    def table(summary):
-        from analysis import tables
-        return getattr(tables, name)(summary)
-    return table
-
-
-def _plot(module, name):
-    def plot(summary, path):
-        import importlib
-        return getattr(importlib.import_module(module), name)(summary, path)
-    return plot
-
-
-def _collapse_plots(summary, path):
-    from analysis import collapse_plots
-    collapse_plots.layer_density(summary, path)
-    return collapse_plots.critical(summary, os.path.join(os.path.dirname(path), "critical_compression.png"))
-
-
-def _compress_table(result):
-    from lth.studies import compress
-    return compress.table(result)
-
-
-STUDIES = {
-    "lottery": Study("lth.studies.lottery", _table("lottery_table"), _plot("analysis.plots", "accuracy_vs_density"),
-                     "accuracy_vs_density.png"),
-    "pai": Study("lth.studies.pai", _table("pai_table"), _plot("analysis.plots", "accuracy_vs_compression"),
-                 "accuracy_vs_compression.png"),
-    "stability": Study("lth.studies.stability", _table("stability_table"), _plot("analysis.plots", "stability_plots"),
-                       "stability.png"),
-    "heads": Study("lth.studies.heads", _table("heads_table"), _plot("analysis.plots", "heads_curve"), "heads.png"),
-    "collapse": Study("lth.studies.collapse", _table("collapse_table"), _collapse_plots, "layer_density.png",
-                      synthetic_ok=True),
-    "compress": Study("lth.studies.compress", _compress_table, None),
-}
-
-
-def _command(study: str):
-    import importlib
-
-    mod = importlib.import_module(STUDIES[study].module)
-    return mod, (mod.command() if study == "heads" else mod.COMMAND)
+        return mod.plot(self.summary, path or os.path.join(self.run_dir, mod.PLOT_FILE))
 
 
 # ----- running a study -----------------------------------------------------------------------------
@@ -138,40 +84,52 @@ def prepare(study: str, cfg, *, run_dir=None, out=None, replicates=None, progres
     the run directory checked — all before anything is written."""
     from lth import experiment, run
 
-    _, command = _command(study)
+    mod = studies.get(study)
+    command = studies.command(mod)
     if replicates is not None:
         cfg.replicates = replicates
     if progress is not None:
         cfg.run.progress = bool(progress)
     if out:
         cfg.run.out = os.fspath(out)   # where sibling runs are looked up too (stability → the lottery runs)
-    if study == "collapse":
-        from lth.studies.collapse import resolve_init
-        resolve_init(cfg)
+    if hasattr(mod, "prepare_config"):
+        mod.prepare_config(cfg)
     run.validate(cfg, command)
     run_dir = os.fspath(run_dir) if run_dir else command.run_dir(cfg)
     experiment.check_run_dir(run_dir, cfg, command)
-    return run.setup(cfg, command, synthetic_ok=STUDIES[study].synthetic_ok), run_dir
+    return run.setup(cfg, command, synthetic_ok=getattr(mod, "SYNTHETIC_OK", False)), run_dir
 
 
 def execute(study: str, s, run_dir: str, log=print) -> Result:
     """Run `study` in its locked run directory (resuming what is there) and return its Result."""
     from lth import experiment
 
-    mod, command = _command(study)
-    lock = experiment.open_run_dir(run_dir, s.cfg, command)
+    mod = studies.get(study)
+    lock = experiment.open_run_dir(run_dir, s.cfg, studies.command(mod))
     try:
         out = mod.run(s, run_dir, log=log)
     finally:
         lock.release()
-    where = mod.results_dir(run_dir, s.cfg) if study == "heads" else run_dir
+    where = mod.results_dir(run_dir, s.cfg) if hasattr(mod, "results_dir") else run_dir
     return Result(study, where, out)
 
 
-def _study(study: str, cfg, overrides, run_dir, out, replicates, progress, log) -> Result:
+def run_study(study: str, cfg=None, overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
+              log=None) -> Result:
+    """Any registered study by name (lth.studies.REGISTRY, or one added with lth.studies.register);
+    `cfg` defaults to the study's DEFAULT_CONFIG."""
+    mod = studies.get(study)
+    if cfg is None:
+        cfg = getattr(mod, "DEFAULT_CONFIG", None)
+        if cfg is None:
+            raise UserError(f"study {study!r} needs a config; allowed: a configs/*.py path or name, a ConfigDict or a dict")
     s, rd = prepare(study, load_config(cfg, overrides), run_dir=run_dir, out=out, replicates=replicates,
                     progress=progress)
     return execute(study, s, rd, log=log or (lambda *_: None))
+
+
+def _study(study, cfg, overrides, run_dir, out, replicates, progress, log) -> Result:
+    return run_study(study, cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
 
 
 def lottery(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
@@ -202,7 +160,7 @@ def heads(cfg, overrides=None, *, run_dir=None, out=None, replicates=None, progr
     return _study("heads", cfg, overrides, run_dir, out, replicates, progress, log)
 
 
-def collapse(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, log=None) -> Result:
+def collapse(cfg="synflow_layer_collapse", overrides=None, *, run_dir=None, out=None, log=None) -> Result:
     """The layer-collapse sweep (`lth collapse`): prune at init to 10^0..10^collapse.max_log10 with
     each of `collapse.methods`, per-layer densities and the critical compression of each."""
     return _study("collapse", cfg, overrides, run_dir, out, None, None, log)
@@ -237,8 +195,8 @@ def open_run(run_dir) -> Result:
         raise UserError(f"{d!r} holds no lth results (no config.json and summary.json, heads.json or results.json); "
                         f"allowed: a run directory of a study that has finished at least one arm")
     study = read_json(cfg).get("command")
-    if study not in STUDIES:
-        raise UserError(f"{d!r} was written by an unknown command {study!r}; allowed: {', '.join(STUDIES)}")
+    if study not in studies.REGISTRY:
+        raise UserError(f"{d!r} was written by an unknown command {study!r}; allowed: {', '.join(studies.REGISTRY)}")
     return Result(study, d, read_json(summary))
 
 

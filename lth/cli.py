@@ -21,85 +21,40 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def run_options(p) -> None:
-    """Options of the commands that train from a config (lottery, pai)."""
-    p.add_argument("--config", required=True, help="configs/<name>.py defining get_config()")
+def study_options(p, mod) -> None:
+    """Options of a study subcommand: --config (required unless the study has a default), --set, its
+    FLAGS (each sets one config key), --out, --run-dir and, for studies that train, --replicates and
+    --no-progress."""
+    default = getattr(mod, "DEFAULT_CONFIG", None)
+    p.add_argument("--config", required=default is None,
+                   help=f"configs/<name>.py defining get_config(), or a config name (default: {default})"
+                   if default else "configs/<name>.py defining get_config(), or a config name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set lottery.levels=3 (repeatable)")
-    p.add_argument("--replicates", type=int, help="train R seeds together in one compiled program")
+    for flag, key, kw in getattr(mod, "FLAGS", ()):
+        kw = dict(kw)
+        if kw.get("help") == "==SUPPRESS==":
+            kw["help"] = argparse.SUPPRESS
+        p.add_argument(flag, **kw)
+    if getattr(mod, "TRAINS", True):
+        p.add_argument("--replicates", type=int, help="train R seeds together in one compiled program")
     p.add_argument("--out", help="root folder of run directories (default: config run.out, 'runs')")
     p.add_argument("--run-dir", help="exact run directory (default: <out>/<name>-<config hash>)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if getattr(mod, "TRAINS", True):
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def parser() -> argparse.ArgumentParser:
+    from lth import studies
+
     p = Parser(prog="lth", description="Lottery tickets and pruning at initialization (JAX).",
                                 epilog=EPILOG)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    lot = sub.add_parser("lottery", help="iterative magnitude pruning with rewinding, and its controls",
-                         description="Train levels 0..L of IMP (resumes where it stopped; finished levels are "
-                                     "skipped), print a table and write summary.json and a plot.", epilog=EPILOG)
-    run_options(lot)
-    lot.set_defaults(func=commands.lottery)
-
-    he = sub.add_parser("heads", help="BERT head and MLP pruning by gate importance (Michel et al. 2019)",
-                        description="Fine-tune the dense model (level 0 of the lottery run of the same config, "
-                                    "reused if done), then prune attention heads, and separately MLPs, greedily "
-                                    "by importance E|dL/dgate|; print accuracy vs heads kept, write heads.json and "
-                                    "heads.png.", epilog=EPILOG)
-    run_options(he)
-    he.set_defaults(func=commands.heads)
-
-    pa = sub.add_parser("pai", help="prune at init to a target compression with each score, then train",
-                        description="Prune at init (pai.methods, pai.compression, pai.rounds, pai.sanity, ...) and "
-                                    "train each mask; writes summary.json with per-layer densities and accuracies.",
-                        epilog=EPILOG)
-    run_options(pa)
-    pa.set_defaults(func=commands.pai)
-
-    st = sub.add_parser("stability", help="instability analysis: error barrier between two copies trained from step k",
-                        description="For each rewind point k (stability.rewind_points) and level (0 = dense, and "
-                                    "stability.levels from `lth lottery` of the same config), train two copies from "
-                                    "step k with different data orders and measure the error along the line between "
-                                    "them (Frankle et al. 2020); print a table, write summary.json and stability.png.",
-                        epilog=EPILOG)
-    run_options(st)
-    st.set_defaults(func=commands.stability)
-
-    co = sub.add_parser("collapse", help="layer-collapse sweep of pruning-at-init scores (no training)",
-                        description="Prune at init to 10^0 .. 10^MAX in steps of STEP with each method; report the "
-                                    "weights kept per layer, each method's critical compression and whether it "
-                                    "reaches max compression; write summary.json and PNG plots. A run directory: "
-                                    "every (method, compression) point is saved when done and skipped on a rerun. "
-                                    "Each flag sets one config key (shown); its default is the config's value.",
-                        epilog=EPILOG)
-    co.add_argument("--config", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                     "configs", "synflow_layer_collapse.py"),
-                    help="config file (default: configs/synflow_layer_collapse.py: VGG-16, CIFAR-10 shapes)")
-    co.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    co.add_argument("--model", help="model.name (see lth models)")
-    co.add_argument("--methods", help="collapse.methods: comma list of scores")
-    co.add_argument("--max-log10", type=float, help="collapse.max_log10: largest compression, as log10")
-    co.add_argument("--step", type=float, help="collapse.step: sweep step in log10")
-    co.add_argument("--dataset", help="data.name: input shapes and, if prepared, data for data-dependent scores")
-    co.add_argument("--data-dir", help="data.data_dir: tfds data dir")
-    co.add_argument("--width", type=float, help="model.width: width multiplier")
-    co.add_argument("--init", help="collapse.init: synflow (the SynFlow code's init for the model), model "
-                                   "(model.* as configured), or a kernel init name, e.g. kaiming_normal, "
-                                   "kaiming_truncated_normal (zero biases, BatchNorm γ = 1)")
-    co.add_argument("--seed", type=int, help="seed")
-    co.add_argument("--rounds", type=int, help="pai.rounds: rounds per method (0 = synflow 100, others 1)")
-    co.add_argument("--schedule", choices=["exponential", "linear"], help="pai.schedule")
-    co.add_argument("--scope", choices=["global", "layerwise"], help="pai.scope")
-    co.add_argument("--batch-size", type=int, help="pai.batch_size: examples for data-dependent scores")
-    co.add_argument("--obd-method", choices=["exact", "hutchinson", "fisher"], help="pai.obd_method")
-    co.add_argument("--obd-probes", type=int, help="pai.obd_probes: Hutchinson probes")
-    co.add_argument("--precision", choices=["float64", "scaled32", "auto"],
-                    help="pai.synflow_precision (scaled32/auto: faster, but can collapse layers near max compression)")
-    co.add_argument("--out", help="root folder of run directories (default: config run.out, 'runs')")
-    co.add_argument("--run-dir", help="exact run directory (default: <out>/collapse_<model>_w<width>-<config hash>)")
-    co.add_argument("--out-dir", help=argparse.SUPPRESS)  # the former name of --run-dir
-    co.set_defaults(func=commands.collapse)
+    for name in studies.REGISTRY:   # one subcommand per registered study
+        mod = studies.get(name)
+        sp = sub.add_parser(name, help=mod.HELP, description=mod.DESCRIPTION, epilog=EPILOG)
+        study_options(sp, mod)
+        sp.set_defaults(func=commands.study, study=name)
 
     data = sub.add_parser("data", help="prepare tfds datasets (needs internet and the [prepare] extra)")
     data.add_argument("action", choices=["prepare"], help="prepare: download and convert to array_record")

@@ -28,32 +28,34 @@ def load_config(path: str, overrides=()):
     return cfg
 
 
-def _study_command(args, study, describe, files, cfg=None, outcome=lambda summary: summary) -> int:
-    """The shape every training command shares, over the Python API (lth.api): config, setup and
-    checks, a header line, the run in its locked directory (progress lines printed), then the table
-    and `files(result)` lines; exit 3 if a replicate diverged."""
-    from lth import api
+def study(args) -> int:
+    """Any registered study (lth.studies): config (--config or the study's default, its FLAGS, then
+    --set), setup and checks, a header line, the run in its locked directory (progress lines printed),
+    the table and the study's closing lines; exit 3 if a replicate diverged. Over the Python API."""
+    from lth import api, studies
 
-    cfg = cfg if cfg is not None else load_config(args.config, args.set)
-    s, run_dir = api.prepare(study, cfg, run_dir=args.run_dir, out=getattr(args, "out", None),
-                             replicates=getattr(args, "replicates", None),
+    mod = studies.get(args.study)
+    sets = [f"{key}={getattr(args, _dest(flag))}" for flag, key, _ in getattr(mod, "FLAGS", ())
+            if key and getattr(args, _dest(flag)) is not None]
+    config = args.config or mod.DEFAULT_CONFIG
+    cfg = api.load_config(config, sets + args.set)
+    s, run_dir = api.prepare(args.study, cfg, run_dir=args.run_dir or getattr(args, "out_dir", None),
+                             out=getattr(args, "out", None), replicates=getattr(args, "replicates", None),
                              progress=False if getattr(args, "no_progress", False) else None)
-    print(f"run directory: {run_dir}  ({describe(s)})", flush=True)
+    print(f"run directory: {run_dir}  ({mod.describe(s)})", flush=True)
     t0 = time.time()
-    result = api.execute(study, s, run_dir, log=print)
+    result = api.execute(args.study, s, run_dir, log=print)
     print()
-    print("\n".join([result.table(), ""] + files(result)))
-    if study != "collapse":
+    files = mod.files(result) if hasattr(mod, "files") else [
+        f"summary: {os.path.join(result.run_dir, 'summary.json')}", f"plot: {result.plot()}"]
+    print("\n".join([result.table(), ""] + files))
+    if getattr(mod, "TRAINS", True):
         print(f"time: {time.time() - t0:.1f} s")
-    return diverged_exit(outcome(result.summary))
+    return diverged_exit(mod.outcome(result.summary) if hasattr(mod, "outcome") else result.summary)
 
 
-def _summary_and_plot(result) -> list[str]:
-    return [f"summary: {os.path.join(result.run_dir, 'summary.json')}", f"plot: {result.plot()}"]
-
-
-def _training(s, what: str) -> str:
-    return f"{s.cfg.model.name} on {s.cfg.data.name}, {what}, R={s.cfg.replicates}"
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def diverged_exit(summary) -> int:
@@ -66,50 +68,6 @@ def diverged_exit(summary) -> int:
               f"see diverged_at_step in summary.json", file=sys.stderr)
         return 3
     return 0
-
-
-def lottery(args) -> int:
-    return _study_command(args, "lottery", lambda s: _training(s, f"{s.total} iterations/level, {s.cfg.lottery.levels} levels"),
-                          _summary_and_plot)
-
-
-def heads(args) -> int:
-    return _study_command(args, "heads", lambda s: _training(s, f"heads pruned in steps of {s.cfg.heads.step:g}"),
-                          lambda r: [f"results: {os.path.join(r.run_dir, 'heads.json')}", f"plot: {r.plot()}"],
-                          outcome=lambda out: {})
-
-
-def pai(args) -> int:
-    return _study_command(args, "pai", lambda s: _training(s, f"compression {s.cfg.pai.compression}"), _summary_and_plot)
-
-
-def stability(args) -> int:
-    return _study_command(args, "stability", lambda s: _training(
-        s, f"rewind points {s.cfg.stability.rewind_points}, levels {s.cfg.stability.levels or '0'}"), _summary_and_plot,
-        outcome=lambda summary: {"arms": [p["copies"] for p in summary["points"]]})
-
-
-COLLAPSE_FLAGS = {  # flag → config key (the config's value is the one default)
-    "model": "model.name", "width": "model.width", "dataset": "data.name", "data_dir": "data.data_dir",
-    "seed": "seed", "methods": "collapse.methods", "max_log10": "collapse.max_log10", "step": "collapse.step",
-    "init": "collapse.init", "rounds": "pai.rounds", "schedule": "pai.schedule", "scope": "pai.scope",
-    "batch_size": "pai.batch_size", "obd_method": "pai.obd_method", "obd_probes": "pai.obd_probes",
-    "precision": "pai.synflow_precision",
-}
-
-
-def collapse(args) -> int:
-    sets = [f"{key}={getattr(args, flag)}" for flag, key in COLLAPSE_FLAGS.items() if getattr(args, flag) is not None]
-    cfg = load_config(args.config, sets + args.set)
-    args.run_dir = args.run_dir or args.out_dir
-
-    def files(result):
-        plot = result.plot()
-        return [f"summary: {os.path.join(result.run_dir, 'summary.json')}",
-                f"plots: {os.path.join(result.run_dir, 'layer_density.png')} {plot}"]
-    return _study_command(args, "collapse", lambda s: f"{s.cfg.model.name} ×{s.cfg.model.width:g}, init "
-                          f"{s.cfg.collapse.init}: {s.cfg.model.init}; methods {s.cfg.collapse.methods}", files, cfg=cfg,
-                          outcome=lambda summary: {})
 
 
 def data(args) -> int:

@@ -45,7 +45,7 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
 def test_public_names_and_user_errors(tmp_path):
     assert set(lth.__all__) >= {"lottery", "pai", "stability", "heads", "collapse", "compress", "open_run", "Result",
                                 "load_config", "build_model", "load_data", "score", "prune_at_init", "train_masked",
-                                "masks", "prune", "UserError"}
+                                "masks", "prune", "UserError", "run_study"}
     for name in lth.__all__:
         assert getattr(lth, name) is not None
     with pytest.raises(lth.UserError, match="no_such_config.*not found.*mnist1d_mlp"):
@@ -81,3 +81,68 @@ def test_report_reads_every_study(tmp_path, capsys):
         assert needle in out and out.strip().endswith(".png"), out
     assert lth.open_run(pai_dir).study == "pai" and lth.open_run(tmp_path / "col").study == "collapse"
     assert report.main([str(tmp_path / "none")]) == 2
+
+
+TOY = '''"""A toy study: one arm that trains the config's model, dense."""
+import os
+
+from lth import masks as M
+from lth.experiment import write_json
+from lth.fit import device_data
+from lth.run import BASE_SECTIONS, Command, init_variables, keys, train_arm
+from lth.summary import arm_entry
+
+COMMAND = Command("toy", BASE_SECTIONS, prefix="toy_")
+HELP = "train the config's model once"
+DESCRIPTION = "One dense arm."
+PLOT_FILE = "toy.txt"
+
+
+def describe(s):
+    return s.cfg.model.name
+
+
+def run(s, run_dir, log=print):
+    p, ms = init_variables(s, keys(s, "init"))
+    _, rows = train_arm(s, os.path.join(run_dir, "arm"), p, ms, M.ones_like(p), 0, device_data(s.trainer, s.dataset))
+    summary = {"arms": [arm_entry(rows, arm="dense")]}
+    write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
+
+
+def table(summary):
+    return "| arm | test accuracy |\\n|---|---|\\n" + "".join(
+        f"| {e['arm']} | {e['test_accuracy']:.4f} |\\n" for e in summary["arms"])
+
+
+def plot(summary, path):
+    with open(path, "w") as f:
+        f.write(table(summary))
+    return path
+'''
+
+
+def test_a_new_study_is_one_module_and_one_registry_line(tmp_path, monkeypatch, capsys):
+    """Through the protocol alone the toy study gets a CLI subcommand, a locked run directory,
+    resumability (a rerun trains nothing), a summary, a table, a plot and the API."""
+    from lth import experiment, run as harness, studies
+    from lth.cli import main
+    from conftest import DEMO, TINY
+
+    (tmp_path / "toy_study.py").write_text(TOY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(studies.REGISTRY, "toy", "toy_study")           # the one registry line
+    args = ["toy", "--config", DEMO, "--no-progress", "--out", str(tmp_path / "runs")] + [a for t in TINY for a in ("--set", t)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| dense |" in out and "plot: " in out and "time: " in out
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert run_dir.name.startswith("toy_mnist1d_mlp-") and (run_dir / "summary.json").exists()
+    monkeypatch.setattr(harness, "fit", lambda *a, **k: pytest.fail("a finished arm was trained again"))
+    assert main(args) == 0 and "| dense |" in capsys.readouterr().out  # resumed: nothing trained
+    lock = experiment.RunLock(str(run_dir))
+    assert main(args) == 2 and "in use by process" in capsys.readouterr().err
+    lock.release()
+    r = lth.open_run(run_dir)
+    assert r.study == "toy" and r.table() == lth.run_study("toy", DEMO, TINY, out=tmp_path / "runs").table()
+    assert open(r.plot()).read() == r.table()

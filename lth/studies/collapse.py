@@ -83,6 +83,71 @@ COMMAND = Command("collapse", ("seed", "model", "data.name", "data.normalize", "
                   label=lambda cfg: f"{cfg.model.name}_w{cfg.model.width:g}")
 
 
+HELP = "layer-collapse sweep of pruning-at-init scores (no training)"
+DESCRIPTION = ("Prune at init to 10^0 .. 10^MAX in steps of STEP with each method; report the weights kept per "
+               "layer, each method's critical compression and whether it reaches max compression; write summary.json "
+               "and PNG plots. A run directory: every (method, compression) point is saved when done and skipped on "
+               "a rerun. Each flag sets one config key (shown); its default is the config's value.")
+DEFAULT_CONFIG = "synflow_layer_collapse"   # configs/synflow_layer_collapse.py: VGG-16, CIFAR-10 shapes
+TRAINS = False                              # no --replicates / --no-progress
+SYNTHETIC_OK = True                         # data-dependent scores fall back to synthetic inputs
+PLOT_FILE = "layer_density.png"
+# CLI flag → config key, with its argparse options: the one table of the collapse flags
+FLAGS = [
+    ("--model", "model.name", {"help": "model.name (see lth models)"}),
+    ("--methods", "collapse.methods", {"help": "collapse.methods: comma list of scores"}),
+    ("--max-log10", "collapse.max_log10", {"type": float, "help": "collapse.max_log10: largest compression, as log10"}),
+    ("--step", "collapse.step", {"type": float, "help": "collapse.step: sweep step in log10"}),
+    ("--dataset", "data.name", {"help": "data.name: input shapes and, if prepared, data for data-dependent scores"}),
+    ("--data-dir", "data.data_dir", {"help": "data.data_dir: tfds data dir"}),
+    ("--width", "model.width", {"type": float, "help": "model.width: width multiplier"}),
+    ("--init", "collapse.init", {"help": "collapse.init: synflow (the SynFlow code's init for the model), model "
+                                         "(model.* as configured), or a kernel init name, e.g. kaiming_normal, "
+                                         "kaiming_truncated_normal (zero biases, BatchNorm γ = 1)"}),
+    ("--seed", "seed", {"type": int, "help": "seed"}),
+    ("--rounds", "pai.rounds", {"type": int, "help": "pai.rounds: rounds per method (0 = synflow 100, others 1)"}),
+    ("--schedule", "pai.schedule", {"choices": ["exponential", "linear"], "help": "pai.schedule"}),
+    ("--scope", "pai.scope", {"choices": ["global", "layerwise"], "help": "pai.scope"}),
+    ("--batch-size", "pai.batch_size", {"type": int, "help": "pai.batch_size: examples for data-dependent scores"}),
+    ("--obd-method", "pai.obd_method", {"choices": ["exact", "hutchinson", "fisher"], "help": "pai.obd_method"}),
+    ("--obd-probes", "pai.obd_probes", {"type": int, "help": "pai.obd_probes: Hutchinson probes"}),
+    ("--precision", "pai.synflow_precision", {"choices": ["float64", "scaled32", "auto"],
+                                              "help": "pai.synflow_precision (scaled32/auto: faster, but can collapse "
+                                                      "layers near max compression)"}),
+    ("--out-dir", None, {"help": "==SUPPRESS=="}),   # the former name of --run-dir
+]
+
+
+def prepare_config(cfg) -> None:
+    resolve_init(cfg)
+
+
+def describe(s) -> str:
+    return (f"{s.cfg.model.name} ×{s.cfg.model.width:g}, init {s.cfg.collapse.init}: {s.cfg.model.init}; "
+            f"methods {s.cfg.collapse.methods}")
+
+
+def table(summary) -> str:
+    from analysis.tables import collapse_table
+    return collapse_table(summary)
+
+
+def plot(summary, path) -> str:
+    """The per-layer densities at `path`, and the critical compressions beside it; returns the first."""
+    from analysis import collapse_plots
+    collapse_plots.critical(summary, os.path.join(os.path.dirname(path), "critical_compression.png"))
+    return collapse_plots.layer_density(summary, path)
+
+
+def files(result) -> list:
+    return [f"summary: {os.path.join(result.run_dir, 'summary.json')}",
+            f"plots: {result.plot()} {os.path.join(result.run_dir, 'critical_compression.png')}"]
+
+
+def outcome(summary) -> dict:
+    return {}
+
+
 def compressions(max_log10: float, step: float, top: float):
     n = int(math.floor(max_log10 / step + 1e-9))
     points = [round(i * step, 6) for i in range(n + 1)]

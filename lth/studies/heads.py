@@ -137,6 +137,35 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     return out
 
 
+HELP = "BERT head and MLP pruning by gate importance (Michel et al. 2019)"
+DESCRIPTION = ("Fine-tune the dense model (level 0 of the lottery run of the same config, reused if done), then "
+               "prune attention heads, and separately MLPs, greedily by importance E|dL/dgate|; print accuracy vs "
+               "heads kept, write heads.json and heads.png.")
+PLOT_FILE = "heads.png"
+
+
+def describe(s: Setup) -> str:
+    return f"{s.cfg.model.name} on {s.cfg.data.name}, heads pruned in steps of {s.cfg.heads.step:g}, R={s.replicates}"
+
+
+def table(out) -> str:
+    from analysis.tables import heads_table
+    return heads_table(out)
+
+
+def plot(out, path) -> str:
+    from analysis.plots import heads_curve
+    return heads_curve(out, path)
+
+
+def files(result) -> list:
+    return [f"results: {os.path.join(result.run_dir, 'heads.json')}", f"plot: {result.plot()}"]
+
+
+def outcome(out) -> dict:
+    return {}
+
+
 def command():
     from lth.studies.lottery import COMMAND as LOTTERY
 

@@ -109,6 +109,26 @@ COMMAND = Command("lottery", BASE_SECTIONS + ("prune", "lottery"), unhashed=("lo
                   validate=validate, check=check)
 
 
+HELP = "iterative magnitude pruning with rewinding, and its controls"
+DESCRIPTION = ("Train levels 0..L of IMP (resumes where it stopped; finished levels are skipped), print a table "
+               "and write summary.json and a plot.")
+PLOT_FILE = "accuracy_vs_density.png"
+
+
+def describe(s: Setup) -> str:
+    return f"{s.cfg.model.name} on {s.cfg.data.name}, {s.total} iterations/level, {s.cfg.lottery.levels} levels, R={s.replicates}"
+
+
+def table(summary) -> str:
+    from analysis.tables import lottery_table
+    return lottery_table(summary)
+
+
+def plot(summary, path) -> str:
+    from analysis.plots import accuracy_vs_density
+    return accuracy_vs_density(summary, path)
+
+
 def setup(cfg) -> Setup:
     """The harness's setup for IMP (validated, data loaded, nothing written)."""
     from lth.run import setup as run_setup

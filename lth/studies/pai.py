@@ -60,6 +60,26 @@ COMMAND = Command("pai", BASE_SECTIONS + ("prune.prunable", "pai"),
                   validate=validate, check=check)
 
 
+HELP = "prune at init to a target compression with each score, then train"
+DESCRIPTION = ("Prune at init (pai.methods, pai.compression, pai.rounds, pai.sanity, ...) and train each mask; "
+               "writes summary.json with per-layer densities and accuracies.")
+PLOT_FILE = "accuracy_vs_compression.png"
+
+
+def describe(s) -> str:
+    return f"{s.cfg.model.name} on {s.cfg.data.name}, compression {s.cfg.pai.compression}, R={s.replicates}"
+
+
+def table(summary) -> str:
+    from analysis.tables import pai_table
+    return pai_table(summary)
+
+
+def plot(summary, path) -> str:
+    from analysis.plots import accuracy_vs_compression
+    return accuracy_vs_compression(summary, path)
+
+
 def arm_name(name: str, compression: float) -> str:
     return f"{name}@10^{math.log10(compression):.4g}"
 

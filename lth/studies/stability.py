@@ -118,6 +118,34 @@ COMMAND = Command("stability", BASE_SECTIONS + ("prune", "lottery", "stability")
                   prefix="stability_", validate=validate, check=check)
 
 
+HELP = "instability analysis: error barrier between two copies trained from step k"
+DESCRIPTION = ("For each rewind point k (stability.rewind_points) and level (0 = dense, and stability.levels: the "
+               "tickets of IMP rewound to k, from `lth lottery` runs of the same config, run here when missing), train "
+               "two copies from step k with different data orders and measure the error along the line between them "
+               "(Frankle et al. 2020); print a table, write summary.json and stability.png.")
+PLOT_FILE = "stability.png"
+
+
+def describe(s) -> str:
+    return (f"{s.cfg.model.name} on {s.cfg.data.name}, rewind points {s.cfg.stability.rewind_points}, "
+            f"levels {s.cfg.stability.levels or '0'}, R={s.replicates}")
+
+
+def table(summary) -> str:
+    from analysis.tables import stability_table
+    return stability_table(summary)
+
+
+def plot(summary, path) -> str:
+    from analysis.plots import stability_plots
+    return stability_plots(summary, path)
+
+
+def outcome(summary) -> dict:
+    """The copies of every point, for the diverged-replicate exit code."""
+    return {"arms": [p["copies"] for p in summary["points"]]}
+
+
 def find_tickets(s, k_text: str, d: str, levels: list, log=print) -> None:
     """Make sure the lottery run at `d` (IMP rewound to k) has finished `levels`: reused as is when
     it has, else run there (resumable; its finished levels and controls are kept, and so is its
