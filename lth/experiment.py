@@ -19,7 +19,7 @@ def check_run_dir(path: str, cfg, command) -> None:
                 old = json.load(f)
         except (OSError, ValueError) as e:
             raise UserError(f"{stored} is unreadable ({e}); choose another run directory") from None
-        if old.get("identity") != command.identity(cfg):
+        if not command.matches(old.get("identity"), cfg):
             raise UserError(f"run directory {path} holds a run of another config (hash {old.get('hash')}, "
                             f"this one {command.hash(cfg)}); choose another --run-dir or drop it to use the default")
     elif os.path.isdir(path) and set(os.listdir(path)) - {".lock"}:

@@ -224,3 +224,44 @@ def test_pai_ignores_imp_fields(tmp_path, capsys):
     assert main(["lottery", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--out", str(tmp_path / "l"),
                  *sum([["--set", s] for s in TINY + ["lottery.rewind=999ep"]], [])]) == 2
     assert "lottery.rewind '999ep'" in capsys.readouterr().err
+
+
+def test_identity_holds_non_default_fields_and_legacy_directories_are_found(tmp_path, monkeypatch):
+    """A run's identity is the non-default fields of its sections: adding a schema field with a
+    default leaves every hash as it was. A run directory of the former format (the full sections;
+    tests/data/legacy_run/config.json, written by lth before this change) is found again."""
+    import json
+    import shutil
+
+    from lth import config as C, experiment
+
+    cfg = tiny_config()
+    ident = lottery.COMMAND.identity(cfg)
+    assert ident == {"name": "mnist1d_mlp", "model": {"name": "lenet_24_12"}, "train": {
+        "lr": 0.05, "weight_decay": 0.0001, "batch_size": 50, "duration": "60it", "eval_every": "20it"}}
+    h = lottery.COMMAND.hash(cfg)
+    real = C.base
+
+    def with_new_field():
+        c = real()
+        c.train.new_option = 0.5                 # a new field with its default
+        return c
+    monkeypatch.setattr(C, "base", with_new_field)
+    from lth.cli import load_config
+    from conftest import DEMO, TINY
+    cfg2 = load_config(DEMO, TINY)
+    assert cfg2.train.new_option == 0.5 and lottery.COMMAND.hash(cfg2) == h
+    cfg2.train.new_option = 0.7                   # set away from its default: a new identity
+    assert lottery.COMMAND.hash(cfg2) != h
+    monkeypatch.setattr(C, "base", real)
+    # the stored former-format directory: found, and its identity accepted
+    legacy = os.path.join(os.path.dirname(__file__), "data", "legacy_run")
+    stored = json.load(open(os.path.join(legacy, "config.json")))
+    old = tmp_path / f"mnist1d_mlp-{stored['hash']}"
+    shutil.copytree(legacy, old)
+    cfg = tiny_config()
+    assert stored["hash"] != lottery.COMMAND.hash(cfg)
+    assert lottery.COMMAND.run_dir(cfg, str(tmp_path)) == str(old)
+    experiment.check_run_dir(str(old), cfg, lottery.COMMAND)           # no "another config" error
+    with pytest.raises(UserError, match="holds a run of another config"):
+        experiment.check_run_dir(str(old), tiny_config("train.lr=0.3"), lottery.COMMAND)

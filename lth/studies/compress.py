@@ -124,7 +124,7 @@ def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
 
 
 def results_dir(run_dir: str, cfg, level: int) -> str:
-    return os.path.join(run_dir, "compress", f"level_{level}-{RESULTS.hash(cfg)}")
+    return RESULTS.dir_for(os.path.join(run_dir, "compress"), f"level_{level}", cfg)
 
 
 # ----- the command -----------------------------------------------------------------------------------

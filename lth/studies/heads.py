@@ -47,7 +47,7 @@ def _check(s: Setup) -> None:
 def results_dir(run_dir: str, cfg) -> str:
     """heads-<hash of the heads section> inside the lottery run directory: other heads.* settings
     write beside it, never over it."""
-    return os.path.join(run_dir, "heads-" + Command("heads", ("heads",)).hash(cfg))
+    return Command("heads", ("heads",)).dir_for(run_dir, "heads", cfg)
 
 
 def check(s: Setup):
