@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
 
 from lth import studies
 from lth.errors import UserError

@@ -4,7 +4,6 @@ User errors: one line, exit 2."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from lth import commands

@@ -57,7 +57,17 @@ def check_target(compression: float, prunable_sizes, scope: str) -> None:
 
 
 def default_rounds(method: str) -> int:
-    return 100 if method == "synflow" else 1
+    """The score's own default rounds (declared next to it in lth/scores/registry.py)."""
+    from lth.scores.registry import entry
+    return entry(method).rounds
+
+
+def validate_options(p) -> None:
+    """Checks of the `pai` options every prune-at-init study reads: schedule, scope, rounds."""
+    check_choice("pai.schedule", p.schedule, SCHEDULES)
+    check_choice("pai.scope", p.scope, ("global", "layerwise"))
+    if p.rounds < 0:
+        raise UserError(f"pai.rounds {p.rounds} out of range; allowed: 0 (method default) or more")
 
 
 def densities(target: float, rounds: int, schedule: str):

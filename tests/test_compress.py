@@ -1,7 +1,6 @@
 """`lth compress`: int8 quantization keeps zeros and is within half a step, sizes add up, the command
 runs PTQ, QAT and QAT + KD on a tiny ticket, and bad input is one line, exit 2, nothing written."""
 import json
-import math
 import os
 import shutil
 

@@ -20,6 +20,7 @@ class Score:
     options: dict = dataclasses.field(default_factory=dict)   # fn keyword → pai config key
     checks: dict = dataclasses.field(default_factory=dict)    # fn keyword → allowed values
     prepare: Callable | None = None   # (apply_fn, variables, prunable, input_shape, options) → options
+    rounds: int = 1                   # default score-and-prune rounds at init (pai.rounds = 0)
 
 
 GRASP_OPTIONS = {"batches": "batches", "temperature": "grasp_temperature"}
@@ -29,8 +30,9 @@ SCORES = {
     "snip": Score(snip.snip, True, {"batches": "batches"}),
     "grasp": Score(grasp.grasp, True, GRASP_OPTIONS, prepare=grasp.prepare),
     "grasp_abs": Score(grasp.grasp_abs, True, GRASP_OPTIONS, prepare=grasp.prepare),
+    # 100 rounds: the SynFlow code's prune_epochs for synflow (Results/data/singleshot/*/args.json)
     "synflow": Score(synflow.synflow, False, {"precision": "synflow_precision"},
-                     {"precision": synflow.PRECISIONS}, synflow.prepare),
+                     {"precision": synflow.PRECISIONS}, synflow.prepare, rounds=100),
     "obd": Score(obd.obd, True, {"method": "obd_method", "probes": "obd_probes"}, {"method": obd.METHODS}),
 }
 DATA_FREE = tuple(name for name, s in SCORES.items() if not s.needs_data)

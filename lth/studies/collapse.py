@@ -58,10 +58,7 @@ def validate(cfg) -> None:
     if cfg.collapse.step <= 0 or cfg.collapse.max_log10 < 0:
         raise UserError(f"bad sweep 10^0..10^{cfg.collapse.max_log10} in steps of {cfg.collapse.step}; "
                         f"allowed: max_log10 >= 0, step > 0")
-    check_choice("pai.schedule", cfg.pai.schedule, pai.SCHEDULES)
-    check_choice("pai.scope", cfg.pai.scope, ("global", "layerwise"))
-    if cfg.pai.rounds < 0:
-        raise UserError(f"pai.rounds {cfg.pai.rounds} out of range; allowed: 0 (method default) or more")
+    pai.validate_options(cfg.pai)
 
 
 def layer_sizes(s) -> dict[str, int]:

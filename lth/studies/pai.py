@@ -35,10 +35,7 @@ def variants(cfg) -> list[tuple[str, str, str | None]]:
 
 def validate(cfg) -> None:
     variants(cfg)
-    check_choice("pai.schedule", cfg.pai.schedule, pai.SCHEDULES)
-    check_choice("pai.scope", cfg.pai.scope, ("global", "layerwise"))
-    if cfg.pai.rounds < 0:
-        raise UserError(f"pai.rounds {cfg.pai.rounds} out of range; allowed: 0 (method default) or more")
+    pai.validate_options(cfg.pai)
     pai.parse_compressions(cfg.pai.compression)
 
 
