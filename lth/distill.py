@@ -9,22 +9,17 @@ config.json gives the teacher's model (e.g. MiniLM-L6 teaching `bert_mini`). Rep
 the teacher's replicate r (a teacher run with one replicate teaches them all). The teacher runs in
 eval mode (no dropout, BatchNorm statistics), its logits under stop_gradient. At α = 1 the loss is
 α·CE + 0·KL: plain training, bit for bit.
+
+This module is the library part (the loss, the option checks); finding and loading a teacher from a
+run directory is the harness's (lth/teacher.py).
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-import re
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from lth import checkpoint, masks as M
 from lth.errors import UserError
-from lth.experiment import read_json
 
 
 def validate(d) -> None:
@@ -46,61 +41,3 @@ def loss(student_logits, teacher_logits, y, alpha: float, temperature: float):
     return alpha * ce + (1.0 - alpha) * t * t * kl
 
 
-@dataclasses.dataclass(frozen=True)
-class Teacher:
-    """A trained level: its eval-mode logits function and variables [R] (params + model state)."""
-
-    path: str
-    apply: Callable          # (variables of one replicate, x) → logits
-    variables: dict
-    test_accuracy: float | None
-
-
-def own_level(spec: str) -> int | None:
-    """L when `spec` is 'level_L' (a level of the run being trained), else None (a path)."""
-    m = re.fullmatch(r"level_(\d+)", spec.strip())
-    return int(m.group(1)) if m else None
-
-
-def level_dir(spec: str, run_dir: str) -> str:
-    """'level_L' → that level of `run_dir`; anything else is a path to a level directory."""
-    return os.path.join(run_dir, spec.strip()) if own_level(spec) is not None else spec
-
-
-INPUT_KEYS = ("name", "normalize", "tokenizer", "max_length")  # data keys that decide inputs and classes
-
-
-def load(spec: str, run_dir: str, data_cfg, dataset, replicates: int) -> Teacher:
-    """The teacher named by `spec`, checked against the student's data (classes, inputs) before
-    anything is written: one-line UserErrors for a missing level or a run of other inputs."""
-    from lth.models import registry
-    from lth.models.inits import Init
-    from lth.train import make_trainer
-
-    path = level_dir(spec, run_dir)
-    root = os.path.dirname(os.path.normpath(path))
-    if not os.path.exists(os.path.join(path, "metrics.json")) or not checkpoint.exists(os.path.join(path, "final")):
-        raise UserError(f"train.distill.teacher {spec!r}: no finished level at {path}; allowed: 'level_0' (this "
-                        f"run's dense level, trained first) or RUN_DIR/level_L of a finished run")
-    tcfg = ml_collections.ConfigDict(read_json(os.path.join(root, "config.json"))["config"])
-    for key in INPUT_KEYS:
-        if key in tcfg.data and tcfg.data[key] != data_cfg[key]:
-            raise UserError(f"train.distill.teacher {spec!r} was trained with data.{key} = {tcfg.data[key]!r}, the "
-                            f"student with {data_cfg[key]!r}; allowed: a teacher of the same inputs and classes")
-    model = registry.build(tcfg.model.name, dataset.num_classes, Init.of(tcfg.model), dataset.input_shape,
-                           tcfg.model.width)
-    trainer = make_trainer(model, tcfg.train, len(dataset.y_train))
-    r = tcfg.replicates
-    rngs = jax.random.split(jax.random.PRNGKey(0), r)
-    params, ms = trainer.init_replicates(rngs, dataset.input_shape)
-    state = checkpoint.load(os.path.join(path, "final"), trainer.new_state(params, ms, M.ones_like(params), 0, rngs, rngs))
-    variables = {"params": state.params, **state.model_state}
-    if r != replicates:
-        if r != 1:
-            raise UserError(f"train.distill.teacher {spec!r} has {r} replicates, the student {replicates}; "
-                            f"allowed: a teacher with 1 replicate or as many as the student")
-        variables = jax.tree.map(lambda a: jnp.broadcast_to(a, (replicates, *a.shape[1:])), variables)
-    rows = read_json(os.path.join(path, "metrics.json"))["replicates"]
-    accs = [row["test_accuracy"] for row in rows if row.get("test_accuracy") is not None]
-    return Teacher(path, lambda v, x: model.apply(v, x, train=False), variables,
-                   sum(accs) / len(accs) if accs else None)

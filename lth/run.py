@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from lth import checkpoint, data as D, distill, masks as M, prune as P
+from lth import checkpoint, data as D, distill, masks as M, prune as P, teacher as T
 from lth.config import parse_duration
 from lth.data.augment import AUGMENTATIONS, make as make_augment
 from lth.errors import UserError, check_choice
@@ -153,7 +153,7 @@ class Setup:
     eval_every: int
     checkpoint_every: int
     pretrained: dict | None = None    # one replicate's params from model.pretrained (read once)
-    teacher: object = None            # lth.distill.Teacher once loaded (train.distill.teacher)
+    teacher: object = None            # lth.teacher.Teacher once loaded (train.distill.teacher)
     _scorers: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -190,11 +190,11 @@ class Setup:
         """`data` with the teacher's variables attached when this arm is distilled, else as is: an
         own-run teacher ('level_0') teaches the levels after it, another run's teacher every level."""
         spec = self.cfg.train.distill.teacher
-        own = distill.own_level(spec)
+        own = T.own_level(spec)
         if not spec or (own is not None and level <= own):
             return data
         if self.teacher is None:
-            self.teacher = distill.load(spec, run_dir, self.cfg.data, self.dataset, self.replicates)
+            self.teacher = T.load(spec, run_dir, self.cfg.data, self.dataset, self.replicates)
         return dataclasses.replace(data, teacher=self.teacher.variables)
 
     @functools.cached_property
@@ -261,8 +261,8 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     s = Setup(cfg, ds, trainer, prunable, total, parse_duration(cfg.train.eval_every, spe, "train.eval_every"),
               parse_duration(cfg.run.checkpoint_every, spe, "run.checkpoint_every"), pretrained=pretrained)
     spec = cfg.train.distill.teacher
-    if spec and distill.own_level(spec) is None:   # another run's level: checked before anything is written
-        s.teacher = distill.load(spec, "", cfg.data, ds, cfg.replicates)
+    if spec and T.own_level(spec) is None:   # another run's level: checked before anything is written
+        s.teacher = T.load(spec, "", cfg.data, ds, cfg.replicates)
     if command.check is not None:
         command.check(s)
     return s
@@ -297,15 +297,6 @@ def init_variables(s: Setup, rng):
             lambda p, w, f: p if f or isinstance(w, jax.ShapeDtypeStruct) else jnp.broadcast_to(jnp.asarray(w), p.shape),
             params, s.pretrained, fresh)
     return params, ms
-
-
-def redraw(s: Setup, params, level: int):
-    """params with the `lottery.reinit` leaves drawn afresh for `level` (e.g. BERT's classifier)."""
-    if not s.cfg.lottery.reinit:
-        return params
-    fresh, _ = random_init(s, keys(s, "redraw", level))
-    which = M.prunable_tree(M.index(params, 0), s.cfg.lottery.reinit)
-    return jax.tree.map(lambda p, f, w: f if w else p, params, fresh, which)
 
 
 # ----- one training run (an arm) -------------------------------------------------------------
@@ -349,20 +340,3 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     write_json(metrics_path, {"replicates": rows, "history": history})
     shutil.rmtree(os.path.join(adir, "ckpt"), ignore_errors=True)
     return state, rows
-
-
-def rewind_path(run_dir: str) -> str:
-    return os.path.join(run_dir, "level_0", "rewind")
-
-
-def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
-    """The dense network trained from init (IMP's level 0), saving the rewind point at
-    `lottery.rewind` on the way (resumable; shared by `lth lottery` and `lth heads`)."""
-    path = rewind_path(run_dir)
-
-    def save_rewind(st):
-        if not checkpoint.exists(path):
-            checkpoint.save(path, {"params": st.params, "model_state": st.model_state})
-
-    return train_arm(s, os.path.join(run_dir, "level_0"), init_params, init_ms, M.ones_like(init_params), 0, data,
-                     captures={s.duration(s.cfg.lottery.rewind, "lottery.rewind"): save_rewind}, label="level 0")

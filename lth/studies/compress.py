@@ -100,7 +100,7 @@ SETTABLE = ("compress.", "train.distill.", "run.")   # what --set may change on 
 def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
     """(setup, level, results dir): the run's config with `overrides`, every check done, nothing written."""
     from lth.config import apply_overrides
-    from lth.distill import own_level
+    from lth.teacher import own_level
     from lth.run import setup
 
     if not os.path.isdir(run_dir):

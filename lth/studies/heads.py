@@ -24,7 +24,7 @@ import optax
 from lth.errors import UserError
 from lth.experiment import write_json
 from lth.fit import device_data
-from lth.run import Command, Setup, init_variables, keys, train_dense
+from lth.run import Command, Setup, init_variables, keys
 
 
 def validate(cfg) -> None:
@@ -122,6 +122,8 @@ def curve(s: Setup, state, data, split, kind: str, shape, log=print) -> list[dic
 
 
 def run(s: Setup, run_dir: str, log=print) -> dict:
+    from lth.studies.lottery import train_dense
+
     layers, heads = check(s)
     data = device_data(s.trainer, s.dataset)
     init_params, init_ms = init_variables(s, keys(s, "init"))

@@ -26,9 +26,35 @@ from lth import checkpoint, masks as M, prune as P, scores as S
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
-from lth.run import (BASE_SECTIONS, Command, Setup, init_variables, keys, random_init, redraw,
-                     rewind_path, train_arm, train_dense)
+from lth.run import BASE_SECTIONS, Command, Setup, init_variables, keys, random_init, train_arm
 from lth.summary import arm_entry
+
+
+# ----- IMP's own pieces: the dense level, the rewind point, re-drawn leaves ----------------------
+def rewind_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "level_0", "rewind")
+
+
+def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
+    """The dense network trained from init (IMP's level 0), saving the rewind point at
+    `lottery.rewind` on the way (resumable; shared by `lth lottery` and `lth heads`)."""
+    path = rewind_path(run_dir)
+
+    def save_rewind(st):
+        if not checkpoint.exists(path):
+            checkpoint.save(path, {"params": st.params, "model_state": st.model_state})
+
+    return train_arm(s, os.path.join(run_dir, "level_0"), init_params, init_ms, M.ones_like(init_params), 0, data,
+                     captures={s.duration(s.cfg.lottery.rewind, "lottery.rewind"): save_rewind}, label="level 0")
+
+
+def redraw(s: Setup, params, level: int):
+    """params with the `lottery.reinit` leaves drawn afresh for `level` (e.g. BERT's classifier)."""
+    if not s.cfg.lottery.reinit:
+        return params
+    fresh, _ = random_init(s, keys(s, "redraw", level))
+    which = M.prunable_tree(M.index(params, 0), s.cfg.lottery.reinit)
+    return jax.tree.map(lambda p, f, w: f if w else p, params, fresh, which)
 
 
 # ----- controls: each starts a level's arm from (params, model_state, masks) ---------------------
