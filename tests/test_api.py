@@ -36,7 +36,7 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     # the same run through the CLI is found done (same identity), nothing retrained
     from lth.cli import main
     assert main(["lottery", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--no-progress", "--set",
-                 "lottery.levels=1", "--set", "lottery.controls=", "--set", "train.duration=3ep"]) == 0
+                 "lottery.levels=1", "--set", "lottery.controls=", "--set", "train.duration=2ep"]) == 0
     assert result.table() in capsys.readouterr().out
     from analysis import report   # and the report of any run reads it back
     assert report.main([result.run_dir]) == 0 and "| level | density % |" in capsys.readouterr().out

@@ -121,7 +121,7 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
-@pytest.mark.parametrize("name", sorted(R.MODELS))
+@pytest.mark.parametrize("name", sorted(n for n in R.MODELS if n != "vgg11"))   # vgg11 (narrow): GraSP's reference
 def test_logits_grads_and_batchnorm_equal_pytorch(name):
     model, variables, x, y = lth_model(name)
     assert rel_err(jax.jit(lambda v, xb: model.apply(v, xb, train=False))(variables, x),

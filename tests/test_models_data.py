@@ -127,7 +127,7 @@ def test_flat_drawn_initializers_equal_jax_variance_scaling_bit_for_bit():
            "lecun_normal": I.lecun_normal()}
     assert set(ref) == set(KERNEL)
     key = jax.random.PRNGKey(7)
-    conv = {"kaiming_normal_fan_out", "xavier_uniform", "glorot_truncated_normal"}   # each distribution, fan_out / fan_avg
+    conv = {"xavier_uniform"}   # a conv kernel's fans (fan_avg: both); every distribution is drawn flat in 2-D too
     for name, (fn, _) in KERNEL.items():
         for shape in [(7, 5)] + [(2, 2, 3, 2)] * (name in conv):   # few 4-D draws: jax's own are slow to compile
             assert np.array_equal(np.asarray(fn(key, shape)), np.asarray(ref[name](key, shape))), (name, shape)

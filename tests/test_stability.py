@@ -34,14 +34,16 @@ def study(tmp_path_factory):
     """IMP rewound to k = 20 run first (levels 0-2), then a stability study of the dense net and the
     level-2 tickets at k = 0 and k = 20 (level 1's mask comes from the dense run whatever k is): the k = 20 IMP run is reused, the k = 0 one is run by it."""
     out = tmp_path_factory.mktemp("stab")
+    short = ["train.duration=40it"]   # k = 20 is mid-training; every run of the study is this long
     lot = ["lottery", "--config", DEMO, "--no-progress", "--out", str(out)] + sum(
-        [["--set", s] for s in TINY + ["lottery.levels=2", "lottery.controls=", "replicates=2", "lottery.rewind=20it"]], [])
+        [["--set", s] for s in TINY + short + ["lottery.levels=2", "lottery.controls=", "replicates=2",
+                                               "lottery.rewind=20it"]], [])
     assert main(lot) == 0
     (k20,) = glob.glob(os.path.join(str(out), "mnist1d_mlp-*"))
     before = os.stat(os.path.join(k20, "level_2", "metrics.json")).st_mtime_ns
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(stab_args(out, "stability.levels=2")) == 0
+        assert main(stab_args(out, "stability.levels=2", *short)) == 0
     assert os.stat(os.path.join(k20, "level_2", "metrics.json")).st_mtime_ns == before   # reused, not retrained
     return out, k20, buf.getvalue()
 
@@ -76,7 +78,7 @@ def test_tickets_at_each_k_come_from_imp_rewound_to_that_k(study):
     assert cfg0["lottery"]["rewind"] == "0it" and cfg0["lottery"]["controls"] == ""
     assert not os.path.exists(os.path.join(runs[0], "level_3"))    # only the levels asked for
     from lth.cli import load_config
-    s = setup(load_config(DEMO, TINY + STAB), stability.COMMAND)
+    s = setup(load_config(DEMO, TINY + STAB + ["train.duration=40it"]), stability.COMMAND)
     p0, ms0 = stability.init_variables(s, keys(s, "init"))
     like = s.trainer.new_state(p0, ms0, M.ones_like(p0), 0, keys(s, "train"), keys(s, "data"))
     stab_dir = os.path.dirname(os.path.dirname(os.path.dirname(glob.glob(os.path.join(str(out), "stability_*", "points",
@@ -138,7 +140,11 @@ def test_both_batchnorm_modes_along_the_path_of_a_net_with_batchnorm(bn):
     import dataclasses
     from types import SimpleNamespace
 
-    model = registry.build("vgg11", 10, "kaiming_normal", (16, 16, 3), width=1 / 16)
+    from lth.models.inits import coerce
+    from lth.models.vgg import VGG
+
+    # conv-BN-ReLU, max-pool, conv-BN-ReLU, mean, dense: lth's VGG module with a short plan
+    model = VGG((4, "M", 8), 10, dataclasses.replace(coerce("kaiming_normal"), conv_impl="xla"))
     stack = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731  (one replicate)
     v1, v2 = (model.init(jax.random.PRNGKey(i), jnp.zeros((1, 16, 16, 3))) for i in (0, 1))
     ms2 = jax.tree.map(lambda a: a + 0.5, v2["batch_stats"])
