@@ -42,7 +42,7 @@ def test_parameter_counts(name):
 def test_forward_shapes_and_batchnorm_modes(name):
     model = registry.build(name, 100, "kaiming_normal", (32, 32, 3), width=0.125)
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3)) * 3 + 1
-    v = model.init(jax.random.PRNGKey(0), x[:1])
+    v = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])   # jitted: one compile, not one per op
     assert set(v) == {"params", "batch_stats"}
     logits, new = model.apply(v, x, train=True, mutable=["batch_stats"])
     assert logits.shape == (4, 100)

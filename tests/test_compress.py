@@ -161,7 +161,7 @@ def test_conv_nets_quantized_per_channel_and_weight_only_refused():
     cfg.model.name = "lenet5"
     model = registry.build("lenet5", 10, Init("kaiming_normal", conv_impl="xla"), (28, 28, 1), 1.0)
     x = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 28, 28, 1))
-    params = model.init(jax.random.PRNGKey(0), x[0])["params"]
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x[0])["params"]
     params = jax.tree.map(lambda w: jnp.where(jnp.abs(w) < 0.05, 0.0, w), params)
     ptq, qp = Q.quantize(model, cfg, params, {}, x)          # dynamic activations (the default)
     k = Q.quantized_leaves(qp)["conv_1/kernel"]

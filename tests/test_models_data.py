@@ -12,7 +12,7 @@ from lth.models import registry
 
 def init(name, shape, classes=10):
     model = registry.build(name, classes, "glorot_normal", shape)
-    return model, model.init(jax.random.PRNGKey(0), jnp.zeros((2, *shape)))
+    return model, jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, *shape)))
 
 
 def test_lenet_300_100_parameter_count_on_mnist():

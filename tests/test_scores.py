@@ -60,7 +60,7 @@ def test_synflow_ignores_data_and_scaled32_ranks_like_float64():
 
 def test_iterative_synflow_avoids_layer_collapse_on_narrow_vgg():
     model = registry.build("vgg11", 10, "kaiming_normal", (16, 16, 3), width=1 / 16)
-    v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+    v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
     apply_fn = lambda variables, x: model.apply(variables, x, train=False)  # noqa: E731
     prunable = M.prunable_tree(v["params"], r".*kernel")
     sizes = [n for _, n in M.counts(M.ones_like(v["params"]), prunable).values()]

@@ -146,7 +146,8 @@ def test_both_batchnorm_modes_along_the_path_of_a_net_with_batchnorm(bn):
     # conv-BN-ReLU, max-pool, conv-BN-ReLU, mean, dense: lth's VGG module with a short plan
     model = VGG((4, "M", 8), 10, dataclasses.replace(coerce("kaiming_normal"), conv_impl="xla"))
     stack = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731  (one replicate)
-    v1, v2 = (model.init(jax.random.PRNGKey(i), jnp.zeros((1, 16, 16, 3))) for i in (0, 1))
+    init = jax.jit(model.init)
+    v1, v2 = (init(jax.random.PRNGKey(i), jnp.zeros((1, 16, 16, 3))) for i in (0, 1))
     ms2 = jax.tree.map(lambda a: a + 0.5, v2["batch_stats"])
 
     @dataclasses.dataclass
