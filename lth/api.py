@@ -63,16 +63,19 @@ class Result:
     run_dir: str
     summary: dict
 
-    def table(self) -> str:
-        if self.study == "compress":
+    def _module(self):
+        if self.study == "compress":   # run by lth.compress (a lottery run's level), reported like the others
             from lth.studies import compress
-            return compress.table(self.summary)
-        return studies.get(self.study).table(self.summary)
+            return compress
+        return studies.get(self.study)
+
+    def table(self) -> str:
+        return self._module().table(self.summary)
 
     def plot(self, path: str | None = None) -> str:
         """Write the study's figure (PNG) to `path` (default: in the run directory); returns the path."""
-        mod = None if self.study == "compress" else studies.get(self.study)
-        if mod is None or not hasattr(mod, "plot"):
+        mod = self._module()
+        if not hasattr(mod, "plot"):
             raise UserError(f"`{self.study}` has no plot; allowed: table()")
         return mod.plot(self.summary, path or os.path.join(self.run_dir, mod.PLOT_FILE))
 
@@ -127,42 +130,38 @@ def run_study(study: str, cfg=None, overrides=None, *, run_dir=None, out=None, r
     return execute(study, s, rd, log=log or (lambda *_: None))
 
 
-def _study(study, cfg, overrides, run_dir, out, replicates, progress, log) -> Result:
-    return run_study(study, cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
-
-
 def lottery(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
             log=None) -> Result:
     """Iterative magnitude pruning with rewinding and its controls (`lth lottery`): levels 0..L,
     resumable; a finished run directory of the same config is reused. `log`: a print-like callable
     for progress lines (default: silent)."""
-    return _study("lottery", cfg, overrides, run_dir, out, replicates, progress, log)
+    return run_study("lottery", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
 
 
 def pai(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
         log=None) -> Result:
     """Prune at init with each of `pai.methods` (and `pai.sanity` checks) to `pai.compression`, then
     train every mask (`lth pai`)."""
-    return _study("pai", cfg, overrides, run_dir, out, replicates, progress, log)
+    return run_study("pai", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
 
 
 def stability(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
               log=None) -> Result:
     """Instability analysis (`lth stability`): error barriers between two copies trained from each
     rewind point k, for the dense network and the tickets of IMP rewound to k."""
-    return _study("stability", cfg, overrides, run_dir, out, replicates, progress, log)
+    return run_study("stability", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
 
 
 def heads(cfg, overrides=None, *, run_dir=None, out=None, replicates=None, progress=False, log=None) -> Result:
     """BERT head and MLP pruning by gate importance (`lth heads`); `Result.run_dir` is its results
     folder inside the lottery run of the same config."""
-    return _study("heads", cfg, overrides, run_dir, out, replicates, progress, log)
+    return run_study("heads", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
 
 
 def collapse(cfg="synflow_layer_collapse", overrides=None, *, run_dir=None, out=None, log=None) -> Result:
     """The layer-collapse sweep (`lth collapse`): prune at init to 10^0..10^collapse.max_log10 with
     each of `collapse.methods`, per-layer densities and the critical compression of each."""
-    return _study("collapse", cfg, overrides, run_dir, out, None, None, log)
+    return run_study("collapse", cfg, overrides, run_dir=run_dir, out=out, log=log)
 
 
 def compress(run_dir, level=None, overrides=None, *, progress=False, log=None) -> Result:
@@ -233,7 +232,7 @@ def score(name: str, apply_fn, variables, masks=None, batch=None, rng=None, prun
     from lth import masks as M
     from lth.scores import make_scorer
 
-    prunable = M.prunable_tree(variables["params"], prunable) if isinstance(prunable, str) else prunable
+    prunable = _prunable(variables, prunable)
     shape = batch[0].shape[1:] if batch is not None else input_shape
     if shape is None and name == "synflow":
         raise UserError("score 'synflow' without a batch needs input_shape=(...) (the shape of one input)")
@@ -242,17 +241,22 @@ def score(name: str, apply_fn, variables, masks=None, batch=None, rng=None, prun
     return scorer(variables, masks, jax.random.PRNGKey(0) if rng is None else rng)
 
 
+def _prunable(variables, prunable):
+    """A bool tree of the prunable leaves: given, or from a path regex."""
+    from lth import masks as M
+    return M.prunable_tree(variables["params"], prunable) if isinstance(prunable, str) else prunable
+
+
 def prune_at_init(name: str, apply_fn, variables, density: float, *, batch=None, prunable=".*kernel", rounds=0,
                   schedule="exponential", scope="global", rng=None, input_shape=None, **options):
     """Masks keeping `density` of the prunable weights after score-and-prune rounds of criterion
     `name` (rounds=0: its default, 100 for synflow, else 1), exact counts per round."""
     import jax
 
-    from lth import masks as M
     from lth.pruning_at_init import default_rounds, prune_at_init as run_rounds
     from lth.scores import make_scorer
 
-    prunable = M.prunable_tree(variables["params"], prunable) if isinstance(prunable, str) else prunable
+    prunable = _prunable(variables, prunable)
     shape = batch[0].shape[1:] if batch is not None else input_shape
     if shape is None:
         raise UserError("prune_at_init without a batch needs input_shape=(...)")
@@ -269,7 +273,7 @@ def train_masked(model, variables, masks, dataset, *, seed: int = 0, log=None, *
     import jax
 
     from lth import masks as M
-    from lth.config import base
+    from lth.config import base, parse_duration
     from lth.fit import device_data, fit, summarize
     from lth.train import make_trainer
 
@@ -279,7 +283,6 @@ def train_masked(model, variables, masks, dataset, *, seed: int = 0, log=None, *
             raise UserError(f"unknown train option {k!r}; allowed: {', '.join(sorted(tcfg))}")
         tcfg[k] = v
     trainer = make_trainer(model, tcfg, len(dataset.y_train))
-    from lth.config import parse_duration
     total = parse_duration(tcfg.duration, trainer.steps_per_epoch, "duration")
     every = parse_duration(tcfg.eval_every, trainer.steps_per_epoch, "eval_every")
     stack = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731

@@ -75,11 +75,19 @@ def rewind_steps(s) -> list[int]:
     return sorted(set(out))
 
 
-def ticket_config(cfg, k_text: str):
-    """The `lth lottery` config whose IMP run finds the tickets at rewind point k (as written)."""
+def ticket_config(cfg, k_text: str, levels=()):
+    """The `lth lottery` config whose IMP run finds the tickets at rewind point k (as written), to the
+    highest of `levels`, without controls."""
     c = cfg.copy_and_resolve_references()
     c.lottery.rewind = k_text
+    if levels:
+        c.lottery.levels, c.lottery.controls = max(levels), ""
     return c
+
+
+def ticket_setup(s, c):
+    """The study's setup (data, model, trainer: the same) under the lottery config `c`."""
+    return dataclasses.replace(s, cfg=c, _scorers={})
 
 
 def lottery_dir(s, k_text: str) -> str:
@@ -105,10 +113,9 @@ def check(s) -> None:
     rewind_steps(s)
     if any(lv > 0 for lv in levels_of(s.cfg)):
         for text, d in ticket_runs(s).values():
-            c = ticket_config(s.cfg, text)
-            c.lottery.levels = max(levels_of(s.cfg))
+            c = ticket_config(s.cfg, text, levels_of(s.cfg))
             lottery.validate(c)
-            lottery.check(dataclasses.replace(s, cfg=c, _scorers={}))
+            lottery.check(ticket_setup(s, c))
             check_run_dir(d, c, lottery.COMMAND)
 
 
@@ -155,8 +162,7 @@ def find_tickets(s, k_text: str, d: str, levels: list, log=print) -> None:
 
     if all(os.path.exists(os.path.join(d, f"level_{lv}", "metrics.json")) for lv in levels):
         return
-    c = ticket_config(s.cfg, k_text)
-    c.lottery.levels, c.lottery.controls = max(levels), ""
+    c = ticket_config(s.cfg, k_text, levels)
     old = os.path.join(d, "summary.json")
     if os.path.exists(old):
         prev = read_json(old)
@@ -165,7 +171,7 @@ def find_tickets(s, k_text: str, d: str, levels: list, log=print) -> None:
     log(f"tickets at k={k_text}: IMP rewound to {k_text}, levels 0..{c.lottery.levels} in {d}")
     lock = open_run_dir(d, c, lottery.COMMAND)
     try:
-        lottery.run(dataclasses.replace(s, cfg=c, _scorers={}), d, log=lambda line: log("  " + line))
+        lottery.run(ticket_setup(s, c), d, log=lambda line: log("  " + line))
     finally:
         lock.release()
 
