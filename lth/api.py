@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from lth import studies
+from lth import layout as L, studies
 from lth.errors import UserError
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -188,7 +188,7 @@ def open_run(run_dir) -> Result:
     for name, study in (("heads.json", "heads"), ("results.json", "compress")):
         if os.path.exists(os.path.join(d, name)):
             return Result(study, d, read_json(os.path.join(d, name)))
-    cfg, summary = os.path.join(d, "config.json"), os.path.join(d, "summary.json")
+    cfg, summary = L.config(d), L.summary(d)
     if not os.path.exists(cfg) or not os.path.exists(summary):
         raise UserError(f"{d!r} holds no lth results (no config.json and summary.json, heads.json or results.json); "
                         f"allowed: a run directory of a study that has finished at least one arm")

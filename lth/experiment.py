@@ -7,12 +7,13 @@ import math
 import os
 import tempfile
 
+from lth import layout
 from lth.errors import UserError
 
 
 def check_run_dir(path: str, cfg, command) -> None:
     """UserError if `path` holds a run of a different config (nothing is written)."""
-    stored = os.path.join(path, "config.json")
+    stored = layout.config(path)
     if os.path.exists(stored):
         try:
             with open(stored) as f:
@@ -61,7 +62,7 @@ def open_run_dir(path: str, cfg, command) -> RunLock:
     """Lock `path` (creating it) and record the config (after check_run_dir). Keep the returned lock
     for as long as the run writes into the directory."""
     lock = RunLock(path)
-    stored = os.path.join(path, "config.json")
+    stored = layout.config(path)
     if not os.path.exists(stored):
         write_json(stored, {"command": command.name, "hash": command.hash(cfg), "identity": command.identity(cfg),
                             "config": json.loads(cfg.to_json())})

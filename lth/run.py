@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from lth import checkpoint, data as D, distill, masks as M, prune as P, teacher as T
+from lth import checkpoint, data as D, layout as L, distill, masks as M, prune as P, teacher as T
 from lth.config import parse_duration
 from lth.data.augment import AUGMENTATIONS, make as make_augment
 from lth.errors import UserError, check_choice
@@ -215,10 +215,10 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     t = s.trainer if data.teacher is None else s.distiller
     train_keys, data_keys = rngs if rngs is not None else (keys(s, "train"), keys(s, "data"))
     state = t.new_state(params, model_state, masks, start, train_keys, data_keys)
-    metrics_path = os.path.join(adir, "metrics.json")
+    metrics_path = L.metrics(adir)
     if os.path.exists(metrics_path):
-        return checkpoint.load(os.path.join(adir, "final"), state), read_json(metrics_path)["replicates"]
-    rolling = checkpoint.Rolling(os.path.join(adir, "ckpt"))
+        return L.load_final(adir, state), read_json(metrics_path)["replicates"]
+    rolling = checkpoint.Rolling(L.rolling(adir))
     history, pending = [], None
     latest = rolling.latest(state)
     if latest is not None:
@@ -235,7 +235,7 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
                          captures=captures, progress=bar, pending=pending)
     bar.close()
     rolling.close()
-    checkpoint.save(os.path.join(adir, "final"), state)
+    checkpoint.save(L.final(adir), state)
     rows = summarize(history)
     dens, per_layer = M.density(state.masks, s.prunable, axis=0)
     dens_all, _ = M.density(state.masks, jax.tree.map(lambda _: True, s.prunable), axis=0)  # every parameter
@@ -245,5 +245,5 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
                    density_per_layer={k: float(v[r]) for k, v in per_layer.items()},
                    diverged_at_step=int(diverged[r]) if diverged[r] >= 0 else None)
     write_json(metrics_path, {"replicates": rows, "history": history})
-    shutil.rmtree(os.path.join(adir, "ckpt"), ignore_errors=True)
+    shutil.rmtree(L.rolling(adir), ignore_errors=True)
     return state, rows

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lth import checkpoint, masks as M
+from lth import checkpoint, layout as L, masks as M
 from lth.errors import UserError
 from lth.experiment import read_json
 
@@ -50,10 +50,10 @@ def load(spec: str, run_dir: str, data_cfg, dataset, replicates: int) -> Teacher
 
     path = level_dir(spec, run_dir)
     root = os.path.dirname(os.path.normpath(path))
-    if not os.path.exists(os.path.join(path, "metrics.json")) or not checkpoint.exists(os.path.join(path, "final")):
+    if not L.done(path) or not checkpoint.exists(L.final(path)):
         raise UserError(f"train.distill.teacher {spec!r}: no finished level at {path}; allowed: 'level_0' (this "
                         f"run's dense level, trained first) or RUN_DIR/level_L of a finished run")
-    tcfg = ml_collections.ConfigDict(read_json(os.path.join(root, "config.json"))["config"])
+    tcfg = ml_collections.ConfigDict(read_json(L.config(root))["config"])
     for key in INPUT_KEYS:
         if key in tcfg.data and tcfg.data[key] != data_cfg[key]:
             raise UserError(f"train.distill.teacher {spec!r} was trained with data.{key} = {tcfg.data[key]!r}, the "
@@ -64,14 +64,14 @@ def load(spec: str, run_dir: str, data_cfg, dataset, replicates: int) -> Teacher
     r = tcfg.replicates
     rngs = jax.random.split(jax.random.PRNGKey(0), r)
     params, ms = trainer.init_replicates(rngs, dataset.input_shape)
-    state = checkpoint.load(os.path.join(path, "final"), trainer.new_state(params, ms, M.ones_like(params), 0, rngs, rngs))
+    state = L.load_final(path, trainer.new_state(params, ms, M.ones_like(params), 0, rngs, rngs))
     variables = {"params": state.params, **state.model_state}
     if r != replicates:
         if r != 1:
             raise UserError(f"train.distill.teacher {spec!r} has {r} replicates, the student {replicates}; "
                             f"allowed: a teacher with 1 replicate or as many as the student")
         variables = jax.tree.map(lambda a: jnp.broadcast_to(a, (replicates, *a.shape[1:])), variables)
-    rows = read_json(os.path.join(path, "metrics.json"))["replicates"]
+    rows = read_json(L.metrics(path))["replicates"]
     accs = [row["test_accuracy"] for row in rows if row.get("test_accuracy") is not None]
     return Teacher(path, lambda v, x: model.apply(v, x, train=False), variables,
                    sum(accs) / len(accs) if accs else None)

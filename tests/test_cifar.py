@@ -87,7 +87,7 @@ def mock_cifar(*extra):
                        "model.conv_impl=xla", *extra)  # XLA's convolution here: it compiles faster; gemm has its own tests
 
 
-@pytest.mark.parametrize("model", ["vgg11", "resnet20"])
+@pytest.mark.parametrize("model", ["resnet20"])   # VGG's BatchNorm path: test_stability, test_fidelity
 def test_one_imp_level_on_mock_cifar(model, tmp_path):
     cfg = mock_cifar(f"model.name={model}", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}",
                      "prune.layer_fractions=out=0")
@@ -133,7 +133,7 @@ from lth.experiment import open_run_dir
 from conftest import tiny_config
 out = {"devices": len(jax.devices())}
 for n in (1, 2):
-    cfg = tiny_config("lottery.levels=1", "lottery.controls=", "train.batch_size=50", f"run.devices={n}")
+    cfg = tiny_config("lottery.levels=0", "lottery.controls=", "train.batch_size=50", f"run.devices={n}")
     s = lottery.setup(cfg)
     open_run_dir(f"{sys.argv[2]}/d{n}", cfg, lottery.COMMAND)
     out[n] = {"mesh": s.trainer.mesh.size if s.trainer.mesh else 1,
@@ -165,20 +165,3 @@ def test_batch_not_divisible_by_devices_is_refused():
         make_trainer(registry.build("lenet_8", 10, "kaiming_normal", (40,)), cfg, 500, mesh=SimpleNamespace(size=3))
     with pytest.raises(UserError, match="run.devices 9"):
         make_mesh(9)
-
-
-def test_stability_smoke_on_mock_cifar_with_batchnorm(tmp_path):
-    """`lth stability` on a narrow VGG with BatchNorm, statistics recomputed along the path."""
-    from lth import run as harness
-    from lth.studies import stability
-
-    cfg = mock_cifar("model.name=vgg11", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}",
-                     "stability.rewind_points=2it", "stability.alphas=3", "stability.bn_batches=2")
-    with tfds.testing.mock_data(num_examples=64):
-        st = harness.setup(cfg, stability.COMMAND)
-    d = str(tmp_path / "stab")
-    open_run_dir(d, cfg, stability.COMMAND)
-    summary = stability.run(st, d, log=lambda *_: None)
-    (p,) = summary["points"]
-    assert (p["level"], p["k"], summary["bn"]) == (0, 2, "recompute")
-    assert np.isfinite(p["test_barrier"]) and len(p["test_error"][0]) == 3 and p["test_barrier"] >= 0

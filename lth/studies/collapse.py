@@ -19,7 +19,7 @@ import time
 
 import jax
 
-from lth import masks as M, pruning_at_init as pai, prune as P
+from lth import layout as L, masks as M, pruning_at_init as pai, prune as P
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.models.inits import ALIASES, KERNEL, Init
@@ -194,12 +194,12 @@ def run(s, run_dir: str, log=print) -> dict:
                                 "seconds": time.perf_counter() - t1 + score_s, **t}
             write_json(point_path(run_dir, method, lg), done[method][lg])
             score_s = 0.0
-            write_json(os.path.join(run_dir, "summary.json"), summarize(s, done, points, sizes))
+            write_json(L.summary(run_dir), summarize(s, done, points, sizes))
         m = summarize(s, done, points, sizes)["methods"][method]
         log(f"{method:<10} critical compression 10^{m['critical_compression_log10']:.2f}  reaches max: "
             f"{m['reaches_max_compression']}  ({time.perf_counter() - t0:.1f} s)")
     summary = summarize(s, done, points, sizes)
-    write_json(os.path.join(run_dir, "summary.json"), summary)
+    write_json(L.summary(run_dir), summary)
     return summary
 
 

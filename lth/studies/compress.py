@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lth import checkpoint, masks as M, quantize as Q
+from lth import layout as L, masks as M, quantize as Q
 from lth.config import base
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
@@ -52,16 +52,11 @@ def run_config(run_dir: str):
     return cfg
 
 
-def finished_levels(run_dir: str) -> list[int]:
-    out = []
-    for name in os.listdir(run_dir):
-        if name.startswith("level_") and name[6:].isdigit() and os.path.exists(os.path.join(run_dir, name, "metrics.json")):
-            out.append(int(name[6:]))
-    return sorted(out)
+finished_levels = L.finished_levels
 
 
 def _mean_acc(run_dir, level):
-    rows = read_json(os.path.join(run_dir, f"level_{level}", "metrics.json"))["replicates"]
+    rows = read_json(L.metrics(L.level(run_dir, level)))["replicates"]
     accs = [r["test_accuracy"] for r in rows if r.get("test_accuracy") is not None]
     return (float(np.mean(accs)), float(np.std(accs))) if accs else (float("nan"), 0.0)
 
@@ -180,7 +175,7 @@ def run(s, run_dir: str, level: int, out_dir: str, log=print) -> dict:
     keys = jax.random.split(jax.random.PRNGKey(0), r)
     p0, ms0 = t.init_replicates(keys, s.input_shape)
     like = t.new_state(p0, ms0, M.ones_like(p0), 0, keys, keys)
-    final = checkpoint.load(os.path.join(run_dir, f"level_{level}", "final"), like)
+    final = L.load_final(L.level(run_dir, level), like)
     data = device_data(t, ds)
     split = data.test
     b = cfg.train.batch_size

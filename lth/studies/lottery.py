@@ -6,7 +6,7 @@ weights) and trains (rewind weights at k) ⊙ mask_L from step k, with a fresh o
 schedule resumed at k. With rewind_mode='lr' it instead starts from level L-1's trained weights
 ⊙ mask_L (learning-rate rewinding). All replicates are trained together (leading axis R).
 
-Layout of a run directory:
+Layout of a run directory (paths from lth/layout.py):
   config.json, summary.json
   level_0/rewind                  params + model state at step k (orbax)
   level_L/final                   final TrainState: params, masks, opt state, step, rng (orbax)
@@ -16,13 +16,12 @@ Layout of a run directory:
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import checkpoint, masks as M, prune as P, scores as S
+from lth import checkpoint, layout as L, masks as M, prune as P, scores as S
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
@@ -32,7 +31,7 @@ from lth.summary import arm_entry
 
 # ----- IMP's own pieces: the dense level, the rewind point, re-drawn leaves ----------------------
 def rewind_path(run_dir: str) -> str:
-    return os.path.join(run_dir, "level_0", "rewind")
+    return L.rewind(run_dir)
 
 
 def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
@@ -44,7 +43,7 @@ def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
         if not checkpoint.exists(path):
             checkpoint.save(path, {"params": st.params, "model_state": st.model_state})
 
-    return train_arm(s, os.path.join(run_dir, "level_0"), init_params, init_ms, M.ones_like(init_params), 0, data,
+    return train_arm(s, L.level(run_dir, 0), init_params, init_ms, M.ones_like(init_params), 0, data,
                      captures={s.duration(s.cfg.lottery.rewind, "lottery.rewind"): save_rewind}, label="level 0")
 
 
@@ -190,7 +189,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     init_params, init_ms = init_variables(s, keys(s, "init"))
     rewind = check_rewind(s)
     layer_fractions = P.parse_layer_fractions(cfg.prune.layer_fractions)
-    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "levels": [],
+    summary = {"config": read_json(L.config(run_dir))["config"], "levels": [],
                "controls": {c: [] for c in controls_of(cfg)}}
     masks, final = M.ones_like(init_params), None
     dead = {}  # replicate → the level at which it diverged: never pruned on, later levels skipped
@@ -221,7 +220,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             src = final if cfg.lottery.rewind_mode == "lr" else rw
             params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
             ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]
-            final, rows = train_arm(s, os.path.join(run_dir, f"level_{level}"), params, ms, masks, rewind, arm_data,
+            final, rows = train_arm(s, L.level(run_dir, level), params, ms, masks, rewind, arm_data,
                                     label=f"level {level}")
         rows = mark_dead(rows, dead, level)
         for r, row in enumerate(rows):
@@ -235,11 +234,11 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             rw_params, rw_ms = rw["params"], rw["model_state"]
             for c in controls_of(cfg):
                 c_params, c_ms, c_masks = CONTROLS[c](s, level, masks, rw_params, rw_ms)
-                _, c_rows = train_arm(s, os.path.join(run_dir, "controls", c, f"level_{level}"), c_params, c_ms,
+                _, c_rows = train_arm(s, L.level(run_dir, level, c), c_params, c_ms,
                                       c_masks, rewind, arm_data, label=f"{c} {level}")
                 summary["controls"][c].append(level_entry(level, mark_dead(c_rows, dead, level + 1)))
                 log(_line(f"  {c}", summary["controls"][c][-1]))
-        write_json(os.path.join(run_dir, "summary.json"), summary)
+        write_json(L.summary(run_dir), summary)
     return summary
 
 

@@ -7,11 +7,10 @@ run's identity, so adding some reuses the directory."""
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 
-from lth import masks as M, pruning_at_init as pai, prune as P
+from lth import layout as L, masks as M, pruning_at_init as pai, prune as P
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
@@ -85,13 +84,13 @@ def run(s, run_dir: str, log=print) -> dict:
     cfg = s.cfg
     data = device_data(s.trainer, s.dataset)
     params, ms = init_variables(s, keys(s, "init"))
-    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "arms": []}
+    summary = {"config": read_json(L.config(run_dir))["config"], "arms": []}
     for compression in check(s):
         found = {}   # method → its masks [R] at this compression (reinit and shuffle start from them)
         for name, method, sanity in variants(cfg):
             arm = arm_name(name, compression)
-            adir = os.path.join(run_dir, "arms", arm)
-            done = os.path.exists(os.path.join(adir, "metrics.json"))
+            adir = L.named_arm(run_dir, arm)
+            done = L.done(adir)
             if done:
                 masks = M.ones_like(params)   # train_arm loads the finished arm (its masks included)
             elif sanity in ("reinit", "shuffle") and method in found:
@@ -107,7 +106,7 @@ def run(s, run_dir: str, log=print) -> dict:
             summary["arms"].append(e)
             acc = f"{e['test_accuracy']:.4f}" if "test_accuracy" in e else "diverged"
             log(f"{arm:<28} density {e['density']:.5f}  test acc {acc}")
-            write_json(os.path.join(run_dir, "summary.json"), summary)
+            write_json(L.summary(run_dir), summary)
     return summary
 
 

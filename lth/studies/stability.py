@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import checkpoint, masks as M
+from lth import checkpoint, layout as L, masks as M
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data, fit
@@ -160,10 +160,10 @@ def find_tickets(s, k_text: str, d: str, levels: list, log=print) -> None:
     from lth.studies import lottery
     from lth.experiment import open_run_dir
 
-    if all(os.path.exists(os.path.join(d, f"level_{lv}", "metrics.json")) for lv in levels):
+    if all(L.done(L.level(d, lv)) for lv in levels):
         return
     c = ticket_config(s.cfg, k_text, levels)
-    old = os.path.join(d, "summary.json")
+    old = L.summary(d)
     if os.path.exists(old):
         prev = read_json(old)
         c.lottery.levels = max([c.lottery.levels] + [e["level"] for e in prev.get("levels", [])])
@@ -253,9 +253,8 @@ def level_masks(s, level: int, lottery_run: str, params, model_state):
     """The IMP mask of `level` from the lottery run `lottery_run` (all ones for level 0)."""
     if level == 0:
         return M.ones_like(params)
-    d = os.path.join(lottery_run, f"level_{level}", "final")
     like = s.trainer.new_state(params, model_state, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
-    return checkpoint.load(d, like).masks
+    return L.load_final(L.level(lottery_run, level), like).masks
 
 
 def run(s, run_dir: str, log=print) -> dict:
@@ -269,7 +268,7 @@ def run(s, run_dir: str, log=print) -> dict:
     nb = min(cfg.stability.bn_batches, len(s.dataset.y_train) // b)
     bn_xs = jnp.asarray(s.dataset.x_train[:nb * b].reshape(nb, b, *s.input_shape))
     alphas = np.linspace(0.0, 1.0, cfg.stability.alphas)
-    summary = {"config": read_json(os.path.join(run_dir, "config.json"))["config"], "alphas": alphas.tolist(),
+    summary = {"config": read_json(L.config(run_dir))["config"], "alphas": alphas.tolist(),
                "bn": cfg.stability.bn, "points": []}
     levels = [lv for lv in levels_of(cfg) if lv > 0]
     runs = ticket_runs(s)
@@ -301,5 +300,5 @@ def run(s, run_dir: str, log=print) -> dict:
             summary["points"].append(entry)
             log(f"level {level:<3} k={k:<6} density {entry['density']:.4f}  train barrier {entry['train_barrier']:.4f}  "
                 f"test barrier {entry['test_barrier']:.4f}")
-            write_json(os.path.join(run_dir, "summary.json"), summary)
+            write_json(L.summary(run_dir), summary)
     return summary
