@@ -88,8 +88,13 @@ def accuracy_vs_compression(summary: dict, path: str) -> str:
                     ls=styles.get(sanity, "--"), marker="o", ms=3, capsize=2,
                     label=method if sanity is None else f"{method} + {sanity}")
     ax.set_xlabel("compression (log10)")
-    ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
+    return _finish(fig, ax, summary, path)
+
+
+def _finish(fig, ax, summary, path) -> str:
+    """Accuracy axis label, legend (when there are lines), the config's name as title; saved to `path`."""
+    ax.set_ylabel("test accuracy (%)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     ax.set_title(summary.get("config", {}).get("name", ""))
@@ -143,3 +148,31 @@ def stability_plots(summary: dict, path: str) -> str:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def sparse_accuracy_vs_density(summary: dict, path: str) -> str:
+    """`lth sparse`: test accuracy vs density (log axis, sparser to the right), one colour per
+    method, one line style per distribution; error bars = std over replicates."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
+    methods = list(dict.fromkeys(e["method"] for e in summary["arms"]))
+    dists = list(dict.fromkeys(e["distribution"] for e in summary["arms"]))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    styles = dict(zip(dists, ["-", "--", ":", "-.", (0, (5, 1))]))
+    lines = {}
+    for e in summary["arms"]:
+        if "test_accuracy" in e:
+            lines.setdefault((e["method"], e["distribution"]), []).append(e)
+    for (method, dist), rows in lines.items():
+        rows.sort(key=lambda e: -e["target_density"])
+        ax.errorbar([100 * e["density"] for e in rows], [100 * e["test_accuracy"] for e in rows],
+                    yerr=[100 * e.get("test_accuracy_std", 0.0) for e in rows], color=colours[method],
+                    ls=styles.get(dist, "-"), marker="o", ms=3, capsize=2, label=f"{method} ({dist})")
+    ax.set_xscale("log")
+    ticks = sorted({round(100 * e["target_density"], 2) for e in summary["arms"]}, reverse=True)
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    return _finish(fig, ax, summary, path)

@@ -82,3 +82,17 @@ def stability_table(summary: dict) -> str:
         lines.append(f"| {p['level']} | {100 * p['density']:.2f} | {p['k']} | {pm('train_barrier')} | {pm('test_barrier')} "
                      f"| {_cell(p['copies'], 'test_accuracy')} |")
     return "\n".join(lines)
+
+
+def sparse_table(summary: dict) -> str:
+    """Markdown table of `lth sparse`: one row per density, one column per method × distribution
+    (test accuracy %, mean ± std), and each arm's training seconds."""
+    cols = list(dict.fromkeys(f"{e['method']}-{e['distribution']}" for e in summary["arms"]))
+    by = {(f"{e['method']}-{e['distribution']}", e["target_density"]): e for e in summary["arms"]}
+    dens = sorted({e["target_density"] for e in summary["arms"]}, reverse=True)
+    lines = ["| density % | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for d in dens:
+        lines.append(f"| {100 * d:g} | " + " | ".join(_cell(by.get((c, d)), "test_accuracy") for c in cols) + " |")
+    secs = [f"{sum(by[(c, d)].get('seconds') or 0 for d in dens if (c, d) in by):.0f}" for c in cols]
+    lines.append("| seconds (all densities) | " + " | ".join(secs) + " |")
+    return "\n".join(lines)

@@ -3,13 +3,15 @@
 The public API (everything in `__all__`; the rest is internal):
 
 studies, each returning a `Result` (run_dir, summary, table(), plot()) and resuming what is on disk:
-    lottery, pai, stability, heads, collapse, compress, open_run, and run_study (any registered
+    lottery, pai, sparse, stability, heads, collapse, compress, open_run, and run_study (any registered
     study by name: lth.studies.REGISTRY, one line per study module)
 configs:
     load_config (a configs/*.py path or name, a ConfigDict or a dict, plus overrides)
 building blocks:
     build_model, load_data, score, prune_at_init, train_masked, and the modules masks (bool pytrees
-    shaped like params) and prune (scores → masks: exact top-k, global / layerwise, overrides)
+    shaped like params), prune (scores → masks: exact top-k, global / layerwise, overrides),
+    sparsity (layer density distributions: uniform, uniform_plus, er, erk) and sparse_train (GMP,
+    SET and RigL mask updates: schedules, drop and grow, MaskUpdate for the training loop)
 errors:
     UserError (a ValueError; the one-line message the CLI prints, exit 2)
 
@@ -20,12 +22,12 @@ import importlib
 __version__ = "0.1.0"
 
 _FROM = {
-    **{name: "lth.api" for name in ("lottery", "pai", "stability", "heads", "collapse", "compress", "open_run",
+    **{name: "lth.api" for name in ("lottery", "pai", "sparse", "stability", "heads", "collapse", "compress", "open_run",
                                     "Result", "load_config", "build_model", "load_data", "score", "prune_at_init",
                                     "train_masked", "run_study")},
     "UserError": "lth.errors",
 }
-_MODULES = ("masks", "prune")
+_MODULES = ("masks", "prune", "sparsity", "sparse_train")
 __all__ = sorted([*_FROM, *_MODULES])
 
 

@@ -145,6 +145,13 @@ def pai(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates
     return run_study("pai", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
 
 
+def sparse(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
+           log=None) -> Result:
+    """Gradual magnitude pruning and sparse training from scratch (static, SET, RigL) at each of
+    `sparse.densities`, layer densities from `sparse.distributions` (`lth sparse`)."""
+    return run_study("sparse", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
+
+
 def stability(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
               log=None) -> Result:
     """Instability analysis (`lth stability`): error barriers between two copies trained from each

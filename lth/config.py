@@ -111,6 +111,17 @@ def base() -> ml_collections.ConfigDict:
     c.stability.bn_batches = 8      # training batches for `recompute`
     c.stability.eval_examples = 0   # training examples whose error is measured along the path (0 = all)
 
+    c.sparse = ml_collections.ConfigDict()  # pruning during training and sparse training from scratch (`lth sparse`)
+    c.sparse.methods = "gmp,static,set,rigl"  # comma list: gmp (Zhu & Gupta) | static (random mask, fixed) | set | rigl
+    c.sparse.distributions = "erk,uniform"    # layer densities (lth/sparsity.py): uniform | uniform_plus | er | erk
+    c.sparse.densities = "0.2,0.1,0.05"       # final densities of the prunable weights, each in (0, 1)
+    c.sparse.custom = ""            # 'LAYER=DENSITY,...': layers fixed at a density, outside the distribution's budget
+    c.sparse.every = "100it"        # ΔT: mask update interval (rigl flags maskupdate_frequency=100)
+    c.sparse.begin = "0it"          # t₀ / T_begin: first update step (rigl maskupdate_begin_step=0)
+    c.sparse.end = "75%"            # t₁ / T_end: last update step; N% = of training (RigL paper: 75%)
+    c.sparse.alpha = 0.3            # SET/RigL drop fraction at t = 0, cosine-decayed to 0 at T_end (rigl drop_fraction=0.3)
+    c.sparse.gmp_scope = "layerwise"  # gmp: layerwise (each layer to its distribution density) | global (one |θ| ranking)
+
     c.compress = ml_collections.ConfigDict()  # int8 quantization of a ticket (`lth compress`, qwix)
     c.compress.activations = "dynamic"   # none (weight-only) | dynamic (int8, per batch) | static (int8, calibrated)
     c.compress.act_calibration = "absmax"  # qwix calibration of activation scales: absmax[,c] | minmax | rms,c

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import os
 import shutil
+import time
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +43,7 @@ PURPOSES = {
     "redraw": 7,          # `lottery.reinit` leaves drawn afresh at level L (BERT's classifier)
     "pai_score": 8,       # prune-at-init rounds (index: the round)
     "copy": 9,            # stability: the second copy's step and data-order keys (index 0: steps, 1: data)
+    "sparse_mask": 10,    # `lth sparse`: the random starting mask of static / SET / RigL (one per distribution and density)
 }
 
 BASE_SECTIONS = ("name", "seed", "replicates", "model", "data", "train")
@@ -221,18 +223,22 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     rolling = checkpoint.Rolling(L.rolling(adir))
     history, pending = [], None
     latest = rolling.latest(state)
+    seconds = 0.0   # wall time of the arm's training, summed over resumed sessions
     if latest is not None:
         state, meta = latest
-        history, pending = meta["history"], meta["pending"]
+        history, pending, seconds = meta["history"], meta["pending"], meta.get("seconds", 0.0)
+    started = time.perf_counter()
     bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label,
                disable=None if s.cfg.run.progress else True, leave=False, dynamic_ncols=True)
 
     def on_checkpoint(st, hist, pend):
-        rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend})
+        rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend,
+                                                       "seconds": seconds + time.perf_counter() - started})
 
     state, history = fit(t, state, data, s.total, eval_every=s.eval_every, history=history,
                          checkpoint_every=s.checkpoint_every, on_checkpoint=on_checkpoint,
                          captures=captures, progress=bar, pending=pending)
+    seconds += time.perf_counter() - started
     bar.close()
     rolling.close()
     checkpoint.save(L.final(adir), state)
@@ -244,6 +250,6 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
         row.update(seed=s.cfg.seed + r % s.replicates, density=float(dens[r]), density_all_params=float(dens_all[r]),
                    density_per_layer={k: float(v[r]) for k, v in per_layer.items()},
                    diverged_at_step=int(diverged[r]) if diverged[r] >= 0 else None)
-    write_json(metrics_path, {"replicates": rows, "history": history})
+    write_json(metrics_path, {"replicates": rows, "history": history, "seconds": round(seconds, 3)})
     shutil.rmtree(L.rolling(adir), ignore_errors=True)
     return state, rows

@@ -23,6 +23,7 @@ from lth import masks as M
 from lth.config import parse_duration
 from lth.distill import loss as distill_loss
 from lth.optim import make_optimizer, make_schedule
+from lth.sparse_train import reset_slots
 from lth.errors import UserError
 
 class TrainState(struct.PyTreeNode):
@@ -53,6 +54,7 @@ class Trainer:
     teacher: Callable | None = None   # knowledge distillation (lth.distill): (teacher variables, x) → logits
     distill_alpha: float = 1.0
     distill_temperature: float = 1.0
+    sparse: Any = None                # lth.sparse_train.MaskUpdate: a mask that changes during training (GMP, SET, RigL)
 
     def shard(self, x):
         """Split the batch axis over the mesh's devices (params and data stay replicated)."""
@@ -103,8 +105,10 @@ class Trainer:
         return jax.jit(init, static_argnums=1)
 
     # ----- training --------------------------------------------------------------------------
-    def train_step(self, state: TrainState, x, y, teacher=None):
-        """One masked update; `teacher` (one replicate's variables) when distilling."""
+    def train_step(self, state: TrainState, x, y, teacher=None, update=False):
+        """One masked update; `teacher` (one replicate's variables) when distilling. `update`: this
+        step also moves the mask (`sparse`, lth/sparse_train.py): GMP prunes before the optimizer
+        step; SET / RigL drop and grow instead of it, zeroing the slots of the grown weights."""
         rng, step_rng, aug_rng = jax.random.split(state.rng, 3)
         if self.augment is not None:
             x = self.augment(aug_rng, x)
@@ -118,11 +122,19 @@ class Trainer:
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_ms
 
         (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads = M.apply(grads, state.masks)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        lr = self.schedule(state.step)
-        params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), state.params, updates)
-        params = M.apply(params, state.masks)
+        masks = state.masks
+        if update:   # the dense gradient (RigL's grow score) before it is masked
+            masks = self.sparse.new_masks(state.step, state.params, masks, grads, jax.random.fold_in(step_rng, 1))
+        if update and self.sparse.skips_step:
+            activated = jax.tree.map(lambda n, o: n & ~o, masks, state.masks)
+            opt_state = reset_slots(self.tx, state.opt_state, activated)
+            params = M.apply(state.params, masks)   # grown weights were 0 (masked); dropped ones become 0
+        else:
+            grads = M.apply(grads, masks)
+            updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+            lr = self.schedule(state.step)
+            params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), state.params, updates)
+            params = M.apply(params, masks)
         # divergence guard: from the first step whose loss is non-finite (or over max_loss) on, this
         # replicate's params, optimizer and model state stop changing; the step is recorded
         bad = ~jnp.isfinite(loss)
@@ -131,15 +143,16 @@ class Trainer:
         halted = (state.diverged >= 0) | bad
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(halted, o, n), new, old)  # noqa: E731
         new = state.replace(params=keep(params, state.params), model_state=keep(new_ms, state.model_state),
-                            opt_state=keep(opt_state, state.opt_state), step=state.step + 1, rng=rng,
+                            opt_state=keep(opt_state, state.opt_state), masks=keep(masks, state.masks),
+                            step=state.step + 1, rng=rng,
                             diverged=jnp.where(state.diverged >= 0, state.diverged,
                                                jnp.where(bad, state.step, -1)).astype(jnp.int32))
         return new, loss
 
-    def _indexed_step(self, state, perm, x, y, teacher):
+    def _indexed_step(self, state, perm, x, y, teacher, update=False):
         pos = state.step % self.steps_per_epoch
         idx = jax.lax.dynamic_slice(perm, (pos * self.batch_size,), (self.batch_size,))
-        return self.train_step(state, x[idx], y[idx], teacher)
+        return self.train_step(state, x[idx], y[idx], teacher, update)
 
     def run_steps(self, state, perm, x, y, n: int, should_stop=None, teacher=None):
         """Up to n train steps inside one epoch (all replicates); returns (state, train losses [k, R])
@@ -151,19 +164,21 @@ class Trainer:
         teacher's variables [R] when the trainer distills."""
         if (teacher is None) != (self.teacher is None):
             raise ValueError("teacher variables are needed exactly when the trainer distills")
+        step = int(np.asarray(state.step)[0]) if self.sparse is not None else 0
         if self.replicate_mode == "sequential":   # each replicate alone, one after another (per step)
             r = int(np.shape(state.step)[0])
             parts = [_slice(state, i) for i in range(r)]
             teachers = [_slice(teacher, i) for i in range(r)]
             perms = [perm[i:i + 1] for i in range(r)]
         losses = []
-        for _ in range(n):
+        for i in range(n):
+            fn = self._jit_update_step if self.sparse is not None and self.sparse.is_update(step + i) else self._jit_step
             if self.replicate_mode == "sequential":
-                out = [self._jit_step(p, q, x, y, t) for p, q, t in zip(parts, perms, teachers)]
+                out = [fn(p, q, x, y, t) for p, q, t in zip(parts, perms, teachers)]
                 parts = [o[0] for o in out]
                 losses.append(jnp.concatenate([o[1] for o in out]))
             else:
-                state, loss = self._jit_step(state, perm, x, y, teacher)
+                state, loss = fn(state, perm, x, y, teacher)
                 losses.append(loss)
             if should_stop is not None and should_stop():
                 break
@@ -195,6 +210,10 @@ class Trainer:
     @functools.cached_property
     def _jit_step(self):
         return jax.jit(self.over_replicates(self._indexed_step, (0, 0, None, None, 0)))
+
+    @functools.cached_property
+    def _jit_update_step(self):
+        return jax.jit(self.over_replicates(functools.partial(self._indexed_step, update=True), (0, 0, None, None, 0)))
 
     @functools.cached_property
     def _jit_perm(self):

@@ -87,14 +87,17 @@ def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, 
     dy = jax.random.normal(jax.random.PRNGKey(2), C.conv_xla(x, w, stride, pad).shape)
     outs = {}
     for impl in ("xla", "gemm"):
-        y, vjp = jax.vjp(lambda x, w, impl=impl: C.conv2d(x, w, stride, pad, impl), x, w)
-        outs[impl] = (y, *vjp(dy))
+        def fwd_bwd(x, w, dy, impl=impl):   # under jit: one compile, not one per op
+            y, vjp = jax.vjp(lambda x, w: C.conv2d(x, w, stride, pad, impl), x, w)
+            return (y, *vjp(dy))
+        outs[impl] = jax.jit(fwd_bwd)(x, w, dy)
     for a, b in zip(outs["xla"], outs["gemm"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
     small = C.MAX_PATCH_BYTES
     try:
         C.MAX_PATCH_BYTES = 1   # one example per chunk
-        np.testing.assert_allclose(np.asarray(C.conv_gemm(x, w, stride, pad)), np.asarray(outs["gemm"][0]), rtol=1e-5, atol=1e-5)
+        chunked = jax.jit(lambda x, w: C.conv_gemm(x, w, stride, pad))(x, w)
+        np.testing.assert_allclose(np.asarray(chunked), np.asarray(outs["gemm"][0]), rtol=1e-5, atol=1e-5)
     finally:
         C.MAX_PATCH_BYTES = small
     assert C.resolve("auto") == ("gemm" if jax.default_backend() == "cpu" else "xla")

@@ -25,6 +25,7 @@ REGISTRY = {
     "pai": "lth.studies.pai",
     "stability": "lth.studies.stability",
     "collapse": "lth.studies.collapse",
+    "sparse": "lth.studies.sparse",
 }
 
 

@@ -1,0 +1,130 @@
+"""Layerwise density distributions: how a global density is shared among the prunable layers.
+
+`densities(shapes, density, method)` → {layer: density} for {layer: kernel shape}:
+  uniform       every layer at `density`.
+  er            Erdős–Rényi: layer l's density ∝ (n_in + n_out) / (n_in · n_out) of its last two dims.
+  erk           Erdős–Rényi-Kernel: ∝ Σ dims / Π dims over the whole kernel shape (power 1).
+                ER and ERK solve ε in d_l = ε·p_l so that the kept counts add up to the global
+                budget; a layer whose d_l would pass 1 is made dense (every layer tied at the largest
+                p_l at once) and ε solved again over the rest: google-research/rigl
+                `rigl/sparse_utils.py` get_sparsities_erdos_renyi (≡ jaxpruner
+                `sparsity_distributions.get_sparsities_erdos_renyi`), budgets in floor counts.
+  uniform_plus  the first layer dense; below density 0.2 the last layer at 0.2 and the others at
+                (N·d − N_first − 0.2·N_last) / N, N = all prunable weights (VITA-Group/Random_Pruning
+                `CIFAR/sparselearning/core.py` Masking.init 'uniform_plus', its division by N kept);
+                at 0.2 or above every other layer at d.
+A custom map {layer: density} fixes those layers and leaves them out of the budget (jaxpruner's
+`custom_sparsity_map`, rigl's `custom_sparsity_map`).
+
+Counts: a layer of n weights at density d keeps n − ⌊(1 − d)·n⌋ (rigl `get_n_zeros`:
+⌊sparsity · n⌋ zeros), so at most one more than d·n.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lth.errors import UserError
+
+DISTRIBUTIONS = ("uniform", "uniform_plus", "er", "erk")
+
+
+def n_zeros(size: int, sparsity: float) -> int:
+    """rigl `sparse_utils.get_n_zeros`: ⌊sparsity · size⌋."""
+    return int(np.floor(sparsity * size))
+
+
+def kept(size: int, density: float) -> int:
+    """Weights a layer of `size` keeps at `density`: size − ⌊(1 − density)·size⌋."""
+    return size - n_zeros(size, 1.0 - density)
+
+
+def _erdos_renyi(shapes: dict, sparsity: float, kernel: bool, custom: dict) -> dict:
+    """{layer: sparsity}: rigl `sparse_utils.get_sparsities_erdos_renyi` (erk_power_scale 1)."""
+    dense, raw = set(), {}
+    while True:
+        divisor, rhs, raw = 0.0, 0.0, {}
+        for name, shape in shapes.items():
+            n = int(np.prod(shape))
+            zeros = n_zeros(n, sparsity)
+            if name in dense:
+                rhs -= zeros
+            elif name in custom:
+                pass
+            else:
+                rhs += n - zeros
+                if kernel:
+                    raw[name] = np.sum(shape) / np.prod(shape)
+                else:
+                    n_in, n_out = shape[-2:]
+                    raw[name] = (n_in + n_out) / (n_in * n_out)
+                divisor += raw[name] * n
+        if not raw:
+            break
+        eps = rhs / divisor
+        top = max(raw.values())
+        if top * eps <= 1:
+            break
+        dense |= {name for name, p in raw.items() if p == top}
+    out = {}
+    for name in shapes:
+        if name in custom:
+            out[name] = 1.0 - custom[name]
+        elif name in dense:
+            out[name] = 0.0
+        else:
+            out[name] = 1.0 - eps * raw[name]
+    return out
+
+
+def densities(shapes: dict, density: float, method: str = "erk", custom: dict | None = None) -> dict:
+    """{layer: density} sharing the global `density` among the layers of `shapes` ({layer: kernel
+    shape}, in network order: uniform_plus reads the first and last) by `method` (DISTRIBUTIONS)."""
+    custom = dict(custom or {})
+    if not 0.0 < density < 1.0:
+        raise UserError(f"density {density} out of range; allowed: 0 < density < 1")
+    if method not in DISTRIBUTIONS:
+        raise UserError(f"unknown distribution {method!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+    for name, d in custom.items():
+        if name not in shapes:
+            raise UserError(f"custom density for {name!r}: not a prunable layer; allowed: {', '.join(shapes)}")
+        if not 0.0 < d <= 1.0:
+            raise UserError(f"custom density {name}={d} out of range; allowed: 0 < density <= 1")
+    sparsity = 1.0 - density
+    if method == "uniform":
+        return {name: custom.get(name, density) for name in shapes}
+    if method in ("er", "erk"):
+        return {name: 1.0 - s for name, s in _erdos_renyi(shapes, sparsity, method == "erk", custom).items()}
+    names = list(shapes)
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    total = sum(sizes.values())
+    first, last = names[0], names[-1]
+    out = {name: density for name in names}
+    out[first] = 1.0
+    if density < 0.2:
+        rest = (total * density - sizes[first] - 0.2 * sizes[last]) / total
+        if rest <= 0 and len(names) > 2:
+            floor = (sizes[first] + 0.2 * sizes[last]) / total
+            raise UserError(f"density {density:g} is too low for uniform_plus on these layers: the dense first layer "
+                            f"({sizes[first]} of {total} weights) and the last at 0.2 leave nothing for the others; "
+                            f"allowed: density " + (f"> {floor:.4g}" if floor < 0.2 else ">= 0.2"))
+        out = {name: rest for name in names}
+        out[first], out[last] = 1.0, 0.2
+    out.update(custom)
+    return out
+
+
+def parse_custom(spec: str) -> dict:
+    """'fc_0=0.5,out=1' → {'fc_0': 0.5, 'out': 1.0} (layer names as in `lth models` paths)."""
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            d = float(value)
+        except ValueError:
+            d = math.nan
+        if not sep or not 0.0 < d <= 1.0:
+            raise UserError(f"bad custom density {item!r}; expected LAYER=DENSITY with 0 < DENSITY <= 1")
+        out[name.strip()] = d
+    return out

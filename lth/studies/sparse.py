@@ -1,0 +1,198 @@
+"""`lth sparse`: pruning during training (GMP) and sparse training from scratch (static, SET, RigL)
+at each density of `sparse.densities`, each layer's density from a distribution (lth/sparsity.py).
+
+One arm per (method, distribution, density), each one training run of `train.duration` from the
+run's init (keys 'init'); static, SET and RigL start from the same random mask at the
+distribution's densities (keys 'sparse_mask'), GMP from the dense network; the mask rules are in
+lth/sparse_train.py. Run directory: config.json, summary.json (`arms`), arms/<method>-<distribution>@<density>/
+(final state with its masks, metrics.json with the arm's seconds), accuracy_vs_density.png. Every arm
+is saved when done and skipped on a rerun; methods, distributions and densities are not part of
+the run's identity, so adding some reuses the directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import jax
+
+from lth import layout as L, masks as M, sparsity as SP
+from lth.config import parse_duration
+from lth.errors import UserError, check_choice
+from lth.experiment import read_json, write_json
+from lth.fit import device_data
+from lth.run import BASE_SECTIONS, Command, init_variables, keys, random_init, train_arm
+from lth.sparse_train import METHODS, MOVES, MaskUpdate
+from lth.summary import arm_entry
+
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_densities(text: str) -> list[float]:
+    out = []
+    for item in _list(text):
+        try:
+            d = float(item)
+        except ValueError:
+            d = float("nan")
+        if not 0.0 < d < 1.0:
+            raise UserError(f"sparse.densities entry {item!r} out of range; allowed: numbers in (0, 1), e.g. 0.2,0.1,0.05")
+        out.append(d)
+    if not out:
+        raise UserError("sparse.densities is empty; allowed: a comma list of densities in (0, 1)")
+    return sorted(set(out), reverse=True)
+
+
+def arms(cfg) -> list[tuple[str, str, str, float]]:
+    """[(arm name, method, distribution, density)], densest first; GMP with a global scope has one
+    arm per density (no distribution)."""
+    methods, dists = _list(cfg.sparse.methods), _list(cfg.sparse.distributions)
+    if not methods:
+        raise UserError(f"sparse.methods is empty; allowed: a comma list of {', '.join(METHODS)}")
+    if not dists:
+        raise UserError(f"sparse.distributions is empty; allowed: a comma list of {', '.join(SP.DISTRIBUTIONS)}")
+    for m in methods:
+        check_choice("sparse method", m, METHODS)
+    for d in dists:
+        check_choice("sparse distribution", d, SP.DISTRIBUTIONS)
+    out = []
+    for dens in parse_densities(cfg.sparse.densities):
+        for m in methods:
+            for dist in (["global"] if m == "gmp" and cfg.sparse.gmp_scope == "global" else dists):
+                out.append((f"{m}-{dist}@{dens:g}", m, dist, dens))
+    return out
+
+
+def when(text: str, total: int, steps_per_epoch: int, what: str) -> int:
+    """A step from '75%' (of training), '500it' or '2ep'."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", str(text))
+    if m:
+        return int(round(float(m.group(1)) / 100 * total))
+    return parse_duration(text, steps_per_epoch, what)
+
+
+def validate(cfg) -> None:
+    arms(cfg)
+    check_choice("sparse.gmp_scope", cfg.sparse.gmp_scope, ("layerwise", "global"))
+    if not 0.0 < cfg.sparse.alpha <= 1.0:
+        raise UserError(f"sparse.alpha {cfg.sparse.alpha} out of range; allowed: 0 < alpha <= 1")
+    SP.parse_custom(cfg.sparse.custom)
+
+
+def schedule(s) -> tuple[int, int, int]:
+    """(t₀, t₁, ΔT) in steps, checked against the training length."""
+    c, spe = s.cfg.sparse, s.trainer.steps_per_epoch
+    every = when(c.every, s.total, spe, "sparse.every")
+    begin = when(c.begin, s.total, spe, "sparse.begin")
+    end = when(c.end, s.total, spe, "sparse.end")
+    if every < 1:
+        raise UserError(f"sparse.every {c.every!r} is {every} steps; allowed: at least 1 step")
+    if end >= s.total:
+        raise UserError(f"sparse.end {c.end!r} = step {end} is not before the end of training (step {s.total}); "
+                        f"allowed: {begin} < end < {s.total}")
+    if not 0 <= begin < end:
+        raise UserError(f"sparse.begin {c.begin!r} = step {begin} is not before sparse.end (step {end}); "
+                        f"allowed: 0 <= begin < end")
+    return begin, end, every
+
+
+def layer_shapes(s) -> dict:
+    """{path: shape} of the prunable leaves (one replicate), in network order."""
+    params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
+    return {p: tuple(x.shape) for p, x, pr in zip(M.leaf_paths(params), jax.tree.leaves(params),
+                                                   jax.tree.leaves(s.prunable)) if pr}
+
+
+def custom_map(s, shapes: dict) -> dict:
+    """sparse.custom with each LAYER resolved to the prunable leaf paths it names (the path or its module)."""
+    out = {}
+    for name, d in SP.parse_custom(s.cfg.sparse.custom).items():
+        hits = [p for p in shapes if re.fullmatch(name, p) or re.fullmatch(name, p.rsplit("/", 1)[0])]
+        if not hits:
+            raise UserError(f"sparse.custom layer {name!r} is not a prunable layer; allowed: {', '.join(shapes)}")
+        out.update({p: d for p in hits})
+    return out
+
+
+def check(s) -> dict:
+    """Every arm's layer densities and the schedule, checked before anything is trained."""
+    schedule(s)
+    shapes = layer_shapes(s)
+    custom = custom_map(s, shapes)
+    return {name: SP.densities(shapes, dens, "uniform" if dist == "global" else dist, custom)
+            for name, _, dist, dens in arms(s.cfg)}
+
+
+COMMAND = Command("sparse", BASE_SECTIONS + ("prune.prunable", "sparse"),
+                  unhashed=("sparse.methods", "sparse.distributions", "sparse.densities"), prefix="sparse_",
+                  validate=validate, check=check)
+
+HELP = "prune during training (GMP) and train sparse from scratch (static, SET, RigL) at each density"
+DESCRIPTION = ("Train every sparse.methods × sparse.distributions × sparse.densities arm (resumable; finished arms "
+               "are skipped), print a table and write summary.json and accuracy_vs_density.png.")
+PLOT_FILE = "accuracy_vs_density.png"
+
+
+def describe(s) -> str:
+    return (f"{s.cfg.model.name} on {s.cfg.data.name}, densities {s.cfg.sparse.densities}, "
+            f"methods {s.cfg.sparse.methods}, R={s.replicates}")
+
+
+def table(summary) -> str:
+    from analysis.tables import sparse_table
+    return sparse_table(summary)
+
+
+def plot(summary, path) -> str:
+    from analysis.plots import sparse_accuracy_vs_density
+    return sparse_accuracy_vs_density(summary, path)
+
+
+def mask_update(s, method: str, layer_density: dict, gmp_scope: str) -> MaskUpdate:
+    """The rule of one arm, its per-leaf densities in params-leaf order."""
+    begin, end, every = schedule(s)
+    params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
+    dens = tuple(layer_density.get(p) for p in M.leaf_paths(params))
+    return MaskUpdate(method, dens, begin, end, every, float(s.cfg.sparse.alpha), gmp_scope)
+
+
+def run(s, run_dir: str, log=print) -> dict:
+    data = device_data(s.trainer, s.dataset)
+    params, ms = init_variables(s, keys(s, "init"))
+    layer_densities = check(s)
+    summary = {"config": read_json(L.config(run_dir))["config"], "arms": []}
+    setups = {}   # one trainer (one compile) per SET / RigL rule: their steps read counts from the masks
+    for name, method, dist, dens in arms(s.cfg):
+        mu = mask_update(s, method, layer_densities[name], "global" if dist == "global" else "layerwise")
+        adir = L.named_arm(run_dir, name)
+        # the starting mask: one per (distribution, density), shared by static, SET and RigL
+        start = M.ones_like(params) if L.done(adir) else jax.jit(jax.vmap(mu.initial_masks))(
+            params, jax.vmap(lambda k: jax.random.fold_in(k, _index(dist, dens)))(keys(s, "sparse_mask")))
+        key = method if method in MOVES else name
+        if method == "static":
+            sa = s
+        elif key not in setups:
+            step_rule = dataclasses.replace(mu, density=tuple(None if d is None else 1.0 for d in mu.density)) \
+                if method in MOVES else mu
+            sa = setups[key] = dataclasses.replace(s, trainer=dataclasses.replace(s.trainer, sparse=step_rule))
+        else:
+            sa = setups[key]
+        _, rows = train_arm(sa, adir, params, ms, start, 0, data, label=name)
+        e = arm_entry(rows, arm=name, method=method, distribution=dist, target_density=dens,
+                      seconds=read_json(L.metrics(adir)).get("seconds"))
+        summary["arms"].append(e)
+        acc = f"{e['test_accuracy']:.4f}" if "test_accuracy" in e else "diverged"
+        log(f"{name:<24} density {e['density']:.4f}  test acc {acc}  ({e['seconds'] or 0:.1f} s)")
+        write_json(L.summary(run_dir), summary)
+    return summary
+
+
+def _index(dist: str, density: float) -> int:
+    """A stable integer for (distribution, density): the starting mask's key index."""
+    return SP.DISTRIBUTIONS.index(dist) * 1_000_000 + int(round(density * 1e5)) if dist in SP.DISTRIBUTIONS else 0
+
+
+def densities_of(summary) -> list[float]:
+    return sorted({e["target_density"] for e in summary["arms"]}, reverse=True)
