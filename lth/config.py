@@ -88,7 +88,8 @@ def base() -> ml_collections.ConfigDict:
     c.pai.compression = "10^1"      # target: kept = total / compression; a ratio or 10^x, or a comma list (a sweep)
     c.pai.rounds = 0                # score-and-prune rounds; 0 = method default (synflow 100, others 1)
     c.pai.schedule = "exponential"  # density per round: exponential | linear
-    c.pai.scope = "global"          # global | layerwise
+    c.pai.scope = "global"          # global | layerwise | a layer-density distribution: uniform_plus, er, erk, smart_ratio
+                                    # (lth/sparsity.py; ranked within layers at its densities: random + erk = random ERK)
     c.pai.sanity = ""               # comma list of shuffle | reinit | invert, each run beside its method
     c.pai.batch_size = 256          # examples per batch for data-dependent scores
     c.pai.batches = 1               # batches for snip / grasp (gradients summed)
@@ -96,6 +97,8 @@ def base() -> ml_collections.ConfigDict:
     c.pai.obd_method = "hutchinson"  # exact | hutchinson | fisher
     c.pai.obd_probes = 32           # Hutchinson probes
     c.pai.synflow_precision = "float64"  # float64 | scaled32 | auto (see lth/scores/synflow.py)
+    c.pai.prospr_steps = 3          # ProsPr: M inner SGD steps differentiated through (mil-ad/prospr cli.py --inner-steps)
+    c.pai.prospr_lr = 0.1           # ProsPr: their learning rate (--inner-lr)
 
     c.collapse = ml_collections.ConfigDict()  # the layer-collapse sweep (`lth collapse`); scores' options in pai
     c.collapse.methods = "synflow,magnitude,random,snip,grasp,obd"  # comma list of scores

@@ -15,12 +15,16 @@ import time
 
 import jax
 
-from lth import masks as M, prune as P
+from lth import masks as M, prune as P, sparsity as SP
 from lth.errors import UserError, check_choice
 from lth.scores import Scorer
 
 SCHEDULES = ("exponential", "linear")
 SANITY = ("shuffle", "reinit", "invert")
+# global | layerwise (each layer at the round's density) | a layer-density distribution (lth/sparsity.py):
+# the score ranks weights within each layer at that distribution's densities (random at ERK densities is
+# Liu et al. 2022's random ERK; magnitude at them their "hybrid"; smart_ratio is Su et al. 2020's)
+SCOPES = ("global", "layerwise", *SP.DISTRIBUTIONS)
 
 
 def parse_compressions(text) -> list[float]:
@@ -65,9 +69,13 @@ def default_rounds(method: str) -> int:
 def validate_options(p) -> None:
     """Checks of the `pai` options every prune-at-init study reads: schedule, scope, rounds."""
     check_choice("pai.schedule", p.schedule, SCHEDULES)
-    check_choice("pai.scope", p.scope, ("global", "layerwise"))
+    check_choice("pai.scope", p.scope, SCOPES)
     if p.rounds < 0:
         raise UserError(f"pai.rounds {p.rounds} out of range; allowed: 0 (method default) or more")
+    if p.prospr_steps < 1:
+        raise UserError(f"pai.prospr_steps {p.prospr_steps} out of range; allowed: 1 or more inner steps")
+    if not p.prospr_lr > 0:
+        raise UserError(f"pai.prospr_lr {p.prospr_lr} out of range; allowed: a positive learning rate")
 
 
 def densities(target: float, rounds: int, schedule: str):
@@ -79,11 +87,31 @@ def densities(target: float, rounds: int, schedule: str):
     return [1.0 - (1.0 - target) * r / rounds for r in range(1, rounds + 1)]
 
 
+def layer_plan(variables, prunable, density: float, scope: str, order=None, resnet: bool = False):
+    """The `layer_fractions` of `P.prune` that keep each prunable layer at the densities
+    `scope` (a distribution) gives for `density`; `order`: the prunable paths in network order
+    (uniform_plus and smart_ratio read it; default: the params' leaf order)."""
+    import re
+
+    params = variables["params"]
+    shapes = {p: tuple(x.shape) for p, x, pr in zip(M.leaf_paths(params), jax.tree.leaves(params),
+                                                     jax.tree.leaves(prunable)) if pr}
+    shapes = {p: shapes[p] for p in (order or shapes)}
+    dens = SP.densities(shapes, density, scope, resnet=resnet)
+    return [(re.escape(p), 1.0 - d) for p, d in dens.items()]
+
+
 def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds=1, schedule="exponential",
-                  scope="global", rng=None, invert=False, timings: dict | None = None):
-    """Masks keeping `density` of the prunable weights after `rounds` rounds of score-and-prune."""
+                  scope="global", rng=None, invert=False, timings: dict | None = None, order=None,
+                  resnet: bool = False):
+    """Masks keeping `density` of the prunable weights after `rounds` rounds of score-and-prune;
+    `scope`: SCOPES (a distribution: each round ranks within layers at its densities; `order` and
+    `resnet` as `layer_plan`)."""
+    from lth.scores.registry import entry
+
     rng = jax.random.PRNGKey(0) if rng is None else rng
     masks = M.ones_like(variables["params"])
+    regrow = entry(scorer.method).regrow   # FORCE: every round selects among all the weights
     t_score = t_select = 0.0
     for r, d in enumerate(densities(density, rounds, schedule)):
         t0 = time.perf_counter()
@@ -91,7 +119,9 @@ def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds
         if invert:
             scores = jax.tree.map(lambda s: -s, scores)
         t1 = time.perf_counter()
-        masks = P.prune(scores, masks, prunable, density=d, layerwise=scope == "layerwise")
+        plan = layer_plan(variables, prunable, d, scope, order, resnet) if scope in SP.DISTRIBUTIONS else ()
+        masks = P.prune(scores, M.ones_like(masks) if regrow else masks, prunable, density=d,
+                        layerwise=scope == "layerwise", layer_fractions=plan)
         jax.block_until_ready(masks)
         t_score, t_select = t_score + t1 - t0, t_select + time.perf_counter() - t1
     if timings is not None:

@@ -13,6 +13,8 @@
                 (N·d − N_first − 0.2·N_last) / N, N = all prunable weights (VITA-Group/Random_Pruning
                 `CIFAR/sparselearning/core.py` Masking.init 'uniform_plus', its division by N kept);
                 at 0.2 or above every other layer at d.
+  smart_ratio   Su et al. 2020: densities falling quadratically with depth, dense layers at 0.3
+                (`smart_ratio` below; JingtongSu/sanity-checking-pruning).
 A custom map {layer: density} fixes those layers and leaves them out of the budget (jaxpruner's
 `custom_sparsity_map`, rigl's `custom_sparsity_map`).
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from lth.errors import UserError
 
-DISTRIBUTIONS = ("uniform", "uniform_plus", "er", "erk")
+DISTRIBUTIONS = ("uniform", "uniform_plus", "er", "erk", "smart_ratio")
 
 
 def n_zeros(size: int, sparsity: float) -> int:
@@ -78,9 +80,54 @@ def _erdos_renyi(shapes: dict, sparsity: float, kernel: bool, custom: dict) -> d
     return out
 
 
-def densities(shapes: dict, density: float, method: str = "erk", custom: dict | None = None) -> dict:
+def smart_ratio(shapes: dict, density: float, resnet: bool = False, linear_keep: float = 0.3) -> dict:
+    """Su et al. 2020's smart ratio, JingtongSu/sanity-checking-pruning `pruner/SmartRatio.py` (its
+    float32 arithmetic and int() truncations kept): layer j of n (network order) gets
+    ((n−j)² + (n−j))·k, divided by (j+1)² unless `resnet` (its `--arch resnet` switch); every dense
+    (2-D) layer keeps `linear_keep`; k makes the conv layers' counts meet the global budget, and
+    ratios over 1 are clipped with the excess carried to the next layers."""
+    f32 = np.float32
+    names = list(shapes)
+    n = len(names)
+    num = [f32(np.prod(shapes[k])) for k in names]
+    linear = [len(shapes[k]) == 2 for k in names]
+    ratio = [f32((n - j) ** 2 + (n - j)) for j in range(n)]
+    test, linear_num, total = 0, f32(0), f32(0)
+    for j in range(n):
+        if not linear[j]:
+            test += int(num[j] * ratio[j] / f32((j + 1) ** 2)) if not resnet else int(num[j] * ratio[j])
+        else:
+            linear_num = f32(linear_num + num[j])
+        total = f32(total + num[j])
+    goal = int(total * f32(density)) - int(linear_num * f32(linear_keep))
+    k = goal / test
+    for j in range(n):
+        if not linear[j]:
+            ratio[j] = f32(ratio[j] * f32(k) / f32((j + 1) ** 2)) if not resnet else f32(ratio[j] * f32(k))
+    extra = 0
+    for j in range(n):
+        if not linear[j]:
+            if ratio[j] >= 1:
+                extra += int((ratio[j] - f32(1)) * num[j])
+                ratio[j] = f32(1)
+            else:
+                rest = int((f32(1) - ratio[j]) * num[j])
+                if rest >= extra:
+                    ratio[j] = f32(ratio[j] + f32(extra) / num[j])
+                    extra = 0
+                else:
+                    extra -= rest
+                    ratio[j] = f32(1)
+        if extra == 0:
+            break
+    return {k_: (linear_keep if linear[j] else min(1.0, float(ratio[j]))) for j, k_ in enumerate(names)}
+
+
+def densities(shapes: dict, density: float, method: str = "erk", custom: dict | None = None,
+              resnet: bool = False) -> dict:
     """{layer: density} sharing the global `density` among the layers of `shapes` ({layer: kernel
-    shape}, in network order: uniform_plus reads the first and last) by `method` (DISTRIBUTIONS)."""
+    shape}, in network order: uniform_plus and smart_ratio read it) by `method` (DISTRIBUTIONS);
+    `resnet` selects smart_ratio's ResNet formula."""
     custom = dict(custom or {})
     if not 0.0 < density < 1.0:
         raise UserError(f"density {density} out of range; allowed: 0 < density < 1")
@@ -94,6 +141,10 @@ def densities(shapes: dict, density: float, method: str = "erk", custom: dict | 
     sparsity = 1.0 - density
     if method == "uniform":
         return {name: custom.get(name, density) for name in shapes}
+    if method == "smart_ratio":
+        out = smart_ratio(shapes, density, resnet)
+        out.update(custom)
+        return out
     if method in ("er", "erk"):
         return {name: 1.0 - s for name, s in _erdos_renyi(shapes, sparsity, method == "erk", custom).items()}
     names = list(shapes)

@@ -57,3 +57,27 @@ def synflow_init(name: str) -> Init:
     if re.fullmatch(r"lenet.*", name):
         return Init("torch_default", "torch_default", "ones")
     return Init()
+
+
+def network_order(model, input_shape, paths) -> list[str]:
+    """`paths` (param leaf paths such as 'stage0_block0/conv_1/kernel') sorted by the order in which
+    their modules are first called in a forward pass — the network's order, which the params dict
+    (sorted by key: 'out' before 'stem') does not keep. Paths of modules never called keep their
+    order at the end."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+        seen.setdefault("/".join(context.module.path), len(seen))
+        return next_fun(*args, **kwargs)
+
+    def init():
+        with nn.intercept_methods(record):
+            return model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)))
+
+    jax.eval_shape(init)
+    rank = lambda p: seen.get(p.rsplit("/", 1)[0], len(seen))  # noqa: E731
+    return sorted(paths, key=lambda p: (rank(p), paths.index(p)))

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Callable
 
 from lth.errors import check_choice
-from lth.scores import basic, grasp, obd, snip, synflow
+from lth.scores import basic, force, grasp, obd, prospr, snip, synflow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Score:
     checks: dict = dataclasses.field(default_factory=dict)    # fn keyword → allowed values
     prepare: Callable | None = None   # (apply_fn, variables, prunable, input_shape, options) → options
     rounds: int = 1                   # default score-and-prune rounds at init (pai.rounds = 0)
+    regrow: bool = False              # each round selects among all weights (pruned ones may come back)
 
 
 GRASP_OPTIONS = {"batches": "batches", "temperature": "grasp_temperature"}
@@ -34,6 +35,10 @@ SCORES = {
     "synflow": Score(synflow.synflow, False, {"precision": "synflow_precision"},
                      {"precision": synflow.PRECISIONS}, synflow.prepare, rounds=100),
     "obd": Score(obd.obd, True, {"method": "obd_method", "probes": "obd_probes"}, {"method": obd.METHODS}),
+    # 10 rounds: naver/force train_cifar_tiny_imagenet.py --num_steps default (its README's runs use 60)
+    "iter_snip": Score(snip.snip, True, {"batches": "batches"}, rounds=10),
+    "force": Score(force.force, True, {"batches": "batches"}, rounds=10, regrow=True),
+    "prospr": Score(prospr.prospr, True, {"steps": "prospr_steps", "lr": "prospr_lr"}),
 }
 DATA_FREE = tuple(name for name, s in SCORES.items() if not s.needs_data)
 

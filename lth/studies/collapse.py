@@ -59,6 +59,7 @@ def validate(cfg) -> None:
         raise UserError(f"bad sweep 10^0..10^{cfg.collapse.max_log10} in steps of {cfg.collapse.step}; "
                         f"allowed: max_log10 >= 0, step > 0")
     pai.validate_options(cfg.pai)
+    check_choice("pai.scope (lth collapse)", cfg.pai.scope, ("global", "layerwise"))
 
 
 def layer_sizes(s) -> dict[str, int]:

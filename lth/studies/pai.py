@@ -14,6 +14,7 @@ from lth import layout as L, masks as M, pruning_at_init as pai, prune as P
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
+from lth.models.registry import network_order
 from lth.run import BASE_SECTIONS, Command, init_variables, keys, random_init, train_arm
 from lth.scores import SCORES
 from lth.summary import arm_entry
@@ -120,10 +121,13 @@ def _masks(s, method, sanity, params, ms, density):
     p = s.cfg.pai
     rounds = p.rounds or pai.default_rounds(method)
     score_keys = keys(s, "pai_score")
+    order = network_order(s.trainer.model, s.input_shape, [q for q, pr in zip(M.leaf_paths(s.prunable),
+                                                                              jax.tree.leaves(s.prunable)) if pr])
     out = []
     for r in range(s.replicates):
         v = {"params": M.index(params, r), **M.index(ms, r)}
         m = pai.prune_at_init(s.scorer(method, v), v, s.prunable, density, rounds=rounds, schedule=p.schedule,
-                              scope=p.scope, rng=score_keys[r], invert=sanity == "invert")
+                              scope=p.scope, rng=score_keys[r], invert=sanity == "invert", order=order,
+                              resnet=s.cfg.model.name.startswith("resnet"))
         out.append(m)
     return _shuffled(s, M.stack(out)) if sanity == "shuffle" else M.stack(out)

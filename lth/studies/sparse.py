@@ -99,10 +99,14 @@ def schedule(s) -> tuple[int, int, int]:
 
 
 def layer_shapes(s) -> dict:
-    """{path: shape} of the prunable leaves (one replicate), in network order."""
+    """{path: shape} of the prunable leaves (one replicate), in network order (uniform_plus reads
+    the first and the last)."""
+    from lth.models.registry import network_order
+
     params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
-    return {p: tuple(x.shape) for p, x, pr in zip(M.leaf_paths(params), jax.tree.leaves(params),
-                                                   jax.tree.leaves(s.prunable)) if pr}
+    shapes = {p: tuple(x.shape) for p, x, pr in zip(M.leaf_paths(params), jax.tree.leaves(params),
+                                                     jax.tree.leaves(s.prunable)) if pr}
+    return {p: shapes[p] for p in network_order(s.trainer.model, s.input_shape, list(shapes))}
 
 
 def custom_map(s, shapes: dict) -> dict:
@@ -121,7 +125,8 @@ def check(s) -> dict:
     schedule(s)
     shapes = layer_shapes(s)
     custom = custom_map(s, shapes)
-    return {name: SP.densities(shapes, dens, "uniform" if dist == "global" else dist, custom)
+    resnet = s.cfg.model.name.startswith("resnet")   # smart_ratio's ResNet formula
+    return {name: SP.densities(shapes, dens, "uniform" if dist == "global" else dist, custom, resnet)
             for name, _, dist, dens in arms(s.cfg)}
 
 

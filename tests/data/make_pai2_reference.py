@@ -3,9 +3,12 @@
 Run once by hand, with torch and numpy in a scratch environment outside the project (lth never
 imports torch):
 
-    python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch numpy \
-        --index-url https://download.pytorch.org/whl/cpu   (numpy from PyPI if the CPU index lacks it)
+    python3 -m venv /tmp/torchvenv
+    /tmp/torchvenv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu
+    /tmp/torchvenv/bin/pip install numpy
     /tmp/torchvenv/bin/python tests/data/make_pai2_reference.py     # writes tests/data/pai2_reference.npz
+
+(made with torch 2.13.0+cpu, numpy 2.4.6; runs in a few seconds.)
 
 Optionally `--check-against DIR`, DIR holding the references' own files
 (DIR/pruning/{pruning_algos,mask_networks}.py from github:naver/force @7494eed,
@@ -85,6 +88,14 @@ masks are float32 0/1):
            arch string 'resnet' (the reference's resnet branch, no 1/(i+1)^2).
            (The reference's own ResNet is the GraSP-style doubled-width 32/64/128 variant; lth's
            shapes are used here because those are the ones lth prunes.)
+
+Facts about the stored data (checked when it was made): force/scores0 == itersnip/scores0 ==
+force/scores_t1 (step 1 is SNIP on the dense net); at every FORCE/Iter-SNIP step and for ProsPr the
+k-th largest score is strictly above the (k+1)-th, so no ties decide a mask and kept == k
+(force/kept == itersnip/kept == [643, 376, 220]); 4 fc_1 scores are exactly 0 at step 1 (no sample
+activates both units), far below every threshold; FORCE re-admits 48 (step 2) and 50 (step 3)
+weights pruned at the previous step. ProsPr keeps [138, 46, 36] per layer. Updating the biases in
+ProsPr's inner loop matters (freezing them changes scores by up to 0.019).
 
 Quirks of the references and how this script resolves them:
   * FORCE repo: get_average_gradients uses F.nll_loss(outputs, targets) while its models return raw
