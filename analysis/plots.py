@@ -167,12 +167,45 @@ def sparse_accuracy_vs_density(summary: dict, path: str) -> str:
         ax.errorbar([100 * e["density"] for e in rows], [100 * e["test_accuracy"] for e in rows],
                     yerr=[100 * e.get("test_accuracy_std", 0.0) for e in rows], color=colours[method],
                     ls=styles.get(dist, "-"), marker="o", ms=3, capsize=2, label=f"{method} ({dist})")
+    return _density_axis(fig, ax, summary, path, sorted({round(100 * e["target_density"], 2) for e in summary["arms"]}))
+
+
+def _density_axis(fig, ax, summary, path, ticks=None) -> str:
+    """Density (%) on a log x axis, sparser to the right (at `ticks` when given); then `_finish`."""
     ax.set_xscale("log")
-    ticks = sorted({round(100 * e["target_density"], 2) for e in summary["arms"]}, reverse=True)
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    if ticks:
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.grid(True, which="both", alpha=0.3)
     return _finish(fig, ax, summary, path)
+
+
+FAMILY_COLOURS = {"imp": "Blues", "pai": "Oranges", "sparse": "Greens"}
+
+
+def compare_plot(summary: dict, path: str) -> str:
+    """`lth compare`: test accuracy vs density (log axis, sparser to the right), one line per method,
+    families by colour (IMP blues, prune-at-init oranges, sparse training greens), the dense
+    network's accuracy as a grey band (mean ± std); error bars = std over replicates."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    fams = {}
+    for name, m in summary["methods"].items():
+        fams.setdefault(m["family"], []).append(name)
+    for fam, names in fams.items():
+        cmap = plt.get_cmap(FAMILY_COLOURS.get(fam, "Greys"))
+        for i, name in enumerate(names):
+            pts = sorted((p for p in summary["methods"][name]["points"] if "test_accuracy" in p), key=lambda p: -p["density"])
+            if pts:
+                ax.errorbar([100 * p["density"] for p in pts], [100 * p["test_accuracy"] for p in pts],
+                            yerr=[100 * p.get("test_accuracy_std", 0.0) for p in pts], color=cmap(0.45 + 0.5 * i / max(1, len(names))),
+                            marker="o", ms=3, capsize=2, ls="--" if name.endswith("reinit") else "-", label=name)
+    if "test_accuracy" in summary.get("dense", {}):
+        d = summary["dense"]
+        mu, sd = 100 * d["test_accuracy"], 100 * d.get("test_accuracy_std", 0.0)
+        ax.axhspan(mu - sd, mu + sd, color="grey", alpha=0.25, label="dense")
+    targets = {round(100 * p["target_density"], 2) for m in summary["methods"].values() for p in m["points"]
+               if p.get("target_density")}
+    return _density_axis(fig, ax, summary, path, sorted(targets | {50.0, 80.0}))

@@ -1,6 +1,8 @@
 """Text tables of lottery summaries: level, density, and test accuracy per arm (mean ± std)."""
 from __future__ import annotations
 
+import math
+
 
 def arms(summary: dict) -> dict[str, list[dict]]:
     """{'ticket': levels, '<control>': entries, ...} from a summary.json dict."""
@@ -96,3 +98,33 @@ def sparse_table(summary: dict) -> str:
     secs = [f"{sum(by[(c, d)].get('seconds') or 0 for d in dens if (c, d) in by):.0f}" for c in cols]
     lines.append("| seconds (all densities) | " + " | ".join(secs) + " |")
     return "\n".join(lines)
+
+
+def compare_table(summary: dict) -> str:
+    """Markdown table of `lth compare`: one row per method (its family and cost in trainings), one
+    column per target density (test accuracy %, mean ± std; IMP at its level nearest that density)."""
+    targets = sorted({p["target_density"] for m in summary["methods"].values() for p in m["points"]
+                      if p.get("target_density")}, reverse=True)
+    total = summary["train_steps"]
+    head = ["method", "family", "trainings"] + [f"{100 * t:g}%" for t in targets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if "dense" in summary:
+        lines.append("| dense | - | 1 | " + " | ".join(_cell(summary["dense"], "test_accuracy") for _ in targets) + " |")
+    for name, m in summary["methods"].items():
+        cells, costs = [], []
+        for t in targets:
+            if m["family"] == "imp":   # the level whose density is nearest the target (log scale)
+                p = min(m["points"], key=lambda p: abs(math.log(p["density"] / t)), default=None)
+                text = f"{_cell(p, 'test_accuracy')} (L{p['level']}, {100 * p['density']:.1f}%)" if p else "-"
+            else:
+                p = next((q for q in m["points"] if q.get("target_density") == t), None)
+                text = _cell(p, "test_accuracy")
+            cells.append(text)
+            if p:
+                costs.append(p["cost_steps"] / total)
+        cost = f"{min(costs):g}–{max(costs):g}" if costs and min(costs) != max(costs) else (f"{costs[0]:g}" if costs else "-")
+        lines.append(f"| {name} | {FAMILY_NAMES.get(m['family'], m['family'])} | {cost} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+FAMILY_NAMES = {"imp": "after training", "pai": "at init", "sparse": "during training"}

@@ -3,7 +3,7 @@
 The public API (everything in `__all__`; the rest is internal):
 
 studies, each returning a `Result` (run_dir, summary, table(), plot()) and resuming what is on disk:
-    lottery, pai, sparse, stability, heads, collapse, compress, open_run, and run_study (any registered
+    lottery, pai, sparse, compare, stability, heads, collapse, compress, open_run, and run_study (any registered
     study by name: lth.studies.REGISTRY, one line per study module)
 configs:
     load_config (a configs/*.py path or name, a ConfigDict or a dict, plus overrides)
@@ -22,7 +22,7 @@ import importlib
 __version__ = "0.1.0"
 
 _FROM = {
-    **{name: "lth.api" for name in ("lottery", "pai", "sparse", "stability", "heads", "collapse", "compress", "open_run",
+    **{name: "lth.api" for name in ("lottery", "pai", "sparse", "compare", "stability", "heads", "collapse", "compress", "open_run",
                                     "Result", "load_config", "build_model", "load_data", "score", "prune_at_init",
                                     "train_masked", "run_study")},
     "UserError": "lth.errors",

@@ -152,6 +152,14 @@ def sparse(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replica
     return run_study("sparse", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
 
 
+def compare(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
+            log=None) -> Result:
+    """Every family at the same training budget (`lth compare`): IMP with its reinit control, the
+    `compare.pai` scores and the `compare.sparse` methods at `compare.densities`, reusing the
+    finished arms of `lth lottery`, `lth pai` and `lth sparse` runs of the same identity."""
+    return run_study("compare", cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress, log=log)
+
+
 def stability(cfg="mnist1d_mlp", overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
               log=None) -> Result:
     """Instability analysis (`lth stability`): error barriers between two copies trained from each

@@ -125,6 +125,13 @@ def base() -> ml_collections.ConfigDict:
     c.sparse.alpha = 0.3            # SET/RigL drop fraction at t = 0, cosine-decayed to 0 at T_end (rigl drop_fraction=0.3)
     c.sparse.gmp_scope = "layerwise"  # gmp: layerwise (each layer to its distribution density) | global (one |θ| ranking)
 
+    c.compare = ml_collections.ConfigDict()  # every family at the same training budget (`lth compare`)
+    c.compare.densities = "0.2,0.1,0.05"     # target densities of the prunable weights, each in (0, 1)
+    c.compare.imp = True            # IMP (prune.*, lottery.rewind) to the sparsest density, with its reinit control
+    c.compare.pai = "synflow,snip,grasp,force,prospr,random"  # prune-at-init scores (pai.* options apply; '' = none)
+    c.compare.sparse = "gmp,static,set,rigl"  # pruning during / sparse training (sparse.* options apply; '' = none)
+    c.compare.distributions = "erk"  # the sparse methods' layer densities (comma list)
+
     c.compress = ml_collections.ConfigDict()  # int8 quantization of a ticket (`lth compress`, qwix)
     c.compress.activations = "dynamic"   # none (weight-only) | dynamic (int8, per batch) | static (int8, calibrated)
     c.compress.act_calibration = "absmax"  # qwix calibration of activation scales: absmax[,c] | minmax | rms,c

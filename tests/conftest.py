@@ -37,3 +37,17 @@ def finished_run(tmp_path_factory):
     assert main(LOTTERY + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--out", str(out)]) == 0
     (run_dir,) = [os.path.join(out, d) for d in os.listdir(out)]
     return run_dir
+
+
+def assert_refused(capsys, command, sets, cases, out):
+    """Each (bad setting, message) of `cases` on top of `sets`: exit 2, one line naming it, and
+    nothing written under `out`."""
+    from lth.cli import main
+
+    listing = sorted(os.listdir(out))
+    for bad, needle in cases:
+        argv = [command, "--config", DEMO, "--out", str(out)] + [a for x in list(sets) + [bad] for a in ("--set", x)]
+        assert main(argv) == 2, bad
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (bad, err)
+    assert sorted(os.listdir(out)) == listing

@@ -245,8 +245,7 @@ def test_set_resumes_mid_schedule_bit_identically_and_replicates_are_independent
 # ----- the study ----------------------------------------------------------------------------------
 def test_sparse_study_runs_reuses_its_arms_and_refuses_bad_input(tmp_path, capsys):
     import lth
-    from lth.cli import main
-    from conftest import DEMO, TINY
+    from conftest import DEMO, TINY, assert_refused
 
     sets = TINY + ["sparse.every=5it", "sparse.end=40it", "sparse.densities=0.1", "sparse.distributions=erk",
                    "sparse.gmp_scope=global", "sparse.methods=gmp,rigl"]
@@ -262,18 +261,13 @@ def test_sparse_study_runs_reuses_its_arms_and_refuses_bad_input(tmp_path, capsy
     more = lth.sparse(DEMO, sets[:-1] + ["sparse.methods=rigl,static"], out=str(tmp_path))   # same directory, one new arm
     assert more.run_dir == res.run_dir and [e["arm"] for e in more.summary["arms"]] == ["rigl-erk@0.1", "static-erk@0.1"]
     assert os.stat(os.path.join(res.run_dir, "arms", "rigl-erk@0.1", "metrics.json")).st_mtime_ns == before
-    listing = sorted(os.listdir(tmp_path))
-    for bad, needle in [("sparse.densities=0.1,1.5", "sparse.densities entry '1.5' out of range"),
-                        ("sparse.every=0it", "sparse.every '0it' is 0 steps"),
-                        ("sparse.end=60it", "sparse.end '60it' = step 60 is not before the end of training"),
-                        ("sparse.distributions=erx", "unknown sparse distribution 'erx'"),
-                        ("sparse.custom=fc_9=0.5", "sparse.custom layer 'fc_9' is not a prunable layer"),
-                        ("sparse.methods=rigl,snip", "unknown sparse method 'snip'")]:
-        argv = ["sparse", "--config", DEMO, "--out", str(tmp_path)] + [a for x in sets + [bad] for a in ("--set", x)]
-        assert main(argv) == 2, bad
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and needle in err[0], (bad, err)
-    assert sorted(os.listdir(tmp_path)) == listing   # nothing written
+    assert_refused(capsys, "sparse", sets, [
+        ("sparse.densities=0.1,1.5", "sparse.densities entry '1.5' out of range"),
+        ("sparse.every=0it", "sparse.every '0it' is 0 steps"),
+        ("sparse.end=60it", "sparse.end '60it' = step 60 is not before the end of training"),
+        ("sparse.distributions=erx", "unknown sparse distribution 'erx'"),
+        ("sparse.custom=fc_9=0.5", "sparse.custom layer 'fc_9' is not a prunable layer"),
+        ("sparse.methods=rigl,snip", "unknown sparse method 'snip'")], tmp_path)
     assert json.load(open(os.path.join(res.run_dir, "summary.json")))["arms"][0]["arm"] == "rigl-erk@0.1"
 
 

@@ -26,6 +26,7 @@ REGISTRY = {
     "stability": "lth.studies.stability",
     "collapse": "lth.studies.collapse",
     "sparse": "lth.studies.sparse",
+    "compare": "lth.studies.compare",
 }
 
 

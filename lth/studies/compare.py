@@ -1,0 +1,167 @@
+"""`lth compare`: every family of pruning on equal terms, for one config and a list of densities.
+
+Pruning after training (IMP, rewinding to `lottery.rewind`, levels until the sparsest density, with
+its reinit control), at init (each score of `compare.pai`, `pai.*` options) and during or
+throughout training (`compare.sparse` with `compare.distributions`, `sparse.*` options), every arm
+with the same `train.*` — the same epochs. The arms are those of `lth lottery`, `lth pai` and
+`lth sparse`, in their own run directories under `run.out` with their own identities: finished
+arms of those studies with the same identity are reused as they are, and what is missing is run
+there (resumable). This study writes only its summary (`runs`: the three directories; `methods`:
+family, cost in training steps and points per method; `dense`) and its table and plot.
+Cost: one training is `train.duration` steps; IMP level L costs L + 1 trainings (L when it rewinds
+to k > 0 counts the steps from k), its reinit control the same; every other method one (scoring
+and mask updates are not counted).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+from lth import layout as L, studies
+from lth.errors import UserError, check_choice
+from lth.experiment import check_run_dir, open_run_dir, read_json, write_json
+from lth.run import BASE_SECTIONS, Command, validate as validate_base
+from lth.scores import SCORES
+from lth.sparse_train import METHODS
+from lth.sparsity import DISTRIBUTIONS
+
+def _list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def densities(cfg) -> list[float]:
+    from lth.studies.sparse import parse_densities
+    try:
+        return parse_densities(cfg.compare.densities)
+    except UserError as e:
+        raise UserError(str(e).replace("sparse.densities", "compare.densities")) from None
+
+
+def imp_levels(cfg) -> int:
+    """IMP levels whose density reaches the sparsest target: (1 − f)^L ≤ d (prune.of = remaining),
+    1 − L·f ≤ d (original); one more where layer overrides prune some layers slower."""
+    f, d = cfg.prune.fraction, min(densities(cfg))
+    lv = math.ceil((1 - d) / f) if cfg.prune.of == "original" else math.ceil(math.log(d) / math.log(1 - f))
+    return lv + (1 if cfg.prune.layer_fractions else 0)
+
+
+def sub_configs(cfg) -> dict:
+    """{study: its config}: this config with the study's own keys set from `compare.*`."""
+    out = {}
+    c = cfg.compare
+    if c.imp:
+        lc = copy.deepcopy(cfg)
+        lc.lottery.levels = imp_levels(cfg)
+        lc.lottery.controls = "reinit"
+        out["lottery"] = lc
+    if _list(c.pai):
+        pc = copy.deepcopy(cfg)
+        pc.pai.methods = c.pai
+        pc.pai.sanity = ""
+        pc.pai.compression = ",".join(f"{1 / d:.10g}" for d in densities(cfg))
+        out["pai"] = pc
+    if _list(c.sparse):
+        sc = copy.deepcopy(cfg)
+        sc.sparse.methods = c.sparse
+        sc.sparse.distributions = c.distributions
+        sc.sparse.densities = c.densities
+        out["sparse"] = sc
+    return out
+
+
+def validate(cfg) -> None:
+    densities(cfg)
+    for m in _list(cfg.compare.pai):
+        check_choice("compare.pai score", m, SCORES)
+    for m in _list(cfg.compare.sparse):
+        check_choice("compare.sparse method", m, METHODS)
+    for d in _list(cfg.compare.distributions):
+        check_choice("compare.distributions entry", d, DISTRIBUTIONS)
+    subs = sub_configs(cfg)
+    if not subs:
+        raise UserError("compare has nothing to run; allowed: compare.imp = True or a score in compare.pai or a "
+                        "method in compare.sparse")
+    for name, sub in subs.items():
+        validate_base(sub, studies.command(studies.get(name)))
+
+
+def plan(s) -> dict:
+    """{study: (setup, run directory)}: each study's checks done and its directory checked (a run
+    of another config there is refused) before anything is written; the data are shared."""
+    out = {}
+    for name, sub in sub_configs(s.cfg).items():
+        cmd = studies.command(studies.get(name))
+        ss = dataclasses.replace(s, cfg=sub, _scorers={})
+        if cmd.check is not None:
+            cmd.check(ss)
+        d = cmd.run_dir(sub)
+        check_run_dir(d, sub, cmd)
+        out[name] = (ss, d)
+    return out
+
+
+COMMAND = Command("compare", BASE_SECTIONS + ("prune", "lottery.rewind", "lottery.rewind_mode", "pai", "sparse",
+                                              "compare"),
+                  unhashed=("compare.densities", "compare.imp", "compare.pai", "compare.sparse", "compare.distributions",
+                            "pai.methods", "pai.sanity", "pai.compression", "sparse.methods", "sparse.distributions",
+                            "sparse.densities"),
+                  prefix="compare_", validate=validate, check=plan)
+
+HELP = "compare every family (IMP, prune at init, sparse training) at the same training budget"
+DESCRIPTION = ("Run (or reuse) the `lth lottery`, `lth pai` and `lth sparse` arms of this config at compare.densities; "
+               "print one table (accuracy and cost per method and density), write summary.json and compare.png.")
+PLOT_FILE = "compare.png"
+
+
+def describe(s) -> str:
+    return f"{s.cfg.model.name} on {s.cfg.data.name}, densities {s.cfg.compare.densities}, R={s.replicates}"
+
+
+def table(summary) -> str:
+    from analysis.tables import compare_table
+    return compare_table(summary)
+
+
+def plot(summary, path) -> str:
+    from analysis.plots import compare_plot
+    return compare_plot(summary, path)
+
+
+def _point(e, target=None) -> dict:
+    keys = ("density", "test_accuracy", "test_accuracy_std")
+    return {**{k: e[k] for k in keys if k in e}, "target_density": target,
+            "replicates": [r.get("test_accuracy") for r in e.get("replicates", [])]}
+
+
+def run(s, run_dir: str, log=print) -> dict:
+    total, cfg = s.total, s.cfg
+    steps_k = s.duration(cfg.lottery.rewind, "lottery.rewind") if cfg.lottery.rewind_mode == "weights" else 0
+    summary = {"config": read_json(L.config(run_dir))["config"], "runs": {}, "methods": {}, "train_steps": total}
+    for name, (ss, d) in plan(s).items():
+        mod = studies.get(name)
+        log(f"{name}: {d}")
+        lock = open_run_dir(d, ss.cfg, studies.command(mod))
+        try:
+            sub = mod.run(ss, d, log=lambda line: log("  " + line))
+        finally:
+            lock.release()
+        summary["runs"][name] = d
+        if name == "lottery":
+            summary["dense"] = _point(sub["levels"][0])
+            for label, rows in (("imp", sub["levels"]), ("imp_reinit", sub["controls"].get("reinit", []))):
+                summary["methods"][label] = {
+                    "family": "imp", "points": [
+                        {**_point(e), "level": e["level"], "cost_steps": total + e["level"] * (total - steps_k)}
+                        for e in rows if e["level"] > 0]}
+        elif name == "pai":
+            for e in sub["arms"]:
+                m = summary["methods"].setdefault(e["method"], {"family": "pai", "points": []})
+                m["points"].append({**_point(e, 1 / e["compression"]), "cost_steps": total})
+        else:
+            for e in sub["arms"]:
+                m = summary["methods"].setdefault(f"{e['method']}-{e['distribution']}", {"family": "sparse", "points": []})
+                m["points"].append({**_point(e, e["target_density"]), "cost_steps": total,
+                                    "seconds": e.get("seconds")})
+        write_json(L.summary(run_dir), summary)
+    return summary
