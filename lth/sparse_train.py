@@ -136,6 +136,8 @@ class MaskUpdate:
         for i in idx:
             n_on = jnp.sum(m_leaves[i], dtype=jnp.int32)
             n_drop = (n_on.astype(jnp.float32) * f).astype(jnp.int32)
-            score = jnp.abs(g_leaves[i]) if self.method == "rigl" else jax.random.uniform(ks[i], p_leaves[i].shape)
+            # SET's scores drawn flat and reshaped: the same law, far less XLA:CPU compile time than N-d draws
+            score = jnp.abs(g_leaves[i]) if self.method == "rigl" else \
+                jax.random.uniform(ks[i], (p_leaves[i].size,)).reshape(p_leaves[i].shape)
             out[i] = drop_and_grow(p_leaves[i], m_leaves[i], score, n_drop)
         return jax.tree.unflatten(treedef, out)

@@ -8,17 +8,18 @@ from conftest import DEMO, TINY, assert_refused
 
 
 def test_compare_reuses_the_studies_arms_and_counts_imps_trainings(tmp_path, capsys):
-    sets = TINY + ["prune.fraction=0.6", "compare.densities=0.2", "compare.pai=snip", "compare.sparse=static",
+    sets = TINY + ["train.duration=40it", "prune.fraction=0.6", "compare.densities=0.2", "compare.pai=snip", "compare.sparse=static",
                    "compare.distributions=erk"]
-    pai = lth.pai(DEMO, TINY + ["prune.fraction=0.6", "pai.methods=snip", "pai.compression=5"], out=str(tmp_path))
+    pai = lth.pai(DEMO, TINY + ["train.duration=40it", "prune.fraction=0.6", "pai.methods=snip", "pai.compression=5"],
+                  out=str(tmp_path))
     arm = os.path.join(pai.run_dir, "arms", pai.summary["arms"][0]["arm"], "metrics.json")
     before = os.stat(arm).st_mtime_ns
     res = lth.compare(DEMO, sets, out=str(tmp_path))
     assert res.summary["runs"]["pai"] == pai.run_dir and os.stat(arm).st_mtime_ns == before   # reused, not retrained
     (p,) = res.summary["methods"]["snip"]["points"]
-    assert p["test_accuracy"] == pai.summary["arms"][0]["test_accuracy"] and p["cost_steps"] == 60
+    assert p["test_accuracy"] == pai.summary["arms"][0]["test_accuracy"] and p["cost_steps"] == 40
     imp = res.summary["methods"]["imp"]["points"]
-    assert [q["level"] for q in imp] == [1, 2] and [q["cost_steps"] for q in imp] == [120, 180]   # L + 1 trainings
+    assert [q["level"] for q in imp] == [1, 2] and [q["cost_steps"] for q in imp] == [80, 120]   # L + 1 trainings
     assert imp[-1]["density"] <= 0.2 < imp[0]["density"]
     assert set(res.summary["methods"]) == {"imp", "imp_reinit", "snip", "static-erk"}
     table = res.table()

@@ -113,3 +113,16 @@ def test_any_score_ranks_within_layers_at_a_distributions_densities(mlp):
             for k in LAYERS:
                 w, keep = np.abs(np.asarray(v["params"][k]["kernel"])), np.asarray(m[k]["kernel"])
                 assert w[keep].min() >= w[~keep].max()
+
+
+def test_prospr_options_are_checked_before_any_work():
+    from lth.config import base
+    from lth.pruning_at_init import validate_options
+
+    p = base().pai
+    p.prospr_steps = 0
+    with pytest.raises(lth.UserError, match="pai.prospr_steps 0 out of range; allowed: 1 or more"):
+        validate_options(p)
+    p.prospr_steps, p.scope = 3, "erx"
+    with pytest.raises(lth.UserError, match="unknown pai.scope 'erx'"):
+        validate_options(p)
