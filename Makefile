@@ -25,7 +25,7 @@ demo: $(BIN)/.installed
 	$(BIN)/lth lottery --config configs/mnist1d_mlp.py
 
 test: $(BIN)/.minilm
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) runs
