@@ -95,14 +95,9 @@ class Trainer:
         return jax.jit(jax.vmap(make, in_axes=(0, 0, 0, None, 0, 0)))
 
     def init_replicates(self, rngs, input_shape):
-        """(params, model_state) stacked over the [R] keys `rngs`."""
-        return self._jit_init(rngs, tuple(input_shape))
-
-    @functools.cached_property
-    def _jit_init(self):
-        def init(rngs, input_shape):
-            return jax.vmap(lambda k: self.init_variables(k, jnp.zeros((1, *input_shape), jnp.float32)))(rngs)
-        return jax.jit(init, static_argnums=1)
+        """(params, model_state) stacked over the [R] keys `rngs` (compiled once per model and input
+        shape in a process, whichever trainer asks: Flax modules compare by value)."""
+        return _init_replicates(self.model, rngs, tuple(input_shape))
 
     # ----- training --------------------------------------------------------------------------
     def train_step(self, state: TrainState, x, y, teacher=None, update=False):
@@ -260,6 +255,15 @@ class Trainer:
         yp = np.concatenate([y, np.zeros(pad, y.dtype)])
         return (jnp.asarray(xp.reshape(n // c, c, *x.shape[1:])), jnp.asarray(yp.reshape(n // c, c)),
                 jnp.asarray(w.reshape(n // c, c)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_replicates(model, rngs, input_shape):
+    def one(k):   # Trainer.init_variables, for one key
+        variables = dict(model.init({"params": k, "dropout": k}, jnp.zeros((1, *input_shape), jnp.float32), train=False))
+        params = variables.pop("params")
+        return params, variables
+    return jax.vmap(one)(rngs)
 
 
 def make_mesh(devices: int = 0) -> Mesh | None:
