@@ -67,7 +67,8 @@ def base() -> ml_collections.ConfigDict:
     c.prune.score = "magnitude"     # criterion for IMP levels (|w| of the trained weights)
     c.prune.fraction = 0.2          # fraction of the weights removed per level (of those left, or see prune.of)
     c.prune.of = "remaining"        # remaining: density (1-f)^L | original: density 1 - L·f (Chen et al. BERT)
-    c.prune.scope = "global"        # global (one ranking) | layerwise (each layer at `fraction`)
+    c.prune.scope = "global"        # global (one ranking) | layerwise (each layer at `fraction`) | a layer-density
+                                    # distribution (erk, er, uniform_plus, smart_ratio: each layer at its density for level L)
     c.prune.prunable = r".*kernel"  # regex fullmatching the param paths that may be pruned
     c.prune.layer_fractions = ""    # per-layer overrides 'LAYER=FRACTION,...' (own ranking group, own rate per level); 0 = never pruned
 

@@ -160,3 +160,21 @@ def test_original_fraction_that_empties_a_layer_is_refused_and_collapse_is_state
     masks = {"a": {"kernel": np.ones((2, 3, 3), bool)}, "b": {"kernel": np.array([[[True]], [[False]]])}}
     prunable = {"a": {"kernel": True}, "b": {"kernel": True}}
     assert lottery.collapsed_layers(masks, prunable) == {"b/kernel": [1]}
+
+
+def test_imp_levels_at_a_distributions_layer_densities(tmp_path):
+    """prune.scope = erk: level L keeps each layer at ERK's density for (1 − f)^L, ranked by |w| within it."""
+    from lth import sparsity as SP
+
+    s, summary, _ = run(tmp_path, "lottery.levels=2", "lottery.controls=", "prune.scope=erk", "prune.fraction=0.5",
+                        "train.duration=20it")
+    shapes = {p: tuple(x.shape[1:]) for p, x, pr in zip(M.leaf_paths(final(tmp_path, s, 0).params),
+                                                        jax.tree.leaves(final(tmp_path, s, 0).params),
+                                                        jax.tree.leaves(s.prunable)) if pr}
+    for level in (1, 2):
+        want = SP.densities(shapes, 0.5 ** level, "erk")
+        got = summary["levels"][level]["replicates"][0]["density_per_layer"]
+        for p, d in want.items():
+            n = int(np.prod(shapes[p]))
+            assert round(got[p] * n) == round(d * n), (level, p)
+    assert len({round(v, 3) for v in summary["levels"][2]["replicates"][0]["density_per_layer"].values()}) > 1

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import checkpoint, layout as L, masks as M, prune as P, scores as S
+from lth import checkpoint, layout as L, masks as M, prune as P, scores as S, sparsity as SP
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.fit import device_data
@@ -86,7 +86,10 @@ def validate(cfg) -> None:
         raise UserError(f"prune.fraction {cfg.prune.fraction} out of range; allowed: 0 < fraction < 1")
     if cfg.lottery.levels < 0:
         raise UserError(f"lottery.levels {cfg.lottery.levels} is negative; allowed: 0 or more")
-    check_choice("prune.scope", cfg.prune.scope, ("global", "layerwise"))
+    check_choice("prune.scope", cfg.prune.scope, ("global", "layerwise", *SP.DISTRIBUTIONS))
+    if cfg.prune.scope in SP.DISTRIBUTIONS and cfg.prune.layer_fractions:
+        raise UserError(f"prune.layer_fractions {cfg.prune.layer_fractions!r} with prune.scope {cfg.prune.scope!r}: the "
+                        f"distribution sets every layer's density; allowed: one of them (set prune.layer_fractions=)")
     check_choice("prune.of", cfg.prune.of, ("remaining", "original"))
     if cfg.prune.of == "original" and cfg.prune.fraction * cfg.lottery.levels >= 1 - 1e-9:
         raise UserError(f"prune.fraction {cfg.prune.fraction} of the original weights for {cfg.lottery.levels} levels "
@@ -99,6 +102,24 @@ def validate(cfg) -> None:
         if cfg.prune.of == "original" and f * cfg.lottery.levels >= 1 - 1e-9:
             raise UserError(f"prune.layer_fractions {pat}={f} of the original weights for {cfg.lottery.levels} levels "
                             f"empties that layer; allowed: fraction · levels < 1 for every layer")
+
+
+def level_density(cfg, level: int) -> float:
+    """Level L's global density: (1 − f)^L, or 1 − L·f with prune.of = original."""
+    f = cfg.prune.fraction
+    return (1 - f) ** level if cfg.prune.of == "remaining" else 1 - level * f
+
+
+def distribution_plan(s: Setup, density: float) -> list:
+    """`P.prune` layer overrides keeping each prunable layer at the density the distribution
+    `prune.scope` gives for `density` (layers in network order)."""
+    from lth.models.registry import network_order
+    from lth.pruning_at_init import layer_plan
+
+    params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
+    paths = [p for p, pr in zip(M.leaf_paths(params), jax.tree.leaves(s.prunable)) if pr]
+    return layer_plan({"params": params}, s.prunable, density, s.cfg.prune.scope,
+                      network_order(s.trainer.model, s.input_shape, paths), s.cfg.model.name.startswith("resnet"))
 
 
 def collapsed_layers(masks, prunable) -> dict:
@@ -205,9 +226,13 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             # level L removes ceil(f · live) of each group's live weights, or with prune.of='original'
             # ceil(L·f · n) of its n original weights (validated: L·f < 1 for every group)
             mult = 1 if cfg.prune.of == "remaining" else level
-            masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=mult * cfg.prune.fraction,
-                                       layer_fractions=[(p, mult * f) for p, f in layer_fractions],
-                                       layerwise=cfg.prune.scope == "layerwise", of=cfg.prune.of)
+            if cfg.prune.scope in SP.DISTRIBUTIONS:   # each layer at the distribution's density for level L
+                masks = P.prune_replicates(scores, final.masks, s.prunable, density=level_density(cfg, level),
+                                           layer_fractions=distribution_plan(s, level_density(cfg, level)))
+            else:
+                masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=mult * cfg.prune.fraction,
+                                           layer_fractions=[(p, mult * f) for p, f in layer_fractions],
+                                           layerwise=cfg.prune.scope == "layerwise", of=cfg.prune.of)
             collapsed = collapsed_layers(masks, s.prunable)
             for path, reps in collapsed.items():
                 log(f"level {level}: layer {path} has no weights left (replicates {', '.join(map(str, reps))}): "
