@@ -227,8 +227,9 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             # ceil(L·f · n) of its n original weights (validated: L·f < 1 for every group)
             mult = 1 if cfg.prune.of == "remaining" else level
             if cfg.prune.scope in SP.DISTRIBUTIONS:   # each layer at the distribution's density for level L
-                masks = P.prune_replicates(scores, final.masks, s.prunable, density=level_density(cfg, level),
-                                           layer_fractions=distribution_plan(s, level_density(cfg, level)))
+                d = level_density(cfg, level)
+                masks = P.prune_replicates(scores, final.masks, s.prunable, density=d,
+                                           layer_fractions=distribution_plan(s, d))
             else:
                 masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=mult * cfg.prune.fraction,
                                            layer_fractions=[(p, mult * f) for p, f in layer_fractions],

@@ -197,7 +197,3 @@ def run(s, run_dir: str, log=print) -> dict:
 def _index(dist: str, density: float) -> int:
     """A stable integer for (distribution, density): the starting mask's key index."""
     return SP.DISTRIBUTIONS.index(dist) * 1_000_000 + int(round(density * 1e5)) if dist in SP.DISTRIBUTIONS else 0
-
-
-def densities_of(summary) -> list[float]:
-    return sorted({e["target_density"] for e in summary["arms"]}, reverse=True)
