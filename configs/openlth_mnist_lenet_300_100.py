@@ -4,7 +4,8 @@ kaiming-normal weights with PyTorch's own bias init, global magnitude pruning 20
 output layer never pruned (pruning_layers_to_ignore='fc.weight'), rewinding to init. OpenLTH
 evaluates on the test set only: no validation split here either (--set data.validation_size=5000
 adds one; then the early-stop columns use its loss).
-Needs MNIST prepared for tfds (`lth data prepare mnist`)."""
+Reads MNIST from data.data_dir: torchvision's MNIST/raw IDX files, Keras' mnist.npz, or a prepared
+tfds dir (lth/data/files.py), e.g. --set data.data_dir=~/data (the folder holding MNIST/raw)."""
 from lth.config import base
 
 
@@ -18,6 +19,7 @@ def get_config():
     c.data.recipe_for = "mnist"
     c.data.validation_size = 0           # datasets/mnist.py: all 60,000 for training, the test set for evaluation
     c.data.normalize = "0.1307/0.3081"   # datasets/mnist.py: Normalize(mean=[0.1307], std=[0.3081])
+    c.data.drop_last = False             # datasets/base.py DataLoader: 469 iterations an epoch, the last of 96 examples
     c.train.optimizer = "sgd"            # training_hparams: sgd, lr 0.1, 40ep (no momentum, no weight decay)
     c.train.lr = 0.1
     c.train.momentum = 0.0

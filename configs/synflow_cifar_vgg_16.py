@@ -2,10 +2,11 @@
 `vgg16_bn`, Experiments/singleshot.py, arguments as its stored args.json): prune at init with each
 score (SynFlow 100 rounds, others one shot) to `pai.compression`, then train 160 epochs with
 Nesterov SGD lr 0.1 (×0.1 at 60 and 120), weight decay 1e-4, batch 128, crop+flip; kaiming-normal
-weights, zero biases, BatchNorm γ = 1. See lth/config.py `synflow_cifar`.
+weights, zero biases, BatchNorm γ = 1. See lth/recipes.py `synflow_cifar`.
   lth pai --config configs/synflow_cifar_vgg_16.py --set pai.compression=10^2
 Needs CIFAR-10 prepared for tfds (`lth data prepare cifar10`)."""
-from lth.config import base, synflow_cifar
+from lth.config import base
+from lth.recipes import synflow_cifar
 
 
 def get_config():

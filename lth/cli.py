@@ -55,10 +55,15 @@ def parser() -> argparse.ArgumentParser:
         study_options(sp, mod)
         sp.set_defaults(func=commands.study, study=name)
 
-    data = sub.add_parser("data", help="prepare tfds datasets (needs internet and the [prepare] extra)")
-    data.add_argument("action", choices=["prepare"], help="prepare: download and convert to array_record")
-    data.add_argument("name", help="mnist | fashion_mnist | cifar10 | cifar100 | glue/<task> (sst2, mnli, ...)")
-    data.add_argument("--data-dir", help="tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    data = sub.add_parser("data", help="list datasets; prepare one (from files you have, or tfds)")
+    data.add_argument("action", choices=["list", "prepare"],
+                      help="list: the datasets; prepare: --from PATH converts to DATA_DIR/NAME.npz (no TensorFlow), "
+                           "else tfds download and prepare (needs internet and the [prepare] extra)")
+    data.add_argument("name", nargs="?", default="",
+                      help="mnist | fashion_mnist | cifar10 | cifar100 | glue/<task> (sst2, mnli, ...)")
+    data.add_argument("--from", dest="source", default="",
+                      help="a cifar-10-batches-py / cifar-100-python folder, a folder of IDX files, or an .npz")
+    data.add_argument("--data-dir", help="output / tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     data.set_defaults(func=commands.data)
 
     b = sub.add_parser("bench", help="train-step speed per model: compile time, steps/s, GFLOP/s, vmap vs sequential")

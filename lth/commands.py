@@ -71,19 +71,39 @@ def diverged_exit(summary) -> int:
 
 
 def data(args) -> int:
-    from lth.data import tfds_source
+    """`lth data list`; `lth data prepare NAME --from PATH`: the formats of lth/data/files.py converted
+    to DATA_DIR/NAME.npz (no TensorFlow); without --from, tfds's download and prepare."""
+    from lth.data import files, registry, tfds_source
 
-    if args.action == "prepare":
-        from lth.data.text import GLUE
+    if args.action == "list":
+        for name in registry.names():
+            print(f"{name:16s} {registry.LOADERS[name][1]}")
+        return 0
+    if args.source:
+        check_choice("dataset to convert", args.name, sorted(files.CLASSES))
+        src = os.path.expanduser(args.source)
+        found = files.find(args.name, src) if os.path.isdir(src) else ("npz", src) if os.path.isfile(src) else None
+        if found is None:
+            raise UserError(f"--from {args.source!r}: no {args.name} found; looked for {files.looked_for(args.name, src)}")
+        train, test, k = files.read(*found, args.name)    # read and checked whole before anything is written
+        out_dir = os.path.expanduser(args.data_dir or tfds_source.default_data_dir())
+        os.makedirs(out_dir, exist_ok=True)
+        out = os.path.join(out_dir, f"{args.name}.npz")
+        files.write_npz(out, train, test, k)
+        print(f"{out}: {len(train[1])} train / {len(test[1])} test, inputs {train[0].shape[1:]}, {k} classes "
+              f"(read from {found[1]})")
+        return 0
+    from lth.data.text import GLUE
 
-        allowed = ("mnist", "fashion_mnist", "cifar10", "cifar100", *(f"glue/{t}" for t in GLUE))
-        if args.name not in allowed:
-            raise UserError(f"unknown dataset {args.name!r} to prepare; allowed: {', '.join(allowed)}")
-        try:
-            import tensorflow  # noqa: F401
-        except ImportError:
-            raise UserError("preparing tfds data needs TensorFlow: pip install -e '.[prepare]'") from None
-        print(tfds_source.prepare(args.name, args.data_dir))
+    allowed = ("mnist", "fashion_mnist", "cifar10", "cifar100", *(f"glue/{t}" for t in GLUE))
+    if args.name not in allowed:
+        raise UserError(f"unknown dataset {args.name!r} to prepare; allowed: {', '.join(allowed)}")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise UserError("preparing tfds data needs TensorFlow: pip install -e '.[prepare]'; or convert files you "
+                        "have: lth data prepare NAME --from PATH (CIFAR pickles, IDX files, .npz)") from None
+    print(tfds_source.prepare(args.name, args.data_dir))
     return 0
 
 

@@ -32,12 +32,14 @@ def validate(d) -> None:
         raise UserError(f"train.distill.temperature {d.temperature} out of range; allowed: a positive temperature")
 
 
-def loss(student_logits, teacher_logits, y, alpha: float, temperature: float):
-    """Mean over the batch of α·CE + (1 − α)·T²·KL(teacher ‖ student) at temperature T."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(student_logits, y).mean()
+def loss(student_logits, teacher_logits, y, alpha: float, temperature: float, weight=None):
+    """Mean over the batch (the examples weighing 1, given `weight`) of α·CE + (1 − α)·T²·KL(teacher ‖ student)
+    at temperature T."""
+    from lth.train import weighted_mean
+    ce = weighted_mean(optax.softmax_cross_entropy_with_integer_labels(student_logits, y), weight)
     t = temperature
     target = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32) / t)
-    kl = optax.kl_divergence(jax.nn.log_softmax(student_logits.astype(jnp.float32) / t), target).mean()
+    kl = weighted_mean(optax.kl_divergence(jax.nn.log_softmax(student_logits.astype(jnp.float32) / t), target), weight)
     return alpha * ce + (1.0 - alpha) * t * t * kl
 
 

@@ -13,6 +13,8 @@ from typing import Callable
 # How identities were made before they held only non-default fields: the full sections, except these
 # sections while their switch was empty. Kept only so that run directories of that format are found.
 LEGACY_OFF_UNLESS = {"train.distill": "teacher"}
+# Fields added to the schema after that format was left: absent from its identities.
+LEGACY_ABSENT = ("data.drop_last",)
 
 
 def _fields(full: dict, sections, unhashed) -> dict:
@@ -25,13 +27,18 @@ def _fields(full: dict, sections, unhashed) -> dict:
             node, dst = node.get(h, {}), dst.setdefault(h, {})
         if last in node:
             dst[last] = node[last]
-    for key in unhashed:
+    return _drop(out, unhashed)
+
+
+def _drop(tree: dict, keys) -> dict:
+    """`tree` less the dotted `keys` (in place)."""
+    for key in keys:
         *head, last = key.split(".")
-        node = out
+        node = tree
         for h in head:
             node = node.get(h, {})
         node.pop(last, None)
-    return out
+    return tree
 
 
 def _diff(a: dict, b: dict) -> dict:
@@ -80,7 +87,7 @@ class Command:
                 node = node.get(h, {})
             if last in node and not node[last].get(switch):
                 node.pop(last)
-        return out
+        return _drop(out, LEGACY_ABSENT)
 
     def hash(self, cfg) -> str:
         return _digest(self.identity(cfg))

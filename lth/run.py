@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from lth import checkpoint, data as D, layout as L, distill, masks as M, prune as P, teacher as T
+from lth import checkpoint, data as D, events, layout as L, distill, masks as M, prune as P, teacher as T
 from lth.config import parse_duration
 from lth.data.augment import AUGMENTATIONS, make as make_augment
 from lth.errors import UserError, check_choice
@@ -151,12 +151,13 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
             raise
         ds = D.synthetic(cfg.data.name, max(cfg.pai.batch_size * cfg.pai.batches, cfg.train.batch_size, 2), cfg.seed)
     model = registry.build(cfg.model.name, ds.num_classes, Init.of(cfg.model), ds.input_shape, cfg.model.width)
+    params = check_input(model, cfg.model.name, ds)
     trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),
                            mesh=make_mesh(cfg.run.devices),
-                           replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape, cfg.replicates))
+                           replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape, cfg.replicates),
+                           drop_last=cfg.data.drop_last)
     spe = trainer.steps_per_epoch
     total = parse_duration(cfg.train.duration, spe, "train.duration")
-    params, _ = jax.eval_shape(trainer.init_variables, jax.random.PRNGKey(0), jnp.zeros((1, *ds.input_shape)))
     if ds.meta.get("vocab_size"):
         from lth.models.bert import check_tokens
         check_tokens(model, ds.name, ds.meta)
@@ -175,6 +176,18 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     if command.check is not None:
         command.check(s)
     return s
+
+
+def check_input(model, name: str, ds):
+    """One replicate's param shapes; a UserError when the data's inputs cannot go through the model."""
+    try:
+        k = jax.random.PRNGKey(0)
+        variables = jax.eval_shape(lambda: model.init({"params": k, "dropout": k}, jnp.zeros((1, *ds.input_shape)), train=False))
+    except Exception as e:   # flax / lax raise several types for a shape mismatch
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"model {name!r} cannot take {ds.name} inputs of shape {tuple(ds.input_shape)} ({first}); "
+                        f"choose a model for that shape (see `lth models`)") from None
+    return variables["params"]
 
 
 # ----- keys and initialization ---------------------------------------------------------------
@@ -250,6 +263,8 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
         row.update(seed=s.cfg.seed + r % s.replicates, density=float(dens[r]), density_all_params=float(dens_all[r]),
                    density_per_layer={k: float(v[r]) for k, v in per_layer.items()},
                    diverged_at_step=int(diverged[r]) if diverged[r] >= 0 else None)
+    if s.cfg.run.get("tensorboard", True):
+        events.write(adir, history)
     write_json(metrics_path, {"replicates": rows, "history": history, "seconds": round(seconds, 3)})
     shutil.rmtree(L.rolling(adir), ignore_errors=True)
     return state, rows

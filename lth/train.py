@@ -25,6 +25,7 @@ from lth.distill import loss as distill_loss
 from lth.optim import make_optimizer, make_schedule
 from lth.sparse_train import reset_slots
 from lth.errors import UserError
+from lth.models.layers import example_weights
 
 class TrainState(struct.PyTreeNode):
     params: Any
@@ -55,6 +56,7 @@ class Trainer:
     distill_alpha: float = 1.0
     distill_temperature: float = 1.0
     sparse: Any = None                # lth.sparse_train.MaskUpdate: a mask that changes during training (GMP, SET, RigL)
+    drop_last: bool = True            # False: an epoch is ceil(N / B) steps, the last batch partial (PyTorch's DataLoader)
 
     def shard(self, x):
         """Split the batch axis over the mesh's devices (params and data stay replicated)."""
@@ -64,7 +66,13 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.num_train // self.batch_size
+        return self.num_train // self.batch_size if self.drop_last else -(-self.num_train // self.batch_size)
+
+    @property
+    def partial(self) -> bool:
+        """Whether an epoch ends with a partial batch: it is run as a full batch padded with other
+        examples that weigh 0 (one compiled shape) in the loss and in BatchNorm's statistics."""
+        return not self.drop_last and self.num_train % self.batch_size != 0
 
     # ----- model -----------------------------------------------------------------------------
     def init_variables(self, rng, sample_x):
@@ -100,10 +108,12 @@ class Trainer:
         return _init_replicates(self.model, rngs, tuple(input_shape))
 
     # ----- training --------------------------------------------------------------------------
-    def train_step(self, state: TrainState, x, y, teacher=None, update=False):
+    def train_step(self, state: TrainState, x, y, teacher=None, update=False, weight=None):
         """One masked update; `teacher` (one replicate's variables) when distilling. `update`: this
         step also moves the mask (`sparse`, lth/sparse_train.py): GMP prunes before the optimizer
-        step; SET / RigL drop and grow instead of it, zeroing the slots of the grown weights."""
+        step; SET / RigL drop and grow instead of it, zeroing the slots of the grown weights.
+        `weight` [B] (0 / 1): the examples of a partial batch; the loss and BatchNorm's batch
+        statistics are taken over those weighing 1, as PyTorch computes them on the smaller batch."""
         rng, step_rng, aug_rng = jax.random.split(state.rng, 3)
         if self.augment is not None:
             x = self.augment(aug_rng, x)
@@ -111,10 +121,11 @@ class Trainer:
         target = None if self.teacher is None else self.teacher(teacher, x)
 
         def loss_fn(params):
-            logits, new_ms = self.apply(params, state.model_state, x, True, step_rng)
+            with example_weights(weight):
+                logits, new_ms = self.apply(params, state.model_state, x, True, step_rng)
             if target is not None:
-                return distill_loss(logits, target, y, self.distill_alpha, self.distill_temperature), new_ms
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_ms
+                return distill_loss(logits, target, y, self.distill_alpha, self.distill_temperature, weight), new_ms
+            return weighted_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), weight), new_ms
 
         (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         masks = state.masks
@@ -147,7 +158,10 @@ class Trainer:
     def _indexed_step(self, state, perm, x, y, teacher, update=False):
         pos = state.step % self.steps_per_epoch
         idx = jax.lax.dynamic_slice(perm, (pos * self.batch_size,), (self.batch_size,))
-        return self.train_step(state, x[idx], y[idx], teacher, update)
+        weight = None
+        if self.partial:   # positions past N in the padded order weigh 0
+            weight = (pos * self.batch_size + jnp.arange(self.batch_size) < self.num_train).astype(jnp.float32)
+        return self.train_step(state, x[idx], y[idx], teacher, update, weight)
 
     def run_steps(self, state, perm, x, y, n: int, should_stop=None, teacher=None):
         """Up to n train steps inside one epoch (all replicates); returns (state, train losses [k, R])
@@ -212,8 +226,12 @@ class Trainer:
 
     @functools.cached_property
     def _jit_perm(self):
-        return jax.jit(jax.vmap(lambda k, e: jax.random.permutation(jax.random.fold_in(k, e), self.num_train),
-                                in_axes=(0, None)))
+        pad = self.steps_per_epoch * self.batch_size - self.num_train   # > 0 only with a partial last batch
+
+        def perm(k, e):
+            p = jax.random.permutation(jax.random.fold_in(k, e), self.num_train)
+            return jnp.concatenate([p, p[:pad]]) if pad > 0 else p
+        return jax.jit(jax.vmap(perm, in_axes=(0, None)))
 
     @functools.cached_property
     def _jit_eval(self):
@@ -299,15 +317,21 @@ def replicate_mode(mode: str, model, input_shape, replicates: int = 2) -> str:
     return "unroll" if replicates <= 2 else "sequential"
 
 
+def weighted_mean(values, weight=None):
+    """The mean of per-example `values`, over the examples weighing 1 when `weight` is given."""
+    return values.mean() if weight is None else jnp.sum(values * weight) / jnp.sum(weight)
+
+
 def make_trainer(model, train_cfg, num_train: int, augment=None, mesh=None, replicates: str = "vmap",
-                 teacher: Callable | None = None) -> Trainer:
-    """`teacher` (variables, x) → logits: distill with `train_cfg.distill`'s alpha and temperature."""
+                 teacher: Callable | None = None, drop_last: bool = True) -> Trainer:
+    """`teacher` (variables, x) → logits: distill with `train_cfg.distill`'s alpha and temperature.
+    `drop_last` False: epochs of ceil(N / B) steps, the last batch partial (data.drop_last)."""
     if train_cfg.batch_size < 1 or train_cfg.batch_size > num_train:
         raise UserError(f"train.batch_size {train_cfg.batch_size} out of range; allowed: 1..{num_train} (training examples)")
     if mesh is not None and train_cfg.batch_size % mesh.size:
         raise UserError(f"train.batch_size {train_cfg.batch_size} is not divisible by the {mesh.size} devices; "
                         f"allowed: a multiple of {mesh.size} (or set run.devices)")
-    spe = num_train // train_cfg.batch_size
+    spe = num_train // train_cfg.batch_size if drop_last else -(-num_train // train_cfg.batch_size)
     total = parse_duration(train_cfg.duration, spe, "train.duration")
     if total < 1:
         raise UserError(f"train.duration {train_cfg.duration!r} is zero iterations; allowed: at least 1it")
@@ -317,4 +341,5 @@ def make_trainer(model, train_cfg, num_train: int, augment=None, mesh=None, repl
     d = train_cfg.get("distill")
     return Trainer(model, make_optimizer(train_cfg), make_schedule(train_cfg, spe, total),
                    train_cfg.batch_size, train_cfg.eval_batch_size, num_train, augment, mesh, replicates, max_loss,
-                   teacher, float(d.alpha) if teacher else 1.0, float(d.temperature) if teacher else 1.0)
+                   teacher, float(d.alpha) if teacher else 1.0, float(d.temperature) if teacher else 1.0,
+                   drop_last=bool(drop_last))

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from lth import masks as M
 from lth.studies import lottery
@@ -84,37 +83,42 @@ def test_augmentation_changes_batch_is_reproducible_and_keeps_content():
         assert np.isin(vals[vals != 0], np.asarray(x[i]).ravel()).all()
 
 
-def mock_cifar(*extra):
-    return tiny_config("data.name=cifar10", "data.validation_size=16", "train.batch_size=16",
-                       "train.duration=6it", "train.eval_every=3it", "run.checkpoint_every=3it",
-                       "data.augment=crop_flip", "lottery.levels=1", "lottery.controls=reinit",
-                       "lottery.rewind=2it", "train.eval_batch_size=32",
-                       "model.conv_impl=xla", *extra)  # XLA's convolution here: it compiles faster; gemm has its own tests
-
-
 @pytest.mark.parametrize("model", ["resnet20"])   # VGG's BatchNorm path: test_stability, test_fidelity
-def test_one_imp_level_on_mock_cifar(model, tmp_path):
-    cfg = mock_cifar(f"model.name={model}", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}",
-                     "prune.layer_fractions=out=0")
-    with tfds.testing.mock_data(num_examples=64):
-        s = lottery.setup(cfg)
-    open_run_dir(str(tmp_path / "run"), cfg, lottery.COMMAND)
-    summary = lottery.run(s, str(tmp_path / "run"), log=lambda *_: None)
+def test_openlth_recipe_on_a_torchvision_cifar_folder_without_tensorflow(model, tmp_path, monkeypatch):
+    """`lth lottery --config configs/openlth_cifar_resnet_20.py --set data.data_dir=PATH` on a
+    (tiny) cifar-10-batches-py folder, tfds unavailable: OpenLTH's epochs of ceil(N / B) steps with
+    a partial last batch, one IMP level, then `lth compress` of the ticket."""
+    from lth.cli import load_config, main
+    from test_data_files import write_cifar
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=10, n_test=16)   # 50 train, 16 test
+    sets = ["model.width=0.125", f"data.data_dir={tmp_path / 'data'}", "train.batch_size=16", "train.duration=8it",
+            "train.eval_every=4it", "run.checkpoint_every=4it", "lottery.levels=1", "lottery.controls=reinit",
+            "lottery.rewind=2it", "train.eval_batch_size=32", "model.conv_impl=xla", "run.progress=False",
+            "run.tensorboard=false"]   # XLA's convolution: it compiles faster; gemm has its own tests
+    config = os.path.join(ROOT, "configs", "openlth_cifar_resnet_20.py")
+    run = tmp_path / "run"
+    assert main(["lottery", "--config", config, "--run-dir", str(run)] + [a for x in sets for a in ("--set", x)]) == 0
+    summary = json.load(open(run / "summary.json"))
     assert [e["level"] for e in summary["levels"]] == [0, 1]
     assert abs(summary["levels"][1]["density"] - 0.8) < 0.01
+    assert not any((run / d / "tensorboard").exists() for d in os.listdir(run))   # run.tensorboard=false
+    s = lottery.setup(load_config(config, sets))
+    assert s.trainer.steps_per_epoch == 4 and s.trainer.partial      # ceil(50 / 16): the last batch holds 2
     from lth import checkpoint
     p, ms = s.trainer.init_replicates(lottery.keys(s, "init"), s.dataset.input_shape)
     like = s.trainer.new_state(p, ms, M.ones_like(p), 0, lottery.keys(s, "train"), lottery.keys(s, "data"))
-    final = checkpoint.load(str(tmp_path / "run" / "level_1" / "final"), like)
+    final = checkpoint.load(str(run / "level_1" / "final"), like)
     for w, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(final.masks)):
         assert np.all(np.asarray(w)[~np.asarray(m)] == 0)  # pruned conv kernels exactly 0 after SGD+momentum+wd
-    assert bool(np.all(final.masks["out"]["kernel"]))  # output layer excluded
+    assert np.mean(np.asarray(final.masks["out"]["kernel"])) < 1   # OpenLTH prunes the output layer too
     assert not tree_equal(final.model_state, ms)  # BatchNorm statistics were trained
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(final.model_state))
     if model == "resnet20":  # `lth compress` on a conv net with BatchNorm: PTQ, convolutions quantized
         from lth.studies import compress as C
-        with tfds.testing.mock_data(num_examples=64):
-            cs, level, out = C.prepare(str(tmp_path / "run"), [], 1, progress=False)
-            res = C.run(cs, str(tmp_path / "run"), level, out, log=lambda *_: None)
+        cs, level, out = C.prepare(str(run), [], 1, progress=False)
+        res = C.run(cs, str(run), level, out, log=lambda *_: None)
         ptq = res["stages"]["ticket_int8_ptq"]
         assert ptq["zeros_kept"]
         assert res["stages"]["ticket_f32"]["test_accuracy"] == pytest.approx(summary["levels"][1]["test_accuracy"], abs=1e-6)

@@ -191,6 +191,42 @@ def test_train_step_equals_pytorch_optimizer(opt):
         assert rel_err(got, want) < 1e-4, (tname, rel_err(got, want))
 
 
+def test_partial_last_batch_equals_pytorch_dataloader():
+    """data.drop_last false (OpenLTH's recipes): an epoch of 10 examples at batch 4 is 3 steps, the last
+    on 2 examples — run as a padded batch of 4 whose 2 pads weigh 0 in the loss and in BatchNorm's
+    statistics. Losses, weights and running statistics equal PyTorch's DataLoader epoch
+    (tests/data/make_partial_batch_reference.py, VGG-11-BN, SGD with momentum and weight decay)."""
+    import make_partial_batch_reference as P
+
+    ref = np.load(os.path.join(os.path.dirname(__file__), "data", "partial_batch_reference.npz"))
+    model, variables, _, _ = lth_model(P.MODEL)
+    x, y = P.data()
+    t = ml_collections.ConfigDict(dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4,
+                                       batch_size=P.BATCH, duration="1ep", schedule="constant", milestones="",
+                                       gamma=0.1, warmup="0it", eval_every="1ep", eval_batch_size=8, clip_norm=0.0))
+    trainer = make_trainer(model, t, P.N, drop_last=False)
+    assert trainer.steps_per_epoch == 3 and trainer.partial
+    one = lambda a: jnp.asarray(a)[None]  # noqa: E731  (a replicate axis of 1)
+    params, ms = jax.tree.map(one, variables["params"]), {"batch_stats": jax.tree.map(one, variables["batch_stats"])}
+    key = jax.random.PRNGKey(0)[None]
+    state = trainer.new_state(params, ms, M.ones_like(params), 0, key, key)
+    order = jnp.asarray(np.concatenate([np.arange(P.N), np.arange(2)]))[None]   # in order, padded to 3 × 4
+    state, losses = trainer.run_steps(state, order, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(y, jnp.int32), 3)
+    np.testing.assert_allclose(np.asarray(losses)[:, 0], ref["losses"], rtol=2e-5)
+    checked = 0
+    for tname in ref.files:
+        hit = None if tname in ("losses", "meta/torch_version") else to_lth(P.MODEL, tname, ref[tname])
+        if hit is None:
+            continue
+        col, path, want = hit
+        got = state.params if col == "params" else state.model_state["batch_stats"]
+        for p in path:
+            got = got[p]
+        assert rel_err(np.asarray(got)[0], want) < 5e-5, (tname, rel_err(np.asarray(got)[0], want))
+        checked += 1
+    assert checked == len(jax.tree.leaves(variables))
+
+
 def test_grasp_equals_synflow_code_prunable_weights_only():
     """lth's `grasp` (through the Scorer, as every command runs it) equals the SynFlow code's GraSP
     (Pruners/pruners.py class GraSP, restated in make_torch_reference.py) on VGG-11-BN with conv

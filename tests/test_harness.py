@@ -120,6 +120,32 @@ def test_sigterm_mid_level_saves_that_step_and_resumes_bit_identically(tmp_path,
     for level in (1, 2):
         a, b = final(d, s, level), final(ref, s, level)
         assert tree_equal(a.masks, b.masks) and tree_equal(a.params, b.params)
+    # the cut level's TensorBoard curve is whole: every evaluated step of its history, read back
+    history = json.load(open(d / "level_1" / "metrics.json"))["history"]
+    got = read_events(d / "level_1" / "tensorboard" / "replicate_0")
+    assert got["loss/train"] == [(e["step"], pytest.approx(e["train_loss"][0], rel=1e-6)) for e in history]
+    assert got["accuracy/test"] == [(e["step"], pytest.approx(e["test_acc"][0], rel=1e-6)) for e in history]
+    assert set(got) == {"loss/train", "loss/val", "loss/test", "accuracy/val", "accuracy/test"}
+
+
+def read_events(folder):
+    """tag → [(step, value)] from the TensorBoard event files in `folder` (TFRecord framing: length
+    u64, its crc u32, an Event proto, its crc u32), as `tensorboard --logdir` reads them."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        raw = open(os.path.join(folder, name), "rb").read()
+        at = 0
+        while at < len(raw):
+            (n,) = struct.unpack("<Q", raw[at:at + 8])
+            event = Event.FromString(raw[at + 12:at + 12 + n])
+            at += 12 + n + 4
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
 
 
 COLLAPSE = ["collapse", "--model", "lenet_20_10", "--dataset", "mnist1d", "--methods", "synflow,magnitude,random",

