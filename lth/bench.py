@@ -16,7 +16,8 @@ from lth.config import base
 from lth.models import registry
 from lth.models.conv import resolve as resolve_conv
 from lth.models.inits import Init
-from lth.train import make_mesh, make_trainer, replicate_mode
+from lth.devices import make_mesh, replicate_mode
+from lth.train import make_trainer
 
 SHAPES = {"lenet": ((28, 28, 1), 10, 60), "vgg": ((32, 32, 3), 10, 128), "resnet": ((32, 32, 3), 10, 128),
           "bert": ((128,), 5, 32), "minilm": ((128,), 5, 32)}  # BERTs: 128 token ids, BBC News' 5 classes

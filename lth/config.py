@@ -146,7 +146,9 @@ def base() -> ml_collections.ConfigDict:
     c.run.out = "runs"              # root folder of run directories
     c.run.checkpoint_every = "2ep"  # mid-training checkpoint period ('0it' = only at level ends)
     c.run.progress = True           # show a progress bar
-    c.run.devices = 0               # data-parallel over this many devices (0 = all visible)
+    c.run.devices = 0               # use this many devices (0 = all visible, in every process of a jax.distributed run)
+    c.run.parallel = "auto"         # replicates (each device trains R/D replicates) | data (each batch split) |
+                                    # auto (replicates when R >= devices; R < devices: R groups splitting batches)
     c.run.tensorboard = True        # write each arm's loss / accuracy history as TensorBoard events (ARM/tensorboard/replicate_R)
     c.run.replicate_mode = "auto"   # vmap | unroll | sequential | auto (CPU conv nets: unroll R <= 2, else sequential; others vmap)
     return c

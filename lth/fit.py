@@ -53,6 +53,7 @@ def fit(trainer: Trainer, state: TrainState, data: DeviceData, end: int, *, eval
 def _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_checkpoint, captures, progress,
          pending, stop_asked):
     captures = dict(captures or {})
+    state = trainer.place(state)   # replicates sharded over devices (run.parallel); as is on one
     step = int(np.asarray(state.step)[0])
     if step in captures:
         captures.pop(step)(state)

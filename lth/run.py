@@ -29,7 +29,8 @@ from lth.identity import Command  # noqa: F401  (a study's identity; re-exported
 from lth.fit import fit, summarize
 from lth.models import registry
 from lth.models.inits import Init
-from lth.train import make_mesh, make_trainer, replicate_mode
+from lth.devices import make_mesh, replicate_mode
+from lth.train import make_trainer
 
 # Every random stream of a run: keys(s, purpose, index) = fold_in(fold_in(PRNGKey(seed + r), PURPOSES[purpose]), index).
 PURPOSES = {
@@ -152,9 +153,10 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
         ds = D.synthetic(cfg.data.name, max(cfg.pai.batch_size * cfg.pai.batches, cfg.train.batch_size, 2), cfg.seed)
     model = registry.build(cfg.model.name, ds.num_classes, Init.of(cfg.model), ds.input_shape, cfg.model.width)
     params = check_input(model, cfg.model.name, ds)
+    mesh = make_mesh(cfg.run.devices, cfg.run.parallel, cfg.replicates)
     trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),
-                           mesh=make_mesh(cfg.run.devices),
-                           replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape, cfg.replicates),
+                           mesh=mesh, replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape,
+                                                                cfg.replicates, mesh),
                            drop_last=cfg.data.drop_last)
     spe = trainer.steps_per_epoch
     total = parse_duration(cfg.train.duration, spe, "train.duration")

@@ -24,6 +24,7 @@ from lth.config import parse_duration
 from lth.distill import loss as distill_loss
 from lth.optim import make_optimizer, make_schedule
 from lth.sparse_train import reset_slots
+from lth.devices import axis_size
 from lth.errors import UserError
 from lth.models.layers import example_weights
 
@@ -49,7 +50,7 @@ class Trainer:
     eval_batch_size: int
     num_train: int
     augment: Callable | None = None   # (key, x) → x, applied to each training batch inside jit
-    mesh: Mesh | None = None          # data-parallel mesh over axis 'data'; None = one device
+    mesh: Mesh | None = None          # ('replicas', 'data') mesh (lth/devices.py); None = one device
     replicate_mode: str = "vmap"      # vmap | unroll: how the step maps over the replicate axis
     max_loss: float = 0.0             # a training loss above this marks the replicate diverged (0 = only non-finite)
     teacher: Callable | None = None   # knowledge distillation (lth.distill): (teacher variables, x) → logits
@@ -59,10 +60,17 @@ class Trainer:
     drop_last: bool = True            # False: an epoch is ceil(N / B) steps, the last batch partial (PyTorch's DataLoader)
 
     def shard(self, x):
-        """Split the batch axis over the mesh's devices (params and data stay replicated)."""
-        if self.mesh is None or self.mesh.size == 1:
+        """Split one replicate's batch axis over the mesh's 'data' devices (params stay replicated
+        within a replicate group; under vmap the replicate axis follows 'replicas')."""
+        if axis_size(self.mesh, "data") == 1:
             return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, PartitionSpec("data")))
+
+    def place(self, tree):
+        """Stacked replicates with their leading axis sharded over 'replicas' (as is with one group)."""
+        if axis_size(self.mesh, "replicas") == 1:
+            return tree
+        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec("replicas")))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -207,7 +215,8 @@ class Trainer:
         'sequential' compiles one replicate (unrolled: a vmap of one would still batch the kernels)
         and `run_steps` / `evaluate` call it for each replicate in turn."""
         if self.replicate_mode == "vmap":
-            return jax.vmap(fn, in_axes=in_axes)
+            spmd = "replicas" if axis_size(self.mesh, "replicas") > 1 else None
+            return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=spmd)
 
         def unrolled(*args):
             r = jax.tree.leaves(args[in_axes.index(0)])[0].shape[0]
@@ -260,7 +269,7 @@ class Trainer:
 
     def chunk_size(self, *sizes) -> int:
         """One evaluation chunk size for splits of these sizes (one compiled evaluator for all)."""
-        d = self.mesh.size if self.mesh is not None else 1
+        d = axis_size(self.mesh, "data")
         return -(-min(self.eval_batch_size, max(sizes)) // d) * d
 
     def chunked(self, x, y, c=None):
@@ -284,37 +293,9 @@ def _init_replicates(model, rngs, input_shape):
     return jax.vmap(one)(rngs)
 
 
-def make_mesh(devices: int = 0) -> Mesh | None:
-    """A 1-D mesh over the first `devices` devices (0 = all); None when there is only one."""
-    available = jax.devices()
-    if devices < 0 or devices > len(available):
-        raise UserError(f"run.devices {devices} out of range; allowed: 0 (all) .. {len(available)} visible devices")
-    chosen = available[:devices or len(available)]
-    return Mesh(np.array(chosen), ("data",)) if len(chosen) > 1 else None
-
-
 def _slice(tree, i):
     """Replicate i of a stacked tree, keeping the replicate axis (length 1)."""
     return jax.tree.map(lambda a: a[i:i + 1], tree)
-
-
-REPLICATE_MODES = ("auto", "vmap", "unroll", "sequential")
-
-
-def replicate_mode(mode: str, model, input_shape, replicates: int = 2) -> str:
-    """'auto' on CPU, for conv nets (vmapped, their convolutions become grouped convolutions, 2–3×
-    slower there): unroll up to 2 replicates (1.05–1.19× of R separate runs), sequential beyond
-    (LeNet-5 at R = 4 unrolled: 0.63×; R = 8: unrolled 0.60×, sequential 0.87×); vmap otherwise."""
-    if mode not in REPLICATE_MODES:
-        raise UserError(f"unknown run.replicate_mode {mode!r}; allowed: {', '.join(REPLICATE_MODES)}")
-    if mode != "auto":
-        return mode
-    if jax.default_backend() != "cpu":
-        return "vmap"
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape))))
-    if not any(x.ndim == 4 for x in jax.tree.leaves(shapes["params"])):
-        return "vmap"
-    return "unroll" if replicates <= 2 else "sequential"
 
 
 def weighted_mean(values, weight=None):
@@ -328,9 +309,10 @@ def make_trainer(model, train_cfg, num_train: int, augment=None, mesh=None, repl
     `drop_last` False: epochs of ceil(N / B) steps, the last batch partial (data.drop_last)."""
     if train_cfg.batch_size < 1 or train_cfg.batch_size > num_train:
         raise UserError(f"train.batch_size {train_cfg.batch_size} out of range; allowed: 1..{num_train} (training examples)")
-    if mesh is not None and train_cfg.batch_size % mesh.size:
-        raise UserError(f"train.batch_size {train_cfg.batch_size} is not divisible by the {mesh.size} devices; "
-                        f"allowed: a multiple of {mesh.size} (or set run.devices)")
+    d = axis_size(mesh, "data")
+    if train_cfg.batch_size % d:
+        raise UserError(f"train.batch_size {train_cfg.batch_size} is not divisible by the {d} devices that split "
+                        f"each batch; allowed: a multiple of {d} (or set run.devices / run.parallel)")
     spe = num_train // train_cfg.batch_size if drop_last else -(-num_train // train_cfg.batch_size)
     total = parse_duration(train_cfg.duration, spe, "train.duration")
     if total < 1:

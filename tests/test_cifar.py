@@ -166,11 +166,13 @@ def test_batch_not_divisible_by_devices_is_refused():
 
     from lth.config import base
     from lth.errors import UserError
-    from lth.train import make_mesh, make_trainer
+    from lth.devices import make_mesh
+    from lth.train import make_trainer
 
     cfg = base().train
     cfg.batch_size = 50
     with pytest.raises(UserError, match="batch_size 50 is not divisible by the 3 devices"):
-        make_trainer(registry.build("lenet_8", 10, "kaiming_normal", (40,)), cfg, 500, mesh=SimpleNamespace(size=3))
+        make_trainer(registry.build("lenet_8", 10, "kaiming_normal", (40,)), cfg, 500,
+                     mesh=SimpleNamespace(size=3, shape={"replicas": 1, "data": 3}))
     with pytest.raises(UserError, match="run.devices 9"):
         make_mesh(9)
