@@ -41,15 +41,18 @@ def exists(path) -> bool:
 
 
 def save(path, tree) -> None:
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(os.path.abspath(path), tree)
-    ckpt.wait_until_finished()
+    with ocp.StandardCheckpointer() as ckpt:   # closed on the way out: no async work outlives the call
+        ckpt.save(os.path.abspath(path), tree)
+        ckpt.wait_until_finished()
 
 
 def load(path, like):
-    """Restore the pytree at `path` with the structure, shapes and dtypes of `like`."""
+    """Restore the pytree at `path` with the structure, shapes and dtypes of `like`. The checkpointer
+    is closed on every path, errors included: an unclosed one's async tasks would report 'Event loop
+    is closed' at exit after the one-line error."""
     try:
-        return _uncommitted(ocp.StandardCheckpointer().restore(os.path.abspath(path), _abstract(like)))
+        with ocp.StandardCheckpointer() as ckpt:
+            return _uncommitted(ckpt.restore(os.path.abspath(path), _abstract(like)))
     except Exception as e:  # orbax raises many types for missing, truncated or mismatched files
         raise _unreadable(path, e) from None
 

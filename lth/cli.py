@@ -8,7 +8,7 @@ import sys
 
 from lth import commands
 from lth.commands import load_config  # noqa: F401  (the config loader, also for scripts and tests)
-from lth.errors import UserError
+from lth.errors import DISK_FULL_EXIT, UserError, disk_full
 
 EPILOG = "Config keys are documented in lth/config.py; configs/*.py hold ready-made experiments."
 
@@ -122,6 +122,14 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        where = getattr(full, "filename", None) or "the run directory"
+        print(f"lth: error: disk full while writing {where}; free space and rerun the same command to resume "
+              f"(finished arms and the last good checkpoint are kept)", file=sys.stderr)
+        return DISK_FULL_EXIT
     except KeyboardInterrupt as e:  # Ctrl-C, or signals.Stopped for SIGINT / SIGTERM (state saved at the step)
         signum = getattr(e, "signum", 2)
         print(f"\nlth: stopped by {'SIGTERM' if signum == 15 else 'SIGINT'}; rerun the same command to resume",

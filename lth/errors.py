@@ -10,3 +10,19 @@ def check_choice(what: str, value, allowed) -> None:
     allowed = sorted(allowed)
     if value not in allowed:
         raise UserError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+
+DISK_FULL_EXIT = 4
+
+
+def disk_full(e: BaseException):
+    """The OSError(ENOSPC) behind `e` (orbax and tensorstore wrap it), or None."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):
+            return e
+        e = e.__cause__ or e.__context__
+    return None

@@ -88,9 +88,13 @@ def write_json(path: str, obj) -> None:
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(strict(obj), f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(strict(obj), f, indent=1, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:   # e.g. disk full: the old file stays, no temporary one is left behind
+        os.unlink(tmp) if os.path.exists(tmp) else None
+        raise
 
 
 def read_json(path: str):

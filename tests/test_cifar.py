@@ -1,8 +1,7 @@
 """CIFAR zoo: parameter counts, BatchNorm modes, masked conv training, augmentation, IMP on mock
-CIFAR through the same loop, and data-parallel training on 2 (CPU) devices."""
+CIFAR through the same loop (data-parallel and replicate-parallel runs: tests/test_devices.py)."""
 import json
 import os
-import subprocess
 import sys
 
 import jax
@@ -13,9 +12,8 @@ import pytest
 from lth import masks as M
 from lth.studies import lottery
 from lth.data.augment import crop_flip
-from lth.experiment import open_run_dir
 from lth.models import registry
-from conftest import ROOT, tiny_config
+from conftest import ROOT
 
 COUNTS = {  # (all params, conv/dense kernels, prunable tensors) on CIFAR-10 at width 1
     "vgg11": (9_231_114, None, 9), "vgg16": (14_728_266, 14_715_584, 14), "vgg19": (20_040_522, None, 17),
@@ -130,35 +128,6 @@ def tree_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-
-
-def test_two_devices_equal_one_device(tmp_path):
-    script = r"""
-import json, sys
-sys.path.insert(0, sys.argv[1])
-import jax
-from lth.studies import lottery
-from lth.experiment import open_run_dir
-from conftest import tiny_config
-out = {"devices": len(jax.devices())}
-for n in (1, 2):
-    cfg = tiny_config("lottery.levels=0", "lottery.controls=", "train.batch_size=50", f"run.devices={n}")
-    s = lottery.setup(cfg)
-    open_run_dir(f"{sys.argv[2]}/d{n}", cfg, lottery.COMMAND)
-    out[n] = {"mesh": s.trainer.mesh.size if s.trainer.mesh else 1,
-              "levels": lottery.run(s, f"{sys.argv[2]}/d{n}", log=lambda *_: None)["levels"]}
-print(json.dumps(out))
-"""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
-    res = subprocess.run([sys.executable, "-c", script, os.path.join(ROOT, "tests"), str(tmp_path)],
-                         capture_output=True, text=True, env=env, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-2000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["devices"] == 2 and out["1"]["mesh"] == 1 and out["2"]["mesh"] == 2
-    for a, b in zip(out["1"]["levels"], out["2"]["levels"]):
-        assert a["density"] == b["density"]
-        np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=0.01)
-        np.testing.assert_allclose(a["replicates"][0]["best_val_loss"], b["replicates"][0]["best_val_loss"], rtol=1e-3)
 
 
 def test_batch_not_divisible_by_devices_is_refused():

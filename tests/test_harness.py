@@ -17,7 +17,7 @@ from lth.errors import UserError
 from lth.experiment import RunLock, open_run_dir, strict, write_json
 from lth.signals import Stopped
 from lth.train import Trainer
-from conftest import ROOT, TINY, tiny_config
+from conftest import DEMO, ROOT, TINY, tiny_config
 from test_lottery import REWIND, final, run, tree_equal
 from test_train import make, start_state
 
@@ -126,6 +126,38 @@ def test_sigterm_mid_level_saves_that_step_and_resumes_bit_identically(tmp_path,
     assert got["loss/train"] == [(e["step"], pytest.approx(e["train_loss"][0], rel=1e-6)) for e in history]
     assert got["accuracy/test"] == [(e["step"], pytest.approx(e["test_acc"][0], rel=1e-6)) for e in history]
     assert set(got) == {"loss/train", "loss/val", "loss/test", "accuracy/val", "accuracy/test"}
+
+
+def test_disk_full_while_saving_is_one_line_and_resumes(tmp_path, monkeypatch, capsys):
+    """ENOSPC inside a checkpoint save (orbax wraps the OSError): exit 4, one line naming the path and
+    what to do, no traceback; the last good checkpoint stays and a rerun resumes from it."""
+    import errno
+
+    from lth import checkpoint
+
+    real, calls = checkpoint.Rolling.save, []
+
+    def save(self, step, state, meta):
+        calls.append(step)
+        if step == 30:
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device", os.path.join(self.directory, "30"))
+            except OSError as e:
+                raise RuntimeError("orbax: async save failed") from e
+        return real(self, step, state, meta)
+    monkeypatch.setattr(checkpoint.Rolling, "save", save)
+    argv = ["lottery", "--config", DEMO, "--no-progress", "--run-dir", str(tmp_path / "run")] + \
+        [a for t in TINY + ["lottery.levels=0", "lottery.controls="] for a in ("--set", t)]
+    assert main(argv) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disk full while writing" in err[0] and "/level_0/ckpt/30" in err[0] \
+        and "free space and rerun" in err[0], err
+    assert sorted(os.listdir(tmp_path / "run" / "level_0" / "ckpt")) == ["20"]
+    monkeypatch.setattr(checkpoint.Rolling, "save", real)
+    calls.clear()
+    assert main(argv) == 0
+    assert calls[0] == 30     # resumed from step 20, not from 0
+    assert json.load(open(tmp_path / "run" / "summary.json"))["levels"][0]["replicates"][0]["final_step"] == 60
 
 
 def read_events(folder):
