@@ -135,11 +135,11 @@ def test_disk_full_while_saving_is_one_line_and_resumes(tmp_path, monkeypatch, c
 
     from lth import checkpoint
 
-    real, calls = checkpoint.Rolling.save, []
+    real, calls, full = checkpoint.Rolling.save, [], [True]
 
     def save(self, step, state, meta):
         calls.append(step)
-        if step == 30:
+        if step == 30 and full[0]:
             try:
                 raise OSError(errno.ENOSPC, "No space left on device", os.path.join(self.directory, "30"))
             except OSError as e:
@@ -153,7 +153,7 @@ def test_disk_full_while_saving_is_one_line_and_resumes(tmp_path, monkeypatch, c
     assert len(err) == 1 and "disk full while writing" in err[0] and "/level_0/ckpt/30" in err[0] \
         and "free space and rerun" in err[0], err
     assert sorted(os.listdir(tmp_path / "run" / "level_0" / "ckpt")) == ["20"]
-    monkeypatch.setattr(checkpoint.Rolling, "save", real)
+    full[0] = False   # space freed
     calls.clear()
     assert main(argv) == 0
     assert calls[0] == 30     # resumed from step 20, not from 0
