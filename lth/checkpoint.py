@@ -96,3 +96,9 @@ class Rolling:
         if self._mngr is not None:
             self._mngr.close()
             self._mngr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

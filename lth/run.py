@@ -235,27 +235,26 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     metrics_path = L.metrics(adir)
     if os.path.exists(metrics_path):
         return L.load_final(adir, state), read_json(metrics_path)["replicates"]
-    rolling = checkpoint.Rolling(L.rolling(adir))
-    history, pending = [], None
-    latest = rolling.latest(state)
-    seconds = 0.0   # wall time of the arm's training, summed over resumed sessions
-    if latest is not None:
-        state, meta = latest
-        history, pending, seconds = meta["history"], meta["pending"], meta.get("seconds", 0.0)
-    started = time.perf_counter()
-    bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label,
-               disable=None if s.cfg.run.progress else True, leave=False, dynamic_ncols=True)
+    with checkpoint.Rolling(L.rolling(adir)) as rolling:   # closed on every way out (errors, stops)
+        history, pending = [], None
+        latest = rolling.latest(state)
+        seconds = 0.0   # wall time of the arm's training, summed over resumed sessions
+        if latest is not None:
+            state, meta = latest
+            history, pending, seconds = meta["history"], meta["pending"], meta.get("seconds", 0.0)
+        started = time.perf_counter()
+        bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label,
+                   disable=None if s.cfg.run.progress else True, leave=False, dynamic_ncols=True)
 
-    def on_checkpoint(st, hist, pend):
-        rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend,
-                                                       "seconds": seconds + time.perf_counter() - started})
+        def on_checkpoint(st, hist, pend):
+            rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend,
+                                                           "seconds": seconds + time.perf_counter() - started})
 
-    state, history = fit(t, state, data, s.total, eval_every=s.eval_every, history=history,
-                         checkpoint_every=s.checkpoint_every, on_checkpoint=on_checkpoint,
-                         captures=captures, progress=bar, pending=pending)
-    seconds += time.perf_counter() - started
-    bar.close()
-    rolling.close()
+        state, history = fit(t, state, data, s.total, eval_every=s.eval_every, history=history,
+                             checkpoint_every=s.checkpoint_every, on_checkpoint=on_checkpoint,
+                             captures=captures, progress=bar, pending=pending)
+        seconds += time.perf_counter() - started
+        bar.close()
     checkpoint.save(L.final(adir), state)
     rows = summarize(history)
     dens, per_layer = M.density(state.masks, s.prunable, axis=0)

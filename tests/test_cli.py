@@ -64,7 +64,6 @@ def test_run_dir_of_another_config_is_refused_untouched(capsys, finished_run):
     assert snapshot(finished_run) == before
 
 
-@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")   # no asyncio traceback after it
 def test_corrupt_checkpoint_is_reported_untouched(capsys, finished_run, tmp_path):
     run = shutil.copytree(finished_run, tmp_path / "run")
     final = run / "level_0" / "final"

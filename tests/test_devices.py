@@ -31,9 +31,9 @@ def imp(name, levels=1, **kw):
 
 out["one"] = imp("one", **{"run.devices": 1})
 out["rep4"] = imp("rep4", **{"run.devices": 4})
-out["data2"] = imp("data2", 0, **{"run.devices": 2, "run.parallel": "data"})
 out["grid"] = imp("grid", 0, **{"run.devices": 4, "replicates": 2})
-# stopped mid-level 0 on 4 devices (a checkpoint every 10 steps), resumed on 2 replica devices
+# stopped mid-level 0 on 4 devices (a checkpoint every 10 steps), resumed on one (the compilation
+# cache the test session shares serves both from the runs above)
 real, seen = Trainer.run_steps, []
 def cut(self, state, perm, x, y, n, should_stop=None, teacher=None):
     seen.append(1)
@@ -46,10 +46,10 @@ try:
 except Stopped:
     out["stopped_at"] = sorted(os.listdir(f"{root}/cut/level_0/ckpt"))
 Trainer.run_steps = real
-out["resumed"] = imp("cut", 0, **{"run.devices": 2, "run.parallel": "replicates"})
+out["resumed"] = imp("cut", 0, **{"run.devices": 1})
 # a conv net with BatchNorm: one prune-at-init arm, R = 2 on one device and on two
 conv = {"model.name": "vgg11", "model.width": 0.0625, "model.conv_impl": "xla", "data.name": "mnist_5k",
-        "data.normalize": "0.1307/0.3081", "train.batch_size": 32, "train.duration": "6it", "train.eval_every": "6it",
+        "data.normalize": "0.1307/0.3081", "train.batch_size": 32, "train.duration": "3it", "train.eval_every": "3it",
         "pai.methods": "magnitude", "pai.compression": "4", "replicates": 2, "run.progress": False,
         "run.replicate_mode": "auto"}
 for n in (1, 2):
@@ -76,18 +76,17 @@ def per_replicate(levels, key="test_accuracy"):
 def test_replicates_sharded_over_devices_equal_one_device(four_devices):
     out = four_devices
     assert out["devices"] == 4
-    for name in ("rep4", "data2"):   # replicate-parallel (IMP's two levels); data-parallel (level 0)
-        n = len(out[name])
-        assert [e["density"] for e in out[name]] == [e["density"] for e in out["one"][:n]]
-        np.testing.assert_allclose(per_replicate(out[name]), per_replicate(out["one"][:n]), atol=1e-6)
-        np.testing.assert_allclose(per_replicate(out[name], "best_val_loss"),
-                                   per_replicate(out["one"][:n], "best_val_loss"), rtol=1e-5)
-    # R = 2 on 4 devices: 2 replica groups of 2 devices splitting each batch; seeds 0, 1 as above
+    assert [e["density"] for e in out["rep4"]] == [e["density"] for e in out["one"]]   # IMP's two levels
+    np.testing.assert_allclose(per_replicate(out["rep4"]), per_replicate(out["one"]), atol=1e-6)
+    np.testing.assert_allclose(per_replicate(out["rep4"], "best_val_loss"), per_replicate(out["one"], "best_val_loss"),
+                               rtol=1e-5)
+    # R = 2 on 4 devices: 2 replica groups of 2 devices each splitting its batch (replicate- and
+    # data-parallel at once); seeds 0, 1 as above
     np.testing.assert_allclose(per_replicate(out["grid"], "best_val_loss"),
                                [v[:2] for v in per_replicate(out["one"][:1], "best_val_loss")], rtol=1e-5)
 
 
-def test_stopped_on_four_devices_resumes_on_two(four_devices):
+def test_stopped_on_four_devices_resumes_on_one(four_devices):
     out = four_devices
     assert out["stopped_at"] == ["20"]   # checkpoints every 10 steps
     np.testing.assert_allclose(per_replicate(out["resumed"], "best_val_loss"),
@@ -98,7 +97,7 @@ def test_batchnorm_conv_net_prune_at_init_on_two_devices(four_devices):
     a, b = four_devices["conv1"], four_devices["conv2"]
     ra = [r["best_val_loss"] for arm in a["arms"] for r in arm["replicates"]]
     rb = [r["best_val_loss"] for arm in b["arms"] for r in arm["replicates"]]
-    assert len(ra) == 2 and ra == pytest.approx(rb, rel=1e-5)
+    assert len(ra) == 2 and ra == pytest.approx(rb, rel=1e-3)   # one replicate a device: convolutions batched differently
     assert [arm["density"] for arm in a["arms"]] == [arm["density"] for arm in b["arms"]]
 
 
