@@ -106,12 +106,17 @@ def execute(study: str, s, run_dir: str, log=print) -> Result:
     """Run `study` in its locked run directory (resuming what is there) and return its Result."""
     from lth import experiment
 
+    from lth import distributed
+
     mod = studies.get(study)
-    lock = experiment.open_run_dir(run_dir, s.cfg, studies.command(mod))
+    # several processes: process 0 takes the lock and records the config, the others wait for it
+    lock = experiment.open_run_dir(run_dir, s.cfg, studies.command(mod)) if distributed.is_main() else None
+    distributed.barrier(f"open {run_dir}")
     try:
-        out = mod.run(s, run_dir, log=log)
+        out = mod.run(s, run_dir, log=log if distributed.is_main() else (lambda *_: None))
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     where = mod.results_dir(run_dir, s.cfg) if hasattr(mod, "results_dir") else run_dir
     return Result(study, where, out)
 

@@ -7,6 +7,7 @@ leaves a half-written checkpoint behind under the final name.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -15,19 +16,23 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lth import distributed as D
 from lth.errors import UserError
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 def _abstract(like):
+    """Shapes and dtypes of `like`; across processes, restored whole on every device (then gathered)."""
+    if D.multi():
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=D.replicated(a)), like)
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
 
 
 def _uncommitted(tree):
     """Restored arrays come back committed to a device; fresh ones are not, and jit compiles the two
     separately. A host round trip gives restored state the same cache key as fresh state."""
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), tree)
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), D.to_host(tree))
 
 
 def _unreadable(path, e):
@@ -40,9 +45,24 @@ def exists(path) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA"))
 
 
+@contextlib.contextmanager
+def _checkpointer():
+    """A StandardCheckpointer closed on the way out, errors included (no async work outlives the
+    call) — except when another process of the run died: its threads wait on that process, and
+    joining them would hang (the CLI then exits at once with one line)."""
+    ckpt = ocp.StandardCheckpointer()
+    try:
+        yield ckpt
+    except BaseException as e:
+        if not D.peer_failure(e):
+            ckpt.close()
+        raise
+    ckpt.close()
+
+
 def save(path, tree) -> None:
-    with ocp.StandardCheckpointer() as ckpt:   # closed on the way out: no async work outlives the call
-        ckpt.save(os.path.abspath(path), tree)
+    with _checkpointer() as ckpt:
+        ckpt.save(os.path.abspath(path), D.to_global(tree))
         ckpt.wait_until_finished()
 
 
@@ -51,7 +71,7 @@ def load(path, like):
     is closed on every path, errors included: an unclosed one's async tasks would report 'Event loop
     is closed' at exit after the one-line error."""
     try:
-        with ocp.StandardCheckpointer() as ckpt:
+        with _checkpointer() as ckpt:
             return _uncommitted(ckpt.restore(os.path.abspath(path), _abstract(like)))
     except Exception as e:  # orbax raises many types for missing, truncated or mismatched files
         raise _unreadable(path, e) from None
@@ -74,7 +94,7 @@ class Rolling:
     def save(self, step: int, state, meta: dict) -> None:
         from lth.experiment import strict
 
-        self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+        self.mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(D.to_global(state)),
                                                      meta=ocp.args.JsonSave(strict(meta))))
         self.mngr.wait_until_finished()
 
@@ -100,5 +120,7 @@ class Rolling:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and D.peer_failure(exc):
+            return   # its save threads wait on a dead process: closing would join them forever
         self.close()

@@ -4,11 +4,14 @@ User errors: one line, exit 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lth import commands
 from lth.commands import load_config  # noqa: F401  (the config loader, also for scripts and tests)
 from lth.errors import DISK_FULL_EXIT, UserError, disk_full
+
+PEER_EXIT = 5   # a process of a several-process run died: the others stop with one line
 
 EPILOG = "Config keys are documented in lth/config.py; configs/*.py hold ready-made experiments."
 
@@ -48,6 +51,12 @@ def parser() -> argparse.ArgumentParser:
 
     p = Parser(prog="lth", description="Lottery tickets and pruning at initialization (JAX).",
                                 epilog=EPILOG)
+    g = p.add_argument_group("several processes, one run (jax.distributed; or JAX_COORDINATOR_ADDRESS, "
+                             "JAX_NUM_PROCESSES, JAX_PROCESS_ID; SLURM is detected)")
+    g.add_argument("--coordinator", help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int, help="processes in the run")
+    g.add_argument("--process-id", type=int, help="this process's index, 0 .. N-1")
+    g.add_argument("--join-timeout", type=int, default=60, help="seconds to wait for the coordinator (default 60)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in studies.REGISTRY:   # one subcommand per registered study
         mod = studies.get(name)
@@ -118,11 +127,20 @@ def main(argv=None) -> int:
 
     raise_on_sigterm()
     try:
+        from lth import distributed
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
         return args.func(args)
     except UserError as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
+        from lth.distributed import peer_failure
+        peer = peer_failure(e)
+        if peer is not None:
+            print(f"lth: error: another process of this jax.distributed run stopped ({peer}); rerun every "
+                  f"process with the same command to resume", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(PEER_EXIT)   # now: background save threads waiting on the dead process would hold the exit
         full = disk_full(e)
         if full is None:
             raise

@@ -45,6 +45,9 @@ def study(args) -> int:
     print(f"run directory: {run_dir}  ({mod.describe(s)})", flush=True)
     t0 = time.time()
     result = api.execute(args.study, s, run_dir, log=print)
+    from lth.distributed import is_main
+    if not is_main():   # process 0 prints the table and writes the plot
+        return 0
     print()
     files = mod.files(result) if hasattr(mod, "files") else [
         f"summary: {os.path.join(result.run_dir, 'summary.json')}", f"plot: {result.plot()}"]

@@ -84,7 +84,11 @@ def strict(obj):
 
 
 def write_json(path: str, obj) -> None:
-    """Write strict JSON (non-finite numbers as null) atomically (temporary file, then rename)."""
+    """Write strict JSON (non-finite numbers as null) atomically (temporary file, then rename);
+    in a run of several processes, process 0 alone writes."""
+    from lth.distributed import is_main
+    if not is_main():
+        return
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")

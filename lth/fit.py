@@ -8,6 +8,7 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
+from lth.distributed import to_host
 from lth.signals import Graceful, Stopped
 from lth.train import Trainer, TrainState
 
@@ -53,8 +54,8 @@ def fit(trainer: Trainer, state: TrainState, data: DeviceData, end: int, *, eval
 def _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_checkpoint, captures, progress,
          pending, stop_asked):
     captures = dict(captures or {})
-    state = trainer.place(state)   # replicates sharded over devices (run.parallel); as is on one
     step = int(np.asarray(state.step)[0])
+    state = trainer.place(state)   # replicates sharded over devices (run.parallel); as is on one
     if step in captures:
         captures.pop(step)(state)
     spe = trainer.steps_per_epoch
@@ -70,7 +71,7 @@ def _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_ch
         state, step_losses = trainer.run_steps(state, perm, data.x_train, data.y_train, stop - step, stop_asked.requested,
                                               teacher=data.teacher)
         # one entry per step, summed on the host in step order: the mean is the same wherever a run was cut
-        losses += [(1, row) for row in np.asarray(step_losses, np.float64)]
+        losses += [(1, row) for row in np.asarray(to_host(step_losses), np.float64)]
         if progress is not None:
             progress.update(len(step_losses))
         if len(step_losses) < stop - step:  # a stop was asked for mid-segment: save here
@@ -80,7 +81,7 @@ def _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_ch
             raise Stopped(stop_asked.requested())
         step = stop
         if step in captures:
-            captures.pop(step)(state)
+            captures.pop(step)(to_host(state))
         if step == end or (eval_every > 0 and step % eval_every == 0):
             n = sum(k for k, _ in losses)
             entry = {"step": step, "train_loss": (sum(k * l for k, l in losses) / n).tolist()}
@@ -95,7 +96,7 @@ def _fit(trainer, state, data, end, eval_every, history, checkpoint_every, on_ch
             if on_checkpoint and not saved:
                 on_checkpoint(state, history, [(k, l.tolist()) for k, l in losses])
             raise Stopped(stop_asked.requested())
-    return state, history
+    return to_host(state), history
 
 
 def evaluate(trainer: Trainer, state: TrainState, data: DeviceData) -> dict:
@@ -103,6 +104,7 @@ def evaluate(trainer: Trainer, state: TrainState, data: DeviceData) -> dict:
     for name, split in (("val", data.val), ("test", data.test)):
         if split is not None:
             loss, acc = trainer.evaluate(state, split)
+            loss, acc = to_host((loss, acc))
             out[f"{name}_loss"], out[f"{name}_acc"] = np.asarray(loss).tolist(), np.asarray(acc).tolist()
     return out
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from lth import checkpoint, data as D, events, layout as L, distill, masks as M, prune as P, teacher as T
+from lth import checkpoint, data as D, distributed, events, layout as L, distill, masks as M, prune as P, teacher as T
 from lth.config import parse_duration
 from lth.data.augment import AUGMENTATIONS, make as make_augment
 from lth.errors import UserError, check_choice
@@ -247,7 +247,7 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
                    disable=None if s.cfg.run.progress else True, leave=False, dynamic_ncols=True)
 
         def on_checkpoint(st, hist, pend):
-            rolling.save(int(np.asarray(st.step)[0]), st, {"history": hist, "pending": pend,
+            rolling.save(int(np.asarray(distributed.to_host(st.step))[0]), st, {"history": hist, "pending": pend,
                                                            "seconds": seconds + time.perf_counter() - started})
 
         state, history = fit(t, state, data, s.total, eval_every=s.eval_every, history=history,
@@ -264,8 +264,10 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
         row.update(seed=s.cfg.seed + r % s.replicates, density=float(dens[r]), density_all_params=float(dens_all[r]),
                    density_per_layer={k: float(v[r]) for k, v in per_layer.items()},
                    diverged_at_step=int(diverged[r]) if diverged[r] >= 0 else None)
-    if s.cfg.run.get("tensorboard", True):
+    if s.cfg.run.get("tensorboard", True) and distributed.is_main():
         events.write(adir, history)
     write_json(metrics_path, {"replicates": rows, "history": history, "seconds": round(seconds, 3)})
-    shutil.rmtree(L.rolling(adir), ignore_errors=True)
+    if distributed.is_main():
+        shutil.rmtree(L.rolling(adir), ignore_errors=True)
+    distributed.barrier(f"arm done {adir}")
     return state, rows

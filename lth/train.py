@@ -25,6 +25,7 @@ from lth.distill import loss as distill_loss
 from lth.optim import make_optimizer, make_schedule
 from lth.sparse_train import reset_slots
 from lth.devices import axis_size
+from lth.distributed import multi, to_host
 from lth.errors import UserError
 from lth.models.layers import example_weights
 
@@ -70,6 +71,8 @@ class Trainer:
         """Stacked replicates with their leading axis sharded over 'replicas' (as is with one group)."""
         if axis_size(self.mesh, "replicas") == 1:
             return tree
+        if multi():   # the same whole values in every process: each keeps its replicates' part
+            tree = jax.tree.map(np.asarray, tree)
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec("replicas")))
 
     @property
@@ -181,7 +184,7 @@ class Trainer:
         teacher's variables [R] when the trainer distills."""
         if (teacher is None) != (self.teacher is None):
             raise ValueError("teacher variables are needed exactly when the trainer distills")
-        step = int(np.asarray(state.step)[0]) if self.sparse is not None else 0
+        step = int(np.asarray(to_host(state.step))[0]) if self.sparse is not None else 0
         if self.replicate_mode == "sequential":   # each replicate alone, one after another (per step)
             r = int(np.shape(state.step)[0])
             parts = [_slice(state, i) for i in range(r)]

@@ -92,7 +92,7 @@ def test_openlth_recipe_on_a_torchvision_cifar_folder_without_tensorflow(model, 
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     write_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=10, n_test=16)   # 50 train, 16 test
     sets = ["model.width=0.125", f"data.data_dir={tmp_path / 'data'}", "train.batch_size=16", "train.duration=8it",
-            "train.eval_every=4it", "run.checkpoint_every=4it", "lottery.levels=1", "lottery.controls=reinit",
+            "train.eval_every=4it", "run.checkpoint_every=4it", "lottery.levels=1", "lottery.controls=",
             "lottery.rewind=2it", "train.eval_batch_size=32", "model.conv_impl=xla", "run.progress=False",
             "run.tensorboard=false"]   # XLA's convolution: it compiles faster; gemm has its own tests
     config = os.path.join(ROOT, "configs", "openlth_cifar_resnet_20.py")

@@ -49,9 +49,9 @@ Trainer.run_steps = real
 out["resumed"] = imp("cut", 0, **{"run.devices": 1})
 # a conv net with BatchNorm: one prune-at-init arm, R = 2 on one device and on two
 conv = {"model.name": "vgg11", "model.width": 0.0625, "model.conv_impl": "xla", "data.name": "mnist_5k",
-        "data.normalize": "0.1307/0.3081", "train.batch_size": 32, "train.duration": "3it", "train.eval_every": "3it",
+        "data.normalize": "0.1307/0.3081", "train.batch_size": 32, "train.duration": "2it", "train.eval_every": "2it",
         "pai.methods": "magnitude", "pai.compression": "4", "replicates": 2, "run.progress": False,
-        "run.replicate_mode": "auto"}
+        "run.replicate_mode": "vmap"}
 for n in (1, 2):
     r = pai("mnist1d_mlp", {**conv, "run.devices": n}, run_dir=f"{root}/conv{n}", log=lambda *_: None)
     out[f"conv{n}"] = r.summary
