@@ -114,6 +114,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _peer_stopped(why: str) -> None:
+    """Another process of a several-process run died: one line, and exit now (background save
+    threads waiting on the dead process would otherwise hold the exit)."""
+    print(f"lth: error: another process of this jax.distributed run stopped ({why}); rerun every "
+          f"process with the same command to resume", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(PEER_EXIT)
+
+
 def main(argv=None) -> int:
     import logging
 
@@ -128,7 +137,8 @@ def main(argv=None) -> int:
     raise_on_sigterm()
     try:
         from lth import distributed
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.join_timeout)
+        if distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.join_timeout):
+            distributed.watch_peers(_peer_stopped)
         return args.func(args)
     except UserError as e:
         print(f"lth: error: {e}", file=sys.stderr)
@@ -137,10 +147,7 @@ def main(argv=None) -> int:
         from lth.distributed import peer_failure
         peer = peer_failure(e)
         if peer is not None:
-            print(f"lth: error: another process of this jax.distributed run stopped ({peer}); rerun every "
-                  f"process with the same command to resume", file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(PEER_EXIT)   # now: background save threads waiting on the dead process would hold the exit
+            _peer_stopped(peer)
         full = disk_full(e)
         if full is None:
             raise

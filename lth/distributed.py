@@ -66,6 +66,41 @@ def initialize(coordinator=None, num_processes=None, process_id=None, timeout: i
     return True
 
 
+def watch_peers(on_dead, period: float = 1.0, dead_after: float = 15.0) -> None:
+    """A daemon thread that keeps a heartbeat in the coordinator's key-value store and calls
+    `on_dead(text)` when another process's heartbeat stops for `dead_after` s (or the coordinator
+    is gone). Most failures surface sooner as an error of the next collective; this bounds the
+    rest (e.g. orbax's save threads waiting at a barrier for a process that will never come)."""
+    import threading
+    import time
+
+    from jax._src import distributed as jd
+
+    client, me, n = jd.global_state.client, jax.process_index(), jax.process_count()
+
+    def run():
+        beat, last = 0, {q: (None, time.monotonic()) for q in range(n) if q != me}
+        while True:
+            beat += 1
+            try:
+                client.key_value_set(f"lth_alive/{me}", str(beat), allow_overwrite=True)
+                now = time.monotonic()
+                for q, (value, since) in last.items():
+                    try:
+                        v = client.key_value_try_get(f"lth_alive/{q}")
+                    except Exception:   # not written yet
+                        v = value
+                    if v != value:
+                        last[q] = (v, now)
+                    elif now - since > dead_after:
+                        return on_dead(f"process {q} sent no heartbeat for {dead_after:.0f} s")
+            except Exception as e:   # the coordinator (process 0) is gone
+                first = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
+                return on_dead(f"the coordinator is unreachable: {first}")
+            time.sleep(period)
+    threading.Thread(target=run, name="lth-peer-watch", daemon=True).start()
+
+
 def multi() -> bool:
     return jax.process_count() > 1
 

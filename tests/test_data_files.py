@@ -129,14 +129,14 @@ def test_bad_files_are_refused_in_one_line_before_any_work(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     sets = ["train.duration=1it", "data.validation_size=0", "lottery.levels=0", "data.normalize=0/1"]
     assert_refused(capsys, "lottery", sets, [
-        ((f"data.name=cifar10", f"data.data_dir={cifar}"), "data_batch_3 is not a CIFAR python batch"),
-        ((f"data.name=mnist", f"data.data_dir={idx}"), "t10k-images-idx3-ubyte: 4699 data bytes; expected 4704"),
-        ((f"data.name=mnist", f"data.data_dir={magic}"), "magic number 00000d01"),
-        ((f"data.name=arrays", f"data.data_dir={tmp_path / 'nokey.npz'}"), "lacks y_test"),
-        ((f"data.name=arrays", f"data.data_dir={tmp_path / 'range.npz'}"), "test labels span 0..9; expected 0..3"),
+        (("data.name=cifar10", f"data.data_dir={cifar}"), "data_batch_3 is not a CIFAR python batch"),
+        (("data.name=mnist", f"data.data_dir={idx}"), "t10k-images-idx3-ubyte: 4699 data bytes; expected 4704"),
+        (("data.name=mnist", f"data.data_dir={magic}"), "magic number 00000d01"),
+        (("data.name=arrays", f"data.data_dir={tmp_path / 'nokey.npz'}"), "lacks y_test"),
+        (("data.name=arrays", f"data.data_dir={tmp_path / 'range.npz'}"), "test labels span 0..9; expected 0..3"),
         (("data.name=arrays", f"data.data_dir={tmp_path / 'small.npz'}", "model.name=lenet5"),
          "lenet5 needs image inputs of at least 16×16 (H, W[, C]), got shape (8, 8, 1)"),
-        ((f"data.name=cifar100", f"data.data_dir={tmp_path / 'empty'}"), "cifar-100-python"),
+        (("data.name=cifar100", f"data.data_dir={tmp_path / 'empty'}"), "cifar-100-python"),
     ], out)
 
 

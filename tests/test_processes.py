@@ -4,6 +4,7 @@ summary; one killed mid-level makes the other stop with one line, and rerunning 
 same result. Bad process settings are refused in one line."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def start(run_dir, port):
     """The two processes of one run (each with its own CPU device), started together."""
     argv = ["lottery", "--config", DEMO, "--run-dir", str(run_dir), "--no-progress"] + \
         [a for t in SETS for a in ("--set", t)]
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONFAULTHANDLER="1")   # a hung process dumps its stacks on SIGABRT
     return [subprocess.Popen([sys.executable, "-m", "lth.cli", "--coordinator", f"127.0.0.1:{port}",
                               "--num-processes", "2", "--process-id", str(i), "--join-timeout", "30"] + argv,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -41,9 +42,11 @@ def finish(procs, timeout=120):
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGABRT)
+            stacks = p.communicate()[1][-6000:]
             for q in procs:
                 q.kill()
-            raise
+            raise AssertionError(f"process did not finish in {timeout} s; its stacks:\n{stacks}") from None
         outs.append((p.returncode, out, err))
     return outs
 
@@ -66,7 +69,7 @@ def runs(tmp_path_factory):
             and procs[0].poll() is None:
         time.sleep(0.05)
     procs[1].kill()
-    out["survivor"] = finish(procs[:1], timeout=60)[0]
+    out["survivor"] = finish(procs[:1], timeout=60)[0]   # the heartbeat watch bounds it at ~15 s
     procs[1].wait()
     out["kept"] = sorted(n for n in os.listdir(ckpt) if n.isdigit())
     res = finish(start(tmp / "cut", free_port()))
