@@ -21,7 +21,7 @@ from lth.api import lottery, pai
 from lth.signals import Stopped
 from lth.train import Trainer
 from conftest import TINY
-tiny = dict(t.split("=", 1) for t in TINY)
+tiny = {**dict(t.split("=", 1) for t in TINY), "train.duration": "40it"}
 out, root = {"devices": len(jax.devices())}, sys.argv[2]
 
 def imp(name, levels=1, **kw):

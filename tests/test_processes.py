@@ -16,7 +16,7 @@ import pytest
 from lth.cli import main
 from conftest import DEMO, ROOT, TINY
 
-SETS = TINY + ["replicates=2", "lottery.levels=1", "lottery.controls=reinit"]
+SETS = TINY + ["replicates=2", "lottery.levels=1", "lottery.controls="]
 
 
 def free_port() -> int:
@@ -52,7 +52,7 @@ def finish(procs, timeout=120):
 
 
 def per_replicate(summary):
-    return [[r["best_val_loss"] for r in e["replicates"]] for e in summary["levels"] + summary["controls"]["reinit"]]
+    return [[r["best_val_loss"] for r in e["replicates"]] for e in summary["levels"]]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def runs(tmp_path_factory):
                 [a for t in SETS for a in ("--set", t)]) == 0
     out = {"one": json.load(open(tmp / "one" / "summary.json"))}
     # two processes train level 0 whole; process 1 is killed once level 1 has a checkpoint; process 0
-    # stops with one line; rerunning both resumes level 1 and trains its control
+    # stops with one line; rerunning both resumes level 1
     procs = start(tmp / "cut", free_port())
     ckpt, t0 = tmp / "cut" / "level_1" / "ckpt", time.time()
     while not (ckpt.exists() and any(n.isdigit() for n in os.listdir(ckpt))) and time.time() - t0 < 120 \
