@@ -26,6 +26,7 @@ from lth.optim import make_optimizer, make_schedule
 from lth.sparse_train import reset_slots
 from lth.devices import axis_size
 from lth.distributed import multi, to_host
+from lth.evaluation import Evaluation, _slice
 from lth.errors import UserError
 from lth.models.layers import example_weights
 
@@ -41,8 +42,8 @@ class TrainState(struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Trainer:
-    """Compiled functions for one model, optimizer and dataset size."""
+class Trainer(Evaluation):
+    """Compiled functions for one model, optimizer and dataset size (evaluation: lth/evaluation.py)."""
 
     model: nn.Module
     tx: optax.GradientTransformation
@@ -245,47 +246,6 @@ class Trainer:
             return jnp.concatenate([p, p[:pad]]) if pad > 0 else p
         return jax.jit(jax.vmap(perm, in_axes=(0, None)))
 
-    @functools.cached_property
-    def _jit_eval(self):
-        return jax.jit(self.over_replicates(self._evaluate, (0, None, None, None, 0)))
-
-    # ----- evaluation ------------------------------------------------------------------------
-    def _evaluate(self, state, xs, ys, ws, model_kw):
-        def chunk(args):
-            xb, yb, wb = map(self.shard, args)
-            logits, _ = self.apply(state.params, state.model_state, xb, False, state.rng, **model_kw)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-            return jnp.sum(loss * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
-
-        loss, correct = jax.lax.map(chunk, (xs, ys, ws))
-        n = jnp.sum(ws)
-        return jnp.sum(loss) / n, jnp.sum(correct) / n
-
-    def evaluate(self, state, split, **model_kw):
-        """(loss [R], accuracy [R]) on a padded split from `chunked`; `model_kw` (arrays with a
-        leading replicate axis) go to the model, e.g. BERT's gates."""
-        if self.replicate_mode == "sequential":
-            r = int(np.shape(state.step)[0])
-            outs = [self._jit_eval(_slice(state, i), *split, _slice(model_kw, i)) for i in range(r)]
-            return tuple(jnp.concatenate(o) for o in zip(*outs))
-        return self._jit_eval(state, *split, model_kw)
-
-    def chunk_size(self, *sizes) -> int:
-        """One evaluation chunk size for splits of these sizes (one compiled evaluator for all)."""
-        d = axis_size(self.mesh, "data")
-        return -(-min(self.eval_batch_size, max(sizes)) // d) * d
-
-    def chunked(self, x, y, c=None):
-        """Pad and reshape a split into evaluation chunks of `c` examples (device arrays, built once)."""
-        c = c or self.chunk_size(len(y))
-        n = -(-len(y) // c) * c
-        pad = n - len(y)
-        w = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
-        xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-        yp = np.concatenate([y, np.zeros(pad, y.dtype)])
-        return (jnp.asarray(xp.reshape(n // c, c, *x.shape[1:])), jnp.asarray(yp.reshape(n // c, c)),
-                jnp.asarray(w.reshape(n // c, c)))
-
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _init_replicates(model, rngs, input_shape):
@@ -294,11 +254,6 @@ def _init_replicates(model, rngs, input_shape):
         params = variables.pop("params")
         return params, variables
     return jax.vmap(one)(rngs)
-
-
-def _slice(tree, i):
-    """Replicate i of a stacked tree, keeping the replicate axis (length 1)."""
-    return jax.tree.map(lambda a: a[i:i + 1], tree)
 
 
 def weighted_mean(values, weight=None):
