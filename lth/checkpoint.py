@@ -25,7 +25,7 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 def _abstract(like):
     """Shapes and dtypes of `like`; across processes, restored whole on every device (then gathered)."""
     if D.multi():
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=D.replicated(a)), like)
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=D.replicated()), like)
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
 
 

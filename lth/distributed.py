@@ -10,6 +10,7 @@ wait for it at `barrier`s. One process is the only case: every function here is 
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -130,7 +131,8 @@ def to_host(tree):
     return jax.tree.map(one, tree)
 
 
-def replicated(shape_dtype):
+@functools.lru_cache(maxsize=1)
+def replicated():
     """A sharding that holds a whole array on every device of every process (what orbax saves once)."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -146,7 +148,7 @@ def to_global(tree):
     def one(a):
         if isinstance(a, jax.Array) and not a.is_fully_addressable:
             return a
-        return jax.device_put(np.asarray(a), replicated(a))
+        return jax.device_put(np.asarray(a), replicated())
     return jax.tree.map(one, tree)
 
 
