@@ -11,7 +11,10 @@ building blocks:
     build_model, load_data, score, prune_at_init, train_masked, and the modules masks (bool pytrees
     shaped like params), prune (scores → masks: exact top-k, global / layerwise, overrides),
     sparsity (layer density distributions: uniform, uniform_plus, er, erk) and sparse_train (GMP,
-    SET and RigL mask updates: schedules, drop and grow, MaskUpdate for the training loop)
+    SET and RigL mask updates: schedules, drop and grow, MaskUpdate for the training loop);
+    compression: shrink (a ticket's dead units, switched-off heads / MLPs removed from the arrays),
+    factorize (truncated-SVD factors of kernels / embeddings: plan, factorize, low_rank) and speed
+    (latency and throughput of several models side by side, accuracy)
 errors:
     UserError (a ValueError; the one-line message the CLI prints, exit 2)
 
@@ -27,7 +30,7 @@ _FROM = {
                                     "train_masked", "run_study")},
     "UserError": "lth.errors",
 }
-_MODULES = ("masks", "prune", "sparsity", "sparse_train")
+_MODULES = ("masks", "prune", "sparsity", "sparse_train", "shrink", "factorize", "speed")
 __all__ = sorted([*_FROM, *_MODULES])
 
 

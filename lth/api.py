@@ -190,10 +190,10 @@ def compress(run_dir, level=None, overrides=None, *, progress=False, log=None) -
     from lth import experiment
     from lth.studies import compress as C
 
-    s, lv, out_dir = C.prepare(os.fspath(run_dir), _items(overrides), level, progress)
+    s, lv, out_dir, plan = C.prepare(os.fspath(run_dir), _items(overrides), level, progress)
     lock = experiment.RunLock(out_dir)
     try:
-        result = C.run(s, os.fspath(run_dir), lv, out_dir, log=log or (lambda *_: None))
+        result = C.run(s, os.fspath(run_dir), lv, out_dir, log=log or (lambda *_: None), plan=plan)
     finally:
         lock.release()
     return Result("compress", out_dir, result)

@@ -95,17 +95,26 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--synflow-model", default="vgg16", help="model for --synflow")
     b.add_argument("--rounds", type=int, default=100, help="SynFlow rounds for --synflow")
     b.add_argument("--obd", action="store_true", help="time OBD Hessian diagonals on LeNet-300-100 instead")
+    b.add_argument("--sparse", action="store_true", help="time unstructured sparse (BCSR) against dense matmuls of "
+                   "MiniLM-L6's FFN kernels at densities 1 to 0.01 instead: break-even density per shape and batch")
+    b.add_argument("--sparse-repeats", type=int, default=20, help="timed calls per measurement for --sparse (median)")
     b.set_defaults(func=commands.bench)
 
-    c = sub.add_parser("compress", help="int8 quantization (PTQ, QAT) and distillation of a ticket, with sizes in bytes",
+    c = sub.add_parser("compress", help="int8, distillation, shrinking, factorization of a ticket: accuracy, "
+                                        "parameters, bytes and measured speed per stage",
                        description="Quantize a finished level of a `lth lottery` run to int8 with qwix (per-channel "
                                    "weights; activations per compress.activations), optionally fine-tune it "
-                                   "quantization-aware (compress.qat_duration) and distilled (train.distill.*), and "
-                                   "report accuracy and bytes for each stage.")
+                                   "quantization-aware (compress.qat_duration) and distilled (train.distill.*); "
+                                   "remove its dead units and (BERT) the least important heads / MLPs from the "
+                                   "arrays (compress.shrink, compress.heads, compress.mlps), factorize kernels by "
+                                   "truncated SVD (compress.factorize with compress.rank or compress.energy, "
+                                   "fine-tuned for compress.finetune), time every stage (compress.speed), and "
+                                   "report accuracy, parameters, bytes, latency and throughput for each stage.")
     c.add_argument("--run-dir", required=True, help="a run directory of `lth lottery`")
     c.add_argument("--level", type=int, help="the level to compress (default: the sparsest within one std of dense)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="compress.*, train.distill.* or run.* settings, e.g. compress.qat_duration=2ep")
+                   help="compress.*, train.distill.* or run.* settings, e.g. compress.qat_duration=2ep, "
+                        "compress.shrink=true, compress.speed=true")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=commands.compress)
 

@@ -141,6 +141,17 @@ def bench(args) -> int:
               f"{1000 * r['hutchinson_s_per_probe']:.1f} ms/probe; exact diagonal {1000 * r['exact_s_per_param']:.2f} "
               f"ms/param → {r['exact_full_s_projected']:.0f} s for all parameters")
         return 0
+    if args.sparse:
+        from lth import sparse_exec as S
+
+        if args.sparse_repeats < 1:
+            raise UserError(f"--sparse-repeats {args.sparse_repeats}: allowed: an integer >= 1")
+        if earlier is not None:
+            print("note: --compare does not apply to --sparse; ignored", file=sys.stderr)
+        r = S.sparse_break_even(repeats=args.sparse_repeats)
+        print(f"sparse (BCSR) vs dense x @ W, jax {r['jax']}, {r['device']}, median of {r['repeats']} calls:")
+        print(S.sparse_table(r))
+        return B.save_and_compare(args, {"kind": "sparse", **r}, None)
     peak = B.matmul_peak()
     print(f"device: {jax.devices()[0].device_kind} ×{len(jax.devices())} ({jax.default_backend()}); "
           f"measured f32 matmul peak {peak:.1f} GFLOP/s", flush=True)
@@ -157,12 +168,12 @@ def compress(args) -> int:
     from lth import experiment
     from lth.studies import compress as C
 
-    s, level, out_dir = C.prepare(args.run_dir, args.set, args.level, not args.no_progress)
+    s, level, out_dir, plan = C.prepare(args.run_dir, args.set, args.level, not args.no_progress)
     lock = experiment.RunLock(out_dir)  # noqa: F841  (one process per results directory)
     print(f"compressing level {level} of {args.run_dir} ({s.cfg.model.name} on {s.cfg.data.name}, R={s.replicates}) "
           f"→ {out_dir}", flush=True)
     t0 = time.time()
-    result = C.run(s, args.run_dir, level, out_dir)
+    result = C.run(s, args.run_dir, level, out_dir, plan=plan)
     print()
     print(C.table(result))
     print(f"\nresults: {os.path.join(out_dir, 'results.json')}\ntime: {time.time() - t0:.1f} s")

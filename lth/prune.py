@@ -217,8 +217,29 @@ def _alive(mask_leaves, groups):
     return [sum(int(np.asarray(mask_leaves[i]).sum()) for i in idx) for idx in groups]
 
 
+def unit_view(scores, masks, prunable):
+    """(unit scores, unit masks) for structured pruning: a unit is one output channel
+    of a kernel (last axis: a neuron of a dense layer, a filter of a convolution); its score is the
+    sum of its live weights' scores (with magnitude scores: the unit's L1 norm, Li et al. 2017) and it
+    is live while any of its weights is. Leaves outside `prunable` and 1-D leaves stay as they are."""
+    def structured(p, m):
+        return p and np.ndim(m) >= 2
+
+    us = jax.tree.map(lambda x, m, p: _score(x, m) if structured(p, m) else x, scores, masks, prunable)
+    um = jax.tree.map(lambda x, m, p: _live(x, m) if structured(p, m) else m, scores, masks, prunable)
+    return us, um
+
+
+def _score(x, m):
+    return jnp.sum(jnp.where(m, x, 0), axis=tuple(range(np.ndim(m) - 1)))
+
+
+def _live(x, m):
+    return jnp.any(m, axis=tuple(range(np.ndim(m) - 1)))
+
+
 def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=False, layer_fractions=(),
-          of="remaining"):
+          of="remaining", units=False):
     """New masks keeping the highest-scoring live prunable weights (one replicate, no leading axis).
 
     `fraction`: each group keeps base − ceil(fraction · base) weights, where base is its live count
@@ -226,9 +247,16 @@ def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=Fal
     (of='original': a fraction of the original weights, never more than are live).
     `density`: keep round(density · size) weights of each group (one-shot to a target).
     Leaves outside `prunable` keep their masks untouched.
+    `units`: structured — the same rule counts and ranks whole units (`unit_view`) instead of
+    weights, and a removed unit loses every weight.
     """
     if (fraction is None) == (density is None):
         raise ValueError("give exactly one of fraction or density")
+    if units:
+        us, um = unit_view(scores, masks, prunable)
+        kept = prune(us, um, prunable, fraction=fraction, density=density, layerwise=layerwise,
+                     layer_fractions=layer_fractions, of=of)
+        return jax.tree.map(lambda m, k, p: jnp.logical_and(m, k) if p and np.ndim(m) >= 2 else k, masks, kept, prunable)
     paths = M.leaf_paths(masks)
     s_leaves, m_leaves = jax.tree.leaves(scores), jax.tree.leaves(masks)
     pr = jax.tree.leaves(prunable)

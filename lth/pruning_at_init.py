@@ -103,10 +103,10 @@ def layer_plan(variables, prunable, density: float, scope: str, order=None, resn
 
 def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds=1, schedule="exponential",
                   scope="global", rng=None, invert=False, timings: dict | None = None, order=None,
-                  resnet: bool = False):
+                  resnet: bool = False, units: bool = False):
     """Masks keeping `density` of the prunable weights after `rounds` rounds of score-and-prune;
     `scope`: SCOPES (a distribution: each round ranks within layers at its densities; `order` and
-    `resnet` as `layer_plan`)."""
+    `resnet` as `layer_plan`); `units`: whole neurons / filters (lth.prune.prune)."""
     from lth.scores.registry import entry
 
     rng = jax.random.PRNGKey(0) if rng is None else rng
@@ -121,7 +121,7 @@ def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds
         t1 = time.perf_counter()
         plan = layer_plan(variables, prunable, d, scope, order, resnet) if scope in SP.DISTRIBUTIONS else ()
         masks = P.prune(scores, M.ones_like(masks) if regrow else masks, prunable, density=d,
-                        layerwise=scope == "layerwise", layer_fractions=plan)
+                        layerwise=scope == "layerwise", layer_fractions=plan, units=units)
         jax.block_until_ready(masks)
         t_score, t_select = t_score + t1 - t0, t_select + time.perf_counter() - t1
     if timings is not None:

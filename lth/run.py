@@ -130,6 +130,7 @@ def validate(cfg, command: Command) -> None:
         raise UserError(f"data.name {cfg.data.name!r}: this recipe ({cfg.name}) was written for {', '.join(written_for)}; "
                         f"allowed: {', '.join(written_for)} (or --set data.recipe_for= to run it on another dataset)")
     check_choice("data.augment", cfg.data.augment, AUGMENTATIONS)
+    check_choice("prune.structure", cfg.prune.structure, ("weights", "units"))
     registry.find(cfg.model.name)
     Init.of(cfg.model)
     distill.validate(cfg.train.distill)
@@ -151,7 +152,7 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
         if not synthetic_ok or cfg.data.name not in D.SHAPES:
             raise
         ds = D.synthetic(cfg.data.name, max(cfg.pai.batch_size * cfg.pai.batches, cfg.train.batch_size, 2), cfg.seed)
-    model = registry.build(cfg.model.name, ds.num_classes, Init.of(cfg.model), ds.input_shape, cfg.model.width)
+    model = registry.from_config(cfg.model, ds.num_classes, ds.input_shape)
     params = check_input(model, cfg.model.name, ds)
     mesh = make_mesh(cfg.run.devices, cfg.run.parallel, cfg.replicates)
     trainer = make_trainer(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),
@@ -166,8 +167,13 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     pretrained = None
     if cfg.model.pretrained:  # read once, before anything is written: files, keys and shapes checked
         from lth.models.bert_import import load_weights, resolve
-        pretrained = load_weights(resolve(cfg.model.pretrained), params)
+        pretrained = load_weights(resolve(cfg.model.pretrained), params, getattr(model, "cfg", None))
     prunable = M.prunable_tree(params, cfg.prune.prunable)
+    if cfg.prune.structure == "units":   # the output layer's units are the classes: never removed
+        paths = [p for p, pr in zip(M.leaf_paths(prunable), jax.tree.leaves(prunable)) if pr]
+        last = registry.network_order(model, ds.input_shape, paths)[-1] if paths else None
+        prunable = jax.tree.map(lambda pr, p: pr and p != last, prunable,
+                                jax.tree.unflatten(jax.tree.structure(prunable), M.leaf_paths(prunable)))
     if not any(jax.tree.leaves(prunable)):
         raise UserError(f"prune.prunable {cfg.prune.prunable!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
     s = Setup(cfg, ds, trainer, prunable, total, parse_duration(cfg.train.eval_every, spe, "train.eval_every"),

@@ -45,7 +45,6 @@ def load(spec: str, run_dir: str, data_cfg, dataset, replicates: int) -> Teacher
     """The teacher named by `spec`, checked against the student's data (classes, inputs) before
     anything is written: one-line UserErrors for a missing level or a run of other inputs."""
     from lth.models import registry
-    from lth.models.inits import Init
     from lth.train import make_trainer
 
     path = level_dir(spec, run_dir)
@@ -58,8 +57,7 @@ def load(spec: str, run_dir: str, data_cfg, dataset, replicates: int) -> Teacher
         if key in tcfg.data and tcfg.data[key] != data_cfg[key]:
             raise UserError(f"train.distill.teacher {spec!r} was trained with data.{key} = {tcfg.data[key]!r}, the "
                             f"student with {data_cfg[key]!r}; allowed: a teacher of the same inputs and classes")
-    model = registry.build(tcfg.model.name, dataset.num_classes, Init.of(tcfg.model), dataset.input_shape,
-                           tcfg.model.width)
+    model = registry.from_config(tcfg.model, dataset.num_classes, dataset.input_shape)
     trainer = make_trainer(model, tcfg.train, len(dataset.y_train))
     r = tcfg.replicates
     rngs = jax.random.split(jax.random.PRNGKey(0), r)

@@ -115,7 +115,7 @@ def test_openlth_recipe_on_a_torchvision_cifar_folder_without_tensorflow(model, 
     assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(final.model_state))
     if model == "resnet20":  # `lth compress` on a conv net with BatchNorm: PTQ, convolutions quantized
         from lth.studies import compress as C
-        cs, level, out = C.prepare(str(run), [], 1, progress=False)
+        cs, level, out, _ = C.prepare(str(run), [], 1, progress=False)
         res = C.run(cs, str(run), level, out, log=lambda *_: None)
         ptq = res["stages"]["ticket_int8_ptq"]
         assert ptq["zeros_kept"]

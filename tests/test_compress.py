@@ -94,7 +94,8 @@ def test_compress_command_ptq_qat_and_distilled_qat(capsys, finished_run):
     text = capsys.readouterr().out
     for row in ("dense f32 (level 0)", "ticket f32 (level 1)", "ticket int8 PTQ", "ticket int8 QAT |", "QAT + KD"):
         assert row in text, text
-    (res_dir,) = os.listdir(os.path.join(finished_run, "compress"))
+    (res_dir,) = [d for d in os.listdir(os.path.join(finished_run, "compress"))
+                  if os.path.isdir(os.path.join(finished_run, "compress", d, "ticket_int8_qat"))]
     res = json.load(open(os.path.join(finished_run, "compress", res_dir, "results.json")))
     st = res["stages"]
     assert st["ticket_int8_ptq"]["zeros_kept"] and st["ticket_int8_qat_kd"]["zeros_kept"]
@@ -153,6 +154,37 @@ def test_compress_bad_input_one_line_exit_2_nothing_written(capsys, finished_run
     after = snapshot(finished_run)
     assert {k: v for k, v in after.items() if not k.startswith("compress")} == before or after == before
     assert not any(k.startswith("compress") and k not in before for k in after)
+
+
+def test_physical_stages_shrunk_factorized_and_timed(capsys, finished_run):
+    """`lth compress` with every physical stage on the tiny ticket: the shrunk model scores as the
+    masked one, the factorized one has fewer parameters and is fine-tuned, every stage is timed
+    beside dense; bad settings are one line, exit 2, nothing written."""
+    before = snapshot(finished_run)
+    for bad, needle in (("compress.rank=25", "rank 25 is above layer fc_0/kernel's size 40×24"),
+                        ("compress.energy=1.5", "compress.energy 1.5 out of range"),
+                        ("compress.heads=0.5", "has no attention heads")):
+        fails(capsys, ["compress", "--run-dir", finished_run, "--level", "1", "--set", "compress.factorize=fc_0/kernel",
+                       "--set", "compress.rank=0" if "energy" in bad else "compress.rank=4", "--set", bad], needle)
+    assert snapshot(finished_run) == before
+    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress", "--set", "compress.shrink=true",
+                 "--set", "compress.factorize=fc_0/kernel", "--set", "compress.rank=4", "--set", "compress.finetune=4it",
+                 "--set", "compress.speed=true", "--set", "compress.speed_repeats=2"]) == 0
+    text = capsys.readouterr().out
+    assert "| factorized, fine-tuned |" in text and "speed-up b64" in text, text
+    (res_dir,) = [d for d in os.listdir(os.path.join(finished_run, "compress"))
+                  if os.path.isdir(os.path.join(finished_run, "compress", d, "factorized_ft"))]
+    st = json.load(open(os.path.join(finished_run, "compress", res_dir, "results.json")))["physical"]
+    assert list(st) == ["dense_f32", "ticket_f32", "ticket_shrunk", "ticket_shrunk_int8", "factorized", "factorized_ft"]
+    assert st["ticket_shrunk"]["test_accuracy"] == pytest.approx(st["ticket_f32"]["test_accuracy"], abs=1e-3)
+    assert st["ticket_shrunk"]["params"] <= st["ticket_f32"]["params"] == st["dense_f32"]["params"]
+    assert st["ticket_f32"]["nonzero"] < st["dense_f32"]["nonzero"]
+    assert st["factorized"]["ranks"] == {"fc_0": 4}
+    width = st["ticket_shrunk"]["units"]["fc_0"][1]          # fc_0 (40 × width) became 40×4 · 4×width
+    assert st["factorized"]["params"] == st["ticket_shrunk"]["params"] - 40 * width + 4 * (40 + width)
+    assert st["factorized_ft"]["params"] == st["factorized"]["params"]
+    assert st["dense_f32"]["speedup_b1"] == 1.0
+    assert all(r["latency_ms_b1"] > 0 and r["throughput_b64"] > 0 for r in st.values())
 
 
 def test_conv_nets_quantized_per_channel_and_weight_only_refused():

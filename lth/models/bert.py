@@ -10,6 +10,12 @@ attention probabilities (as HF's head_mask), `mlp_mask` [L] multiplies each laye
 either may carry a leading batch axis ([B, L, A], [B, L]) for per-example gradients.
 A gate at 0 removes that head / MLP exactly; importance scores are gradients with respect to them.
 
+Shrunk models (lth.shrink): `layer_heads` / `layer_intermediate` give each layer its own head count
+and MLP width (q/k/v kernels [H, heads_i·d], attention output [heads_i·d, H]); a layer's gates then
+refer to its kept heads in order. HF's `pruned_heads` in config.json reads as `layer_heads`.
+ALBERT-style sharing (Lan et al. 2020): with `share_groups` g the L layers fall in g contiguous
+groups and every layer of group j runs block `layer_j` (g = 1: one block for all layers).
+
 Param names: {word,position,token_type}/embedding, embeddings_ln; layer_i/attention/
 {query,key,value,output}, layer_i/attention_ln, layer_i/{intermediate,output}, layer_i/output_ln;
 pooler; classifier. PRUNABLE is the Chen et al. (2020) set: the encoder's q, k, v, attention-output,
@@ -44,6 +50,10 @@ class BertConfig:
     init_range: float = 0.02
     pad_id: int = 0
     sep_id: int = 102
+    layer_heads: tuple = ()          # heads in each layer of a shrunk model (lth.shrink); () = `heads` in every layer
+    layer_intermediate: tuple = ()   # MLP width of each layer of a shrunk model; () = `intermediate` in every layer
+    share_groups: int = 0            # ALBERT cross-layer sharing: the layers in this many contiguous groups, each
+                                     # group one block's params (1 = all layers share one block); 0 = no sharing
 
     @classmethod
     def from_hf(cls, d: dict) -> "BertConfig":
@@ -57,11 +67,36 @@ class BertConfig:
                    max_positions=d.get("max_position_embeddings", 512), type_vocab_size=d.get("type_vocab_size", 2),
                    dropout=d.get("hidden_dropout_prob", 0.1), attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
                    ln_eps=d.get("layer_norm_eps", 1e-12), init_range=d.get("initializer_range", 0.02),
-                   pad_id=d.get("pad_token_id", 0) or 0, sep_id=d.get("sep_token_id", 102))
+                   pad_id=d.get("pad_token_id", 0) or 0, sep_id=d.get("sep_token_id", 102),
+                   layer_heads=tuple(d["num_attention_heads"] - len(d.get("pruned_heads", {}).get(str(i), ()))
+                                     for i in range(d["num_hidden_layers"])) if d.get("pruned_heads") else (),
+                   layer_intermediate=tuple(d.get("intermediate_sizes", ())), share_groups=d.get("lth_share_groups", 0))
 
     def __post_init__(self):
         if self.hidden % self.heads:
             raise ValueError(f"hidden size {self.hidden} is not divisible by {self.heads} heads")
+        for name in ("layer_heads", "layer_intermediate"):
+            if len(getattr(self, name)) not in (0, self.layers):
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {self.layers} layers")
+        if self.share_groups < 0 or (self.share_groups and self.layers % self.share_groups):
+            raise ValueError(f"sharing groups {self.share_groups} do not divide the {self.layers} layers; allowed: "
+                             f"0 (no sharing) or a divisor of {self.layers}")
+        if self.share_groups and (self.layer_heads or self.layer_intermediate):
+            raise ValueError("a shrunk model (per-layer heads or MLP widths) cannot share layers")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def heads_of(self, i: int) -> int:
+        return self.layer_heads[i] if self.layer_heads else self.heads
+
+    def intermediate_of(self, i: int) -> int:
+        return self.layer_intermediate[i] if self.layer_intermediate else self.intermediate
+
+    def block_of(self, i: int) -> int:
+        """Index of the parameter block (`layer_<b>`) that layer i runs."""
+        return i // (self.layers // self.share_groups) if self.share_groups else i
 
 
 def _sized(layers, hidden, heads):
@@ -93,33 +128,35 @@ def config_from_file(path: str) -> BertConfig:
 
 class SelfAttention(nn.Module):
     cfg: BertConfig
+    heads: int          # heads of this layer (fewer than cfg.heads in a shrunk model; 0: output bias only)
 
     @nn.compact
     def __call__(self, h, keep, gate, train):
         c = self.cfg
         b, t, _ = h.shape
-        d = c.hidden // c.heads
-        dense = lambda name: nn.Dense(c.hidden, kernel_init=nn.initializers.normal(c.init_range), name=name)  # noqa: E731
-        q, k, v = (dense(n)(h).reshape(b, t, c.heads, d) for n in ("query", "key", "value"))
+        d = c.head_dim
+        dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.normal(c.init_range), name=name)  # noqa: E731
+        q, k, v = (dense(self.heads * d, n)(h).reshape(b, t, self.heads, d) for n in ("query", "key", "value"))
         s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
         s = jnp.where(keep[:, None, None, :], s, jnp.finfo(s.dtype).min)
         p = nn.Dropout(c.attention_dropout)(jax.nn.softmax(s, axis=-1), deterministic=not train)
-        p = p * gate[:, :, None, None].astype(p.dtype)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, c.hidden)
-        return dense("output")(ctx)
+        p = p * gate[:, :self.heads, None, None].astype(p.dtype)
+        ctx = jnp.einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, self.heads * d)
+        return dense(c.hidden, "output")(ctx)
 
 
 class Layer(nn.Module):
     cfg: BertConfig
+    index: int = 0      # which layer (its head count and MLP width in a shrunk model)
 
     @nn.compact
     def __call__(self, h, keep, head_gate, mlp_gate, train):
         c = self.cfg
         init = nn.initializers.normal(c.init_range)
         drop = lambda x: nn.Dropout(c.dropout)(x, deterministic=not train)  # noqa: E731
-        a = SelfAttention(c, name="attention")(h, keep, head_gate, train)
+        a = SelfAttention(c, c.heads_of(self.index), name="attention")(h, keep, head_gate, train)
         h = nn.LayerNorm(c.ln_eps, name="attention_ln")(h + drop(a))
-        m = nn.gelu(nn.Dense(c.intermediate, kernel_init=init, name="intermediate")(h), approximate=False)
+        m = nn.gelu(nn.Dense(c.intermediate_of(self.index), kernel_init=init, name="intermediate")(h), approximate=False)
         m = drop(nn.Dense(c.hidden, kernel_init=init, name="output")(m)) * mlp_gate[:, None, None].astype(h.dtype)
         return nn.LayerNorm(c.ln_eps, name="output_ln")(h + m)
 
@@ -152,8 +189,9 @@ class Bert(nn.Module):
         h = (emb(c.vocab_size, "word")(ids) + emb(c.max_positions, "position")(jnp.arange(t))[None]
              + emb(c.type_vocab_size, "token_type")(token_types(ids, c.sep_id) * keep))
         h = drop(nn.LayerNorm(c.ln_eps, name="embeddings_ln")(h))
+        blocks = [Layer(c, i, name=f"layer_{i}") for i in range(c.block_of(c.layers - 1) + 1)]
         for i in range(c.layers):
-            h = Layer(c, name=f"layer_{i}")(h, keep, head_mask[:, i], mlp_mask[:, i], train)
+            h = blocks[c.block_of(i)](h, keep, head_mask[:, i], mlp_mask[:, i], train)
         pooled = jnp.tanh(nn.Dense(c.hidden, kernel_init=init, name="pooler")(h[:, 0]))
         if features:
             return h, pooled

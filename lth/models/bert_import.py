@@ -48,8 +48,9 @@ def resolve(source: str, what: str = "model.pretrained") -> str:
     return source
 
 
-def hf_name(path: str) -> str:
-    """HF key (without `bert.`) of an lth param path, e.g. layer_0/attention/query/kernel."""
+def hf_name(path: str, first_layer=lambda b: b) -> str:
+    """HF key (without `bert.`) of an lth param path, e.g. layer_0/attention/query/kernel; block
+    `layer_b` is HF layer `first_layer(b)` (shared blocks start from the first layer of their group)."""
     parts = path.split("/")
     leaf = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}[parts[-1]]
     mod = "/".join(parts[:-1])
@@ -62,7 +63,7 @@ def hf_name(path: str) -> str:
     if mod == "classifier":
         return f"classifier.{leaf}"
     m = re.fullmatch(r"layer_(\d+)/(.+)", mod)
-    return f"encoder.layer.{m.group(1)}.{_LINEAR[m.group(2)]}.{leaf}"
+    return f"encoder.layer.{first_layer(int(m.group(1)))}.{_LINEAR[m.group(2)]}.{leaf}"
 
 
 def _canonical(key: str) -> str:
@@ -75,8 +76,10 @@ def _short(items, n=8):
     return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def load_weights(directory: str, params) -> dict:
-    """`params` (one replicate's tree, as template) with every tensor found in the checkpoint."""
+def load_weights(directory: str, params, cfg: BertConfig | None = None) -> dict:
+    """`params` (one replicate's tree, as template) with every tensor found in the checkpoint. With
+    `cfg.share_groups` g, block j is read from the first HF layer of its group (j·L/g) and the other
+    layers' tensors are left out."""
     from safetensors.numpy import load_file
 
     path = os.path.join(directory, "model.safetensors")
@@ -88,9 +91,11 @@ def load_weights(directory: str, params) -> dict:
         raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     tensors = {_canonical(k): v for k, v in raw.items() if not IGNORED.fullmatch(_canonical(k))}
     flat = traverse_util.flatten_dict(params, sep="/")
-    names = {p: hf_name(p) for p in flat}
+    size = cfg.layers // cfg.share_groups if cfg is not None and cfg.share_groups else 1
+    names = {p: hf_name(p, lambda b: b * size) for p in flat}
     wanted = set(names.values())
-    unknown = set(tensors) - wanted
+    unused = {f"encoder.layer.{i}." for i in range(cfg.layers) if i % size} if size > 1 else set()
+    unknown = {k for k in set(tensors) - wanted if not any(k.startswith(u) for u in unused)}
     missing = {n for n in wanted - set(tensors) if not n.startswith("classifier.")}
     if unknown or missing:
         raise UserError(f"checkpoint {path} does not match the model: unknown keys [{_short(unknown)}], "
@@ -117,8 +122,9 @@ def save_pretrained(directory: str, params, cfg: BertConfig, prefix: str = "bert
 
     os.makedirs(directory, exist_ok=True)
     tensors = {}
+    size = cfg.layers // cfg.share_groups if cfg.share_groups else 1
     for p, v in traverse_util.flatten_dict(params, sep="/").items():
-        n = hf_name(p)
+        n = hf_name(p, lambda b: b * size)
         v = np.asarray(v, np.float32)
         tensors[n if n.startswith("classifier.") else prefix + n] = np.ascontiguousarray(v.T if p.endswith("kernel") else v)
     save_file(tensors, os.path.join(directory, "model.safetensors"))
@@ -133,4 +139,10 @@ def hf_config(c: BertConfig) -> dict:
             "type_vocab_size": c.type_vocab_size, "hidden_dropout_prob": c.dropout,
             "attention_probs_dropout_prob": c.attention_dropout, "layer_norm_eps": c.ln_eps,
             "initializer_range": c.init_range, "pad_token_id": c.pad_id, "sep_token_id": c.sep_id, "hidden_act": "gelu",
-            "position_embedding_type": "absolute"}
+            "position_embedding_type": "absolute",
+            # a shrunk model: HF's pruned_heads (the last heads of each layer count as removed: lth.shrink keeps
+            # heads in order), and lth's own per-layer MLP widths / sharing, which HF BERT does not have
+            **({"pruned_heads": {str(i): list(range(n, c.heads)) for i, n in enumerate(c.layer_heads) if n < c.heads}}
+               if c.layer_heads else {}),
+            **({"intermediate_sizes": list(c.layer_intermediate)} if c.layer_intermediate else {}),
+            **({"lth_share_groups": c.share_groups} if c.share_groups else {})}

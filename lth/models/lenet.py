@@ -32,18 +32,20 @@ class MLP(nn.Module):
 class LeNet5(nn.Module):
     num_classes: int
     inits: Init
+    widths: Sequence[int] = (6, 16, 120, 84)   # conv_0, conv_1 filters, fc_0, fc_1 units (lth.shrink narrows them)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         if x.ndim == 3:
             x = x[..., None]
-        x = nn.relu(conv(x, 6, 5, self.inits, "conv_0", padding=2))
+        c0, c1, f0, f1 = self.widths
+        x = nn.relu(conv(x, c0, 5, self.inits, "conv_0", padding=2))
         x = nn.max_pool(x, (2, 2), (2, 2))
-        x = nn.relu(conv(x, 16, 5, self.inits, "conv_1", padding=0))
+        x = nn.relu(conv(x, c1, 5, self.inits, "conv_1", padding=0))
         x = nn.max_pool(x, (2, 2), (2, 2))
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(dense(x, 120, self.inits, "fc_0"))
-        x = nn.relu(dense(x, 84, self.inits, "fc_1"))
+        x = nn.relu(dense(x, f0, self.inits, "fc_0"))
+        x = nn.relu(dense(x, f1, self.inits, "fc_1"))
         return dense(x, self.num_classes, self.inits, "out", out=True)
 
 

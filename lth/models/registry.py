@@ -43,6 +43,22 @@ def build(name: str, num_classes: int, init: Init | str, input_shape, width: flo
         raise UserError(f"model {name!r}: {e}") from None
 
 
+def from_config(m, num_classes: int, input_shape):
+    """The model of a config's `model` section: `build` plus the BERT options (model.share_layers)."""
+    model = build(m.name, num_classes, Init.of(m), input_shape, m.width)
+    share = m.get("share_layers", 0)
+    if share:
+        import dataclasses
+
+        if not isinstance(getattr(model, "cfg", None), bert.BertConfig):
+            raise UserError(f"model.share_layers {share} needs a BERT model, not {m.name!r}; allowed: 0 for other models")
+        try:
+            model = model.clone(cfg=dataclasses.replace(model.cfg, share_groups=share))
+        except ValueError as e:
+            raise UserError(f"model.share_layers {share}: {e}") from None
+    return model
+
+
 def synflow_init(name: str) -> Init:
     """How the SynFlow code (ganguli-lab/Synaptic-Flow) initializes its version of `name`:
     Models/lottery_vgg.py and lottery_resnet.py: kaiming_normal_ (fan_in) on every conv / linear

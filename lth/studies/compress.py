@@ -25,6 +25,7 @@ from lth.config import base
 from lth.errors import UserError, check_choice
 from lth.experiment import read_json, write_json
 from lth.run import BASE_SECTIONS, Command
+from lth.studies import physical
 
 ACTIVATIONS = ("none", "dynamic", "static")
 
@@ -83,6 +84,7 @@ def validate(cfg) -> None:
         raise UserError(f"compress.calibration_batches {c.calibration_batches} out of range; allowed: 1 or more")
     if c.qat_lr < 0:
         raise UserError(f"compress.qat_lr {c.qat_lr} out of range; allowed: 0 (train.lr / 10) or a positive rate")
+    physical.validate(cfg)
 
 
 COMMAND = Command("compress", BASE_SECTIONS + ("prune", "lottery", "compress"), validate=validate)
@@ -93,7 +95,8 @@ SETTABLE = ("compress.", "train.distill.", "run.")   # what --set may change on 
 
 
 def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
-    """(setup, level, results dir): the run's config with `overrides`, every check done, nothing written."""
+    """(setup, level, results dir, physical plan or None): the run's config with `overrides`, every
+    check done (the physical stages' too: lth/studies/physical.py), nothing written."""
     from lth.config import apply_overrides
     from lth.teacher import own_level
     from lth.run import setup
@@ -115,7 +118,20 @@ def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
     s = setup(cfg, COMMAND)
     Q.check_supported(s.trainer.model, cfg, s.input_shape, s.dataset.x_train.dtype)
     s.duration(cfg.compress.qat_duration, "compress.qat_duration")
-    return s, level, results_dir(run_dir, cfg, level)
+    s.duration(cfg.compress.finetune, "compress.finetune")
+    plan = None
+    if physical.enabled(cfg):
+        final = load_level(s, run_dir, level)
+        plan = physical.plan(s, final, *physical.gates(s, final))
+    return s, level, results_dir(run_dir, cfg, level), plan
+
+
+def load_level(s, run_dir: str, level: int):
+    """The final TrainState [R] of a finished level."""
+    t = s.trainer
+    keys = jax.random.split(jax.random.PRNGKey(0), s.replicates)
+    p0, ms0 = t.init_replicates(keys, s.input_shape)
+    return L.load_final(L.level(run_dir, level), t.new_state(p0, ms0, M.ones_like(p0), 0, keys, keys))
 
 
 def results_dir(run_dir: str, cfg, level: int) -> str:
@@ -163,19 +179,16 @@ def qat_setup(s, model):
     return dataclasses.replace(s, trainer=trainer, total=total, eval_every=total, _scorers={})
 
 
-def run(s, run_dir: str, level: int, out_dir: str, log=print) -> dict:
-    """Every stage of one level: f32 ticket, int8 PTQ, int8 QAT (and QAT + KD with a teacher)."""
+def run(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> dict:
+    """Every stage of one level: f32 ticket, int8 PTQ, int8 QAT (and QAT + KD with a teacher), and
+    with `plan` (from prepare) the physical stages with their speed."""
     from lth.fit import device_data
     from lth.run import train_arm
 
     cfg, t = s.cfg, s.trainer
     model = t.model
     ds = s.dataset
-    r = s.replicates
-    keys = jax.random.split(jax.random.PRNGKey(0), r)
-    p0, ms0 = t.init_replicates(keys, s.input_shape)
-    like = t.new_state(p0, ms0, M.ones_like(p0), 0, keys, keys)
-    final = L.load_final(L.level(run_dir, level), like)
+    final = load_level(s, run_dir, level)
     data = device_data(t, ds)
     split = data.test
     b = cfg.train.batch_size
@@ -213,11 +226,19 @@ def run(s, run_dir: str, level: int, out_dir: str, log=print) -> dict:
         if isinstance(acc, list):
             st["test_accuracy"], st["test_accuracy_std"] = float(np.mean(acc)), float(np.std(acc))
             st["replicates"] = acc
+    if plan is not None:
+        dense = load_level(s, run_dir, 0) if 0 in finished_levels(run_dir) else None
+        quantizer_for = lambda m: Q.Quantizer(m, cfg, calib[0])  # noqa: E731
+        result_physical = physical.run(s, final, dense, plan, out_dir, quantizer_for, calib, log)
     density = float(np.mean(M.density(final.masks, s.prunable, axis=0)[0]))
     result = {"run_dir": run_dir, "level": level, "density": density, "activations": cfg.compress.activations,
               "qat_duration": cfg.compress.qat_duration, "distill": cfg.train.distill.to_dict(),
               "bytes": {k: ptq[k] for k in ("dense_f32", "sparse_f32", "sparse_int8")},
               "stages": stages, "leaves": ptq["leaves"]}
+    if plan is not None:
+        result["physical"] = result_physical
+        result["physical_config"] = {k: cfg.compress[k] for k in ("heads", "mlps", "shrink", "factorize", "rank",
+                                                                  "energy", "finetune", "speed")}
     write_json(os.path.join(out_dir, "results.json"), result)
     return result
 
@@ -235,4 +256,7 @@ def table(result) -> str:
         nbytes = size.get(key, b["sparse_int8"])
         acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}" if st.get("test_accuracy_std") else "")
         lines.append(f"| {names[key]} | {acc} | {nbytes:,.0f} | {b['dense_f32'] / nbytes:.1f}× |")
+    if result.get("physical"):
+        lines += ["", "physical stages (parameters removed against the dense model; speed measured on this machine):", "",
+                  physical.table(result["physical"])]
     return "\n".join(lines)

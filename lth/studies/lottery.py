@@ -213,6 +213,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     summary = {"config": read_json(L.config(run_dir))["config"], "levels": [],
                "controls": {c: [] for c in controls_of(cfg)}}
     masks, final = M.ones_like(init_params), None
+    units = cfg.prune.structure == "units"
     dead = {}  # replicate → the level at which it diverged: never pruned on, later levels skipped
     for level in range(cfg.lottery.levels + 1):
         if len(dead) == s.replicates:
@@ -229,11 +230,11 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             if cfg.prune.scope in SP.DISTRIBUTIONS:   # each layer at the distribution's density for level L
                 d = level_density(cfg, level)
                 masks = P.prune_replicates(scores, final.masks, s.prunable, density=d,
-                                           layer_fractions=distribution_plan(s, d))
+                                           layer_fractions=distribution_plan(s, d), units=units)
             else:
                 masks = P.prune_replicates(scores, final.masks, s.prunable, fraction=mult * cfg.prune.fraction,
                                            layer_fractions=[(p, mult * f) for p, f in layer_fractions],
-                                           layerwise=cfg.prune.scope == "layerwise", of=cfg.prune.of)
+                                           layerwise=cfg.prune.scope == "layerwise", of=cfg.prune.of, units=units)
             collapsed = collapsed_layers(masks, s.prunable)
             for path, reps in collapsed.items():
                 log(f"level {level}: layer {path} has no weights left (replicates {', '.join(map(str, reps))}): "

@@ -128,6 +128,6 @@ def _masks(s, method, sanity, params, ms, density):
         v = {"params": M.index(params, r), **M.index(ms, r)}
         m = pai.prune_at_init(s.scorer(method, v), v, s.prunable, density, rounds=rounds, schedule=p.schedule,
                               scope=p.scope, rng=score_keys[r], invert=sanity == "invert", order=order,
-                              resnet=s.cfg.model.name.startswith("resnet"))
+                              resnet=s.cfg.model.name.startswith("resnet"), units=s.cfg.prune.structure == "units")
         out.append(m)
     return _shuffled(s, M.stack(out)) if sanity == "shuffle" else M.stack(out)

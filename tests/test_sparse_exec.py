@@ -1,0 +1,31 @@
+"""`lth bench --sparse` (lth/sparse_exec.py): BCSR against dense matmul timing on a tiny kernel."""
+import functools
+import json
+
+from lth import cli, sparse_exec as S
+
+TINY = dict(shapes=((32, 16),), densities=(1.0, 0.1), batches=(1,), repeats=2)
+
+
+def test_sparse_break_even_tiny():
+    r = S.sparse_break_even(**TINY)          # raises ValueError if a sparse form disagrees with dense
+    assert len(r["rows"]) == 2 and set(r["break_even"]) == {"32x16@b1"}
+    for row, density in zip(r["rows"], (1.0, 0.1)):
+        assert row["shape"] == [32, 16] and row["batch"] == 1 and row["density"] == density
+        assert row["dense_ms"] > 0 and row["sparse_ms"] > 0 and row["ratio"] > 0
+        assert row["form"] in S.FORMS and row["sparse_ms"] == min(row["form_ms"].values())
+    assert r["rows"][0]["nnz"] == 32 * 16 and r["rows"][1]["nnz"] == round(0.1 * 32 * 16)
+    assert r["break_even"]["32x16@b1"] in (None, 1.0, 0.1)
+    text = S.sparse_table(r)
+    assert text.count("\n| 32×16 | 1 |") == 2 and "break-even 32×16, batch 1: " in text
+
+
+def test_cli_bench_sparse(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(S, "sparse_break_even", functools.partial(S.sparse_break_even, **{
+        k: v for k, v in TINY.items() if k != "repeats"}))
+    out = tmp_path / "sparse.json"
+    assert cli.main(["bench", "--sparse", "--sparse-repeats", "2", "--save", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "break-even 32×16, batch 1: " in printed and "| sparse ms |" in printed
+    saved = json.loads(out.read_text())
+    assert saved["kind"] == "sparse" and saved["repeats"] == 2 and len(saved["rows"]) == 2
