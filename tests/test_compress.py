@@ -175,7 +175,11 @@ def test_physical_stages_shrunk_factorized_and_timed(capsys, finished_run):
     (res_dir,) = [d for d in os.listdir(os.path.join(finished_run, "compress"))
                   if os.path.isdir(os.path.join(finished_run, "compress", d, "factorized_ft"))]
     st = json.load(open(os.path.join(finished_run, "compress", res_dir, "results.json")))["physical"]
-    assert list(st) == ["dense_f32", "ticket_f32", "ticket_shrunk", "ticket_shrunk_int8", "factorized", "factorized_ft"]
+    assert list(st) == ["dense_f32", "ticket_f32", "ticket_int8", "ticket_shrunk", "ticket_shrunk_int8", "factorized",
+                        "factorized_ft"]
+    assert st["ticket_int8"]["test_accuracy"] == pytest.approx(
+        json.load(open(os.path.join(finished_run, "compress", res_dir, "results.json")))["stages"]["ticket_int8_ptq"]["test_accuracy"])
+    assert st["ticket_int8"]["bytes"] < st["ticket_f32"]["bytes"] < st["dense_f32"]["bytes"]
     assert st["ticket_shrunk"]["test_accuracy"] == pytest.approx(st["ticket_f32"]["test_accuracy"], abs=1e-3)
     assert st["ticket_shrunk"]["params"] <= st["ticket_f32"]["params"] == st["dense_f32"]["params"]
     assert st["ticket_f32"]["nonzero"] < st["dense_f32"]["nonzero"]

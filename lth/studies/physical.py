@@ -9,7 +9,7 @@ every stage's measured inference speed.
 - `compress.factorize` (a regex of 2-D kernels / embeddings) with `compress.rank` or `compress.energy`:
   truncated-SVD factors of the (shrunk) ticket (lth.factorize), fine-tuned for `compress.finetune`
   through the one training loop (one arm per replicate, resumable).
-- int8 PTQ of the shrunk model (qwix, as the ticket's).
+- int8 PTQ (qwix, as the ticket's) of the masked ticket and of the shrunk model.
 - `compress.speed`: parameters, bytes, CPU latency at batch 1 and throughput at batch 64 (lth.speed;
   replicate 0, `compress.speed_repeats` timed calls) of every stage, dense f32 measured beside them.
 
@@ -174,6 +174,10 @@ def run(s, final, dense, plan_: Plan, out_dir: str, quantizer_for, calib, log=pr
     if dense is not None:
         stage("dense_f32", lambda r: fwd, lambda r: variables(dense, r, False))
     stage("ticket_f32", lambda r: fwd, lambda r: variables(final, r))
+    q = quantizer_for(model)
+    qt = [q(variables(final, r)["params"], ms(r), calib) for r in reps]
+    stage("ticket_int8", lambda r: _forward(q.ptq), lambda r: {"params": qt[r], **ms(r)},
+          lambda r: variables(final, r)["params"], lambda r: Q.quantized_leaves(qt[r]))
     if shrinking(s.cfg):
         sh = plan_.shrunk
         stage("ticket_shrunk", lambda r: _forward(sh[r].model), lambda r: {"params": sh[r].params, **ms(r)})
@@ -208,7 +212,8 @@ def run(s, final, dense, plan_: Plan, out_dir: str, quantizer_for, calib, log=pr
     return stages
 
 
-NAMES = {"dense_f32": "dense f32 (level 0)", "ticket_f32": "ticket f32, masked", "ticket_shrunk": "ticket shrunk",
+NAMES = {"dense_f32": "dense f32 (level 0)", "ticket_f32": "ticket f32, masked", "ticket_int8": "ticket int8 PTQ, masked",
+         "ticket_shrunk": "ticket shrunk",
          "ticket_shrunk_int8": "ticket shrunk, int8 PTQ", "factorized": "factorized (SVD)",
          "factorized_ft": "factorized, fine-tuned"}
 
