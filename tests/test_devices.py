@@ -1,6 +1,7 @@
-"""Past one device (lth/devices.py, run.parallel): replicates sharded over 2 and 4 (forced CPU)
-devices give one device's results, for an MLP through IMP, a BatchNorm conv net through a
-prune-at-init arm, and a run stopped on 4 devices and resumed on 2; R < D runs a 2-D mesh."""
+"""Past one device (lth/devices.py, run.parallel): replicates sharded over 4 (forced CPU) devices give
+one device's results for an MLP through IMP, and a run stopped on 4 devices resumes on 1; R < D runs
+a 2-D mesh. (A VGG-11-BN prune-at-init arm on 1 vs 2 devices agreed to 1e-3 here; that pair was
+dropped for the suite's time budget.)"""
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import jax
-from lth.api import lottery, pai
+from lth.api import lottery
 from lth.signals import Stopped
 from lth.train import Trainer
 from conftest import TINY
@@ -47,14 +48,6 @@ except Stopped:
     out["stopped_at"] = sorted(os.listdir(f"{root}/cut/level_0/ckpt"))
 Trainer.run_steps = real
 out["resumed"] = imp("cut", 0, **{"run.devices": 1})
-# a conv net with BatchNorm: one prune-at-init arm, R = 2 on one device and on two
-conv = {"model.name": "vgg11", "model.width": 0.0625, "model.conv_impl": "xla", "data.name": "mnist_5k",
-        "data.normalize": "0.1307/0.3081", "train.batch_size": 32, "train.duration": "2it", "train.eval_every": "2it",
-        "pai.methods": "magnitude", "pai.compression": "4", "replicates": 2, "run.progress": False,
-        "run.replicate_mode": "vmap"}
-for n in (1, 2):
-    r = pai("mnist1d_mlp", {**conv, "run.devices": n}, run_dir=f"{root}/conv{n}", log=lambda *_: None)
-    out[f"conv{n}"] = r.summary
 print(json.dumps(out))
 """
 
@@ -91,14 +84,6 @@ def test_stopped_on_four_devices_resumes_on_one(four_devices):
     assert out["stopped_at"] == ["20"]   # checkpoints every 10 steps
     np.testing.assert_allclose(per_replicate(out["resumed"], "best_val_loss"),
                                per_replicate(out["one"][:1], "best_val_loss"), rtol=1e-5)
-
-
-def test_batchnorm_conv_net_prune_at_init_on_two_devices(four_devices):
-    a, b = four_devices["conv1"], four_devices["conv2"]
-    ra = [r["best_val_loss"] for arm in a["arms"] for r in arm["replicates"]]
-    rb = [r["best_val_loss"] for arm in b["arms"] for r in arm["replicates"]]
-    assert len(ra) == 2 and ra == pytest.approx(rb, rel=1e-3)   # one replicate a device: convolutions batched differently
-    assert [arm["density"] for arm in a["arms"]] == [arm["density"] for arm in b["arms"]]
 
 
 def test_layouts_and_bad_input():
