@@ -47,6 +47,9 @@ def fails(capsys, argv, *needles):
     (["--set", "train.distill.teacher=level_0", "--set", "train.distill.alpha=2"], ["alpha 2.0", "0 <= alpha <= 1"]),
     (["--set", "train.distill.teacher=/nonexistent/level_0"], ["/nonexistent/level_0", "no finished level"]),
     (["--set", "data.name=mnist", "--set", "data.data_dir=/nonexistent/tfds"], ["'mnist'", "not prepared", "lth data prepare mnist"]),
+    (["--set", "model.share_layers=2"], ["model.share_layers 2 needs a BERT model", "'lenet_24_12'"]),
+    (["--set", "prune.structure=heads"], ["'heads'", "units, weights"]),
+    (["--set", "prune.structure=units", "--set", "prune.layer_fractions=out=0.1"], ["layer pattern 'out' matches no prunable layer", "fc_0/kernel"]),
 ])
 def test_bad_input_one_line_exit_2_and_nothing_written(capsys, tmp_path, extra, needles):
     fails(capsys, BASE + extra + ["--out", str(tmp_path)], *needles)

@@ -1,0 +1,106 @@
+"""The README's Compression tables: every family of compression on one model, in the format of
+Gordon's survey of BERT compression (parameters removed, measured speed-up, accuracy).
+
+    python experiments/compression_table.py mnist1d    # the demo MLP (after `make demo`), ~2 min on 2 cores
+    python experiments/compression_table.py minilm --run-dir RUN   # MiniLM-L6 on BBC News, ~40 min on 2 cores
+
+mnist1d: `lth compress` on the demo run (runs/mnist1d_mlp-*; its IMP ticket masked, shrunk and int8;
+its dense level factorized by SVD at 90% energy and fine-tuned 2 epochs) and on a structured IMP
+run of the same config (whole neurons, layerwise L1 — Li et al. 2017 — 5 levels, shrunk).
+
+minilm: RUN is a finished `lth lottery --config configs/bert_minilm_bbc.py` run (level 0 is the
+fine-tuned dense model). `lth compress` on level 0 with half of the heads removed by importance
+(Michel et al.) and shrunk, with the FFN kernels and the word embedding factorized at rank 128
+(ALBERT's E = 128) and fine-tuned one epoch, and with both; and an ALBERT-style model (6 layers in 3
+groups of shared weights, from the pretrained layers 0, 2, 4) distilled from level 0 for 3 epochs.
+
+Each row prints the command that made it. Speed-ups are against dense f32 measured in the same
+command (side by side, interleaved), latency at batch 1 and throughput at batch 64, CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+import lth
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FACT_BERT = r"layer_\d+/(intermediate|output)/kernel|word/embedding"
+
+
+def row(name, st, dense, command) -> str:
+    removed = 100 * (1 - st["nonzero"] / dense["nonzero"])
+    acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}" if st.get("test_accuracy_std") else "")
+    sp = (f"{st['speedup_b1']:.2f}× | {st['speedup_b64']:.2f}×" if "speedup_b1" in st else "- | -")
+    return f"| {name} | {st['params']:,} | {removed:.1f}% | {sp} | {acc} | `{command}` |"
+
+
+def compress(run_dir, level, sets):
+    res = lth.compress(run_dir, level, sets + ["compress.speed=true", "compress.speed_repeats=5"], log=print)
+    cmd = f"lth compress --run-dir {os.path.relpath(run_dir, ROOT)} --level {level} " + " ".join(
+        f"--set '{s}'" for s in sets + ["compress.speed=true"])
+    return res.summary["physical"], cmd
+
+
+HEAD = ["| model | params | removed | speed-up b1 | speed-up b64 | test accuracy % | command |", "|---|---|---|---|---|---|---|"]
+
+
+def mnist1d(a) -> list[str]:
+    run = a.run_dir or sorted(glob.glob(os.path.join(ROOT, "runs", "mnist1d_mlp-eaedf3235b")))[0]
+    imp, c1 = compress(run, 11, ["compress.shrink=true"])
+    fact, c2 = compress(run, 0, [r"compress.factorize=fc_\d/kernel", "compress.energy=0.9", "compress.finetune=2ep"])
+    units = lth.lottery("mnist1d_mlp", ["prune.structure=units", "prune.scope=layerwise", "prune.layer_fractions=",
+                                        "lottery.levels=5", "lottery.controls="], log=print)
+    st, c3 = compress(units.run_dir, 5, ["compress.shrink=true"])
+    d = imp["dense_f32"]
+    return HEAD + [row("dense f32 (IMP level 0)", d, d, c1), row("IMP ticket, masked (level 11)", imp["ticket_f32"], d, c1),
+                   row("IMP ticket, dead neurons removed", imp["ticket_shrunk"], d, c1),
+                   row("IMP ticket, int8", imp["ticket_int8"], d, c1),
+                   row("IMP ticket shrunk + int8", imp["ticket_shrunk_int8"], d, c1),
+                   row("structured IMP (neurons, level 5), shrunk", st["ticket_shrunk"], d, c3),
+                   row("SVD 90% energy of dense, fine-tuned", fact["factorized_ft"], d, c2)]
+
+
+def minilm(a) -> list[str]:
+    if not a.run_dir:
+        raise lth.UserError("minilm needs --run-dir RUN (a finished `lth lottery --config configs/bert_minilm_bbc.py` run)")
+    heads, c1 = compress(a.run_dir, 0, ["compress.heads=0.5"])
+    fact, c2 = compress(a.run_dir, 0, [f"compress.factorize={FACT_BERT}", "compress.rank=128", "compress.finetune=1ep"])
+    both, c3 = compress(a.run_dir, 0, ["compress.heads=0.5", f"compress.factorize={FACT_BERT}", "compress.rank=128",
+                                       "compress.finetune=1ep"])
+    shared = lth.lottery("bert_minilm_bbc", ["model.share_layers=3", "lottery.levels=0", "lottery.controls=",
+                                             "train.duration=3ep", f"train.distill.teacher={a.run_dir}/level_0"], log=print)
+    sh, c4 = compress(shared.run_dir, 0, [])
+    d = heads["dense_f32"]
+    # the shared model runs every layer, as dense does: its speed is measured in its own command, so
+    # its ratio to dense is of two commands minutes apart (marked ≈), not side by side
+    shared_row = dict(sh["ticket_f32"], speedup_b1=d["latency_ms_b1"] / sh["ticket_f32"]["latency_ms_b1"],
+                      speedup_b64=sh["ticket_f32"]["throughput_b64"] / d["throughput_b64"])
+    return HEAD + [row("dense f32 (MiniLM-L6 fine-tuned)", d, d, c1),
+                   row("int8 PTQ (qwix)", heads["ticket_int8"], d, c1),
+                   row("50% of heads pruned (Michel et al.), shrunk", heads["ticket_shrunk"], d, c1),
+                   row("FFN + word embedding rank 128, fine-tuned 1 epoch", fact["factorized_ft"], d, c2),
+                   row("ALBERT-style sharing (3 groups), distilled 3 epochs (speed ≈: separate command)", shared_row,
+                       d, c4),
+                   row("heads pruned + shrunk, int8", heads["ticket_shrunk_int8"], d, c1),
+                   row("heads pruned + factorized, fine-tuned", both["factorized_ft"], d, c3)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", choices=("mnist1d", "minilm"))
+    p.add_argument("--run-dir", help="the lottery run (mnist1d: the demo run; minilm: required)")
+    a = p.parse_args(argv)
+    try:
+        lines = (mnist1d if a.model == "mnist1d" else minilm)(a)
+    except lth.UserError as e:
+        print(f"lth: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
