@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sparse", action="store_true", help="time unstructured sparse (BCSR) against dense matmuls of "
                    "MiniLM-L6's FFN kernels at densities 1 to 0.01 instead: break-even density per shape and batch")
     b.add_argument("--sparse-repeats", type=int, default=20, help="timed calls per measurement for --sparse (median)")
+    b.add_argument("--sparse-rows", default="1,64,4096",
+                   help="rows of x for --sparse (comma list; a BERT layer multiplies batch × tokens rows: 64 = one "
+                        "64-token sequence, 4096 = a batch of 64 of them)")
     b.set_defaults(func=commands.bench)
 
     c = sub.add_parser("compress", help="int8, distillation, shrinking, factorization of a ticket: accuracy, "

@@ -148,7 +148,13 @@ def bench(args) -> int:
             raise UserError(f"--sparse-repeats {args.sparse_repeats}: allowed: an integer >= 1")
         if earlier is not None:
             print("note: --compare does not apply to --sparse; ignored", file=sys.stderr)
-        r = S.sparse_break_even(repeats=args.sparse_repeats)
+        try:
+            rows = tuple(int(v) for v in args.sparse_rows.split(","))
+        except ValueError:
+            rows = ()
+        if not rows or min(rows) < 1:
+            raise UserError(f"--sparse-rows {args.sparse_rows!r}: allowed: a comma list of integers >= 1")
+        r = S.sparse_break_even(repeats=args.sparse_repeats, batches=rows)
         print(f"sparse (BCSR) vs dense x @ W, jax {r['jax']}, {r['device']}, median of {r['repeats']} calls:")
         print(S.sparse_table(r))
         return B.save_and_compare(args, {"kind": "sparse", **r}, None)

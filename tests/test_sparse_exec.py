@@ -22,10 +22,17 @@ def test_sparse_break_even_tiny():
 
 def test_cli_bench_sparse(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(S, "sparse_break_even", functools.partial(S.sparse_break_even, **{
-        k: v for k, v in TINY.items() if k != "repeats"}))
+        k: v for k, v in TINY.items() if k not in ("repeats", "batches")}))
     out = tmp_path / "sparse.json"
-    assert cli.main(["bench", "--sparse", "--sparse-repeats", "2", "--save", str(out)]) == 0
+    assert cli.main(["bench", "--sparse", "--sparse-repeats", "2", "--sparse-rows", "1", "--save", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "break-even 32×16, batch 1: " in printed and "| sparse ms |" in printed
     saved = json.loads(out.read_text())
     assert saved["kind"] == "sparse" and saved["repeats"] == 2 and len(saved["rows"]) == 2
+
+
+def test_break_even_is_the_largest_density_below_which_sparse_always_wins():
+    wins = [(0.01, True), (0.02, True), (0.05, True), (0.1, False), (0.2, True), (1.0, False)]
+    assert S.break_even_density(wins) == 0.05          # the noisy win at 0.2 above a loss does not count
+    assert S.break_even_density([(0.01, False), (0.5, True)]) is None
+    assert S.break_even_density([(0.01, True), (1.0, True)]) == 1.0
