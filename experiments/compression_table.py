@@ -30,11 +30,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACT_BERT = r"layer_\d+/(intermediate|output)/kernel|word/embedding"
 
 
+COMMANDS: dict = {}   # command → its letter in the table
+
+
 def row(name, st, dense, command) -> str:
     removed = 100 * (1 - st["nonzero"] / dense["nonzero"])
     acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}" if st.get("test_accuracy_std") else "")
     sp = (f"{st['speedup_b1']:.2f}× | {st['speedup_b64']:.2f}×" if "speedup_b1" in st else "- | -")
-    return f"| {name} | {st['params']:,} | {removed:.1f}% | {sp} | {acc} | `{command}` |"
+    key = COMMANDS.setdefault(command, chr(ord("A") + len(COMMANDS)))
+    return f"| {name} | {st['params']:,} | {removed:.1f}% | {sp} | {acc} | {key} |"
 
 
 def compress(run_dir, level, sets):
@@ -99,6 +103,7 @@ def main(argv=None) -> int:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
     print("\n".join(lines))
+    print("\n".join(["", *(f"{key}: `{cmd}`" for cmd, key in COMMANDS.items())]))
     return 0
 
 
