@@ -14,7 +14,9 @@ from typing import Callable
 # sections while their switch was empty. Kept only so that run directories of that format are found.
 LEGACY_OFF_UNLESS = {"train.distill": "teacher"}
 # Fields added to the schema after that format was left: absent from its identities.
-LEGACY_ABSENT = ("data.drop_last",)
+LEGACY_ABSENT = ("data.drop_last", "model.share_layers", "prune.structure", "compress.heads", "compress.mlps",
+                 "compress.shrink", "compress.factorize", "compress.rank", "compress.energy", "compress.finetune",
+                 "compress.speed", "compress.speed_repeats")
 
 
 def _fields(full: dict, sections, unhashed) -> dict:

@@ -233,11 +233,10 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
     np.testing.assert_array_equal(level1["layer_1"]["output"]["kernel"], params["layer_1"]["output"]["kernel"])
 
     run = str(tmp_path / "run")
-    assert main(["lottery", "--config", CONFIG, "--run-dir", run, *sets(overrides(pretrained) + ["heads.step=0.5", "lottery.controls=reinit"])]) == 0
+    # (no control arm here: the reinit control's redraw is checked above, its training costs the suite ~8 s)
+    assert main(["lottery", "--config", CONFIG, "--run-dir", run, *sets(overrides(pretrained) + ["heads.step=0.5", "lottery.controls="])]) == 0
     summary = json.load(open(os.path.join(run, "summary.json")))
     assert [round(e["density"], 4) for e in summary["levels"]] == [1.0, 0.8]
-    assert {c: [round(e["density"], 4) for e in rows] for c, rows in summary["controls"].items()} == \
-        {"reinit": [0.8]}
     row = summary["levels"][1]["replicates"][0]
     assert 0.8 < row["density_all_params"] < 0.99  # embeddings, biases, LayerNorms, classifier are kept
     per_layer = row["density_per_layer"]
