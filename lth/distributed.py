@@ -67,10 +67,10 @@ def initialize(coordinator=None, num_processes=None, process_id=None, timeout: i
     return True
 
 
-def watch_peers(on_dead, period: float = 1.0, dead_after: float = 15.0) -> None:
+def watch_peers(on_dead, period: float = 1.0, dead_after: float | None = None) -> None:
     """A daemon thread that keeps a heartbeat in the coordinator's key-value store and calls
-    `on_dead(text)` when another process's heartbeat stops for `dead_after` s (or the coordinator
-    is gone). Most failures surface sooner as an error of the next collective; this bounds the
+    `on_dead(text)` when another process's heartbeat stops for `dead_after` s (default: the
+    environment's LTH_PEER_TIMEOUT, else 15) or the coordinator is gone. Most failures surface sooner as an error of the next collective; this bounds the
     rest (e.g. orbax's save threads waiting at a barrier for a process that will never come)."""
     import threading
     import time
@@ -78,6 +78,8 @@ def watch_peers(on_dead, period: float = 1.0, dead_after: float = 15.0) -> None:
     from jax._src import distributed as jd
 
     client, me, n = jd.global_state.client, jax.process_index(), jax.process_count()
+    if dead_after is None:
+        dead_after = float(os.environ.get("LTH_PEER_TIMEOUT", "15"))
 
     def run():
         beat, last = 0, {q: (None, time.monotonic()) for q in range(n) if q != me}

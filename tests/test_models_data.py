@@ -96,7 +96,7 @@ def test_unknown_dataset_and_bad_validation_size():
 @pytest.mark.parametrize("kernel,stride,pad,hw", [(3, 1, 1, 8), (3, 2, 1, 9), (1, 2, 0, 8), (5, 1, 2, 7)])
 def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, hw):
     """lth.models.conv: im2col + GEMM equals XLA's convolution (strides, padding, 1×1 shortcuts),
-    and so do both gradients; chunked batches give the same result."""
+    and so do both gradients; chunked batches give the same result (on the strided case)."""
     from lth.models import conv as C
 
     x = jax.random.normal(jax.random.PRNGKey(0), (6, hw, hw, 5))
@@ -110,6 +110,8 @@ def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, 
         outs[impl] = jax.jit(fwd_bwd)(x, w, dy)
     for a, b in zip(outs["xla"], outs["gemm"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+    if (kernel, stride) != (3, 2):   # chunking is one code path: checked on the strided case only (~1 s a compile)
+        return
     small = C.MAX_PATCH_BYTES
     try:
         C.MAX_PATCH_BYTES = 1   # one example per chunk

@@ -29,7 +29,8 @@ def start(run_dir, port):
     """The two processes of one run (each with its own CPU device), started together."""
     argv = ["lottery", "--config", DEMO, "--run-dir", str(run_dir), "--no-progress"] + \
         [a for t in SETS for a in ("--set", t)]
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONFAULTHANDLER="1")   # a hung process dumps its stacks on SIGABRT
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONFAULTHANDLER="1",   # a hung process dumps its stacks on SIGABRT
+               LTH_PEER_TIMEOUT="8")                                  # the survivor's wait for a dead peer's heartbeat
     return [subprocess.Popen([sys.executable, "-m", "lth.cli", "--coordinator", f"127.0.0.1:{port}",
                               "--num-processes", "2", "--process-id", str(i), "--join-timeout", "30"] + argv,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
@@ -69,7 +70,7 @@ def runs(tmp_path_factory):
             and procs[0].poll() is None:
         time.sleep(0.05)
     procs[1].kill()
-    out["survivor"] = finish(procs[:1], timeout=60)[0]   # the heartbeat watch bounds it at ~15 s
+    out["survivor"] = finish(procs[:1], timeout=60)[0]   # the heartbeat watch bounds it at ~8 s
     procs[1].wait()
     out["kept"] = sorted(n for n in os.listdir(ckpt) if n.isdigit())
     res = finish(start(tmp / "cut", free_port()))
