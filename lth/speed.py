@@ -4,6 +4,7 @@ calls, each waited for with block_until_ready, after warm-up), and accuracy over
 Only measured numbers: nothing is estimated from FLOPs."""
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -41,9 +42,15 @@ def compare(entries: dict, x, repeats: int = 10, warmup: int = 3, batches=(1, 64
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _predict(forward):
+    return jax.jit(lambda v, xb: jnp.argmax(forward(v, xb), -1))
+
+
 def accuracy(forward, variables, x, y, batch: int = 256) -> float:
-    """Top-1 accuracy of `forward` over (x, y), in batches of `batch` (the last one padded)."""
-    predict = jax.jit(lambda v, xb: jnp.argmax(forward(v, xb), -1))
+    """Top-1 accuracy of `forward` over (x, y), in batches of `batch` (the last one padded); the
+    predictor is compiled once per `forward` function."""
+    predict = _predict(forward)
     n = len(y)
     correct = 0
     for i in range(0, n, batch):

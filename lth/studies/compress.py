@@ -121,7 +121,7 @@ def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
     s.duration(cfg.compress.finetune, "compress.finetune")
     plan = None
     if physical.enabled(cfg):
-        final = load_level(s, run_dir, level)
+        final = plan.final if plan is not None else load_level(s, run_dir, level)
         plan = physical.plan(s, final, *physical.gates(s, final))
     return s, level, results_dir(run_dir, cfg, level), plan
 
@@ -188,7 +188,7 @@ def run(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> dict
     cfg, t = s.cfg, s.trainer
     model = t.model
     ds = s.dataset
-    final = load_level(s, run_dir, level)
+    final = plan.final if plan is not None else load_level(s, run_dir, level)
     data = device_data(t, ds)
     split = data.test
     b = cfg.train.batch_size

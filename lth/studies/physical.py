@@ -18,6 +18,7 @@ Physical stages are per replicate (each replicate's ticket shrinks to its own sh
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -57,7 +58,9 @@ def validate(cfg) -> None:
 
 @dataclasses.dataclass
 class Plan:
-    """Per replicate: the gates, the shrunk model and the factorization ranks (all checked)."""
+    """Per replicate: the gates, the shrunk model and the factorization ranks (all checked), and the
+    level's final state they came from (loaded once)."""
+    final: object
     head_gates: np.ndarray | None
     mlp_gates: np.ndarray | None
     shrunk: list
@@ -103,10 +106,12 @@ def plan(s, final, head_gates=None, mlp_gates=None) -> Plan:
         shrunk.append(sh)
         base = sh.params if sh is not None else M.apply(p, m)
         ranks.append(F.plan(base, c.factorize, c.rank, c.energy) if c.factorize else None)
-    return Plan(head_gates, mlp_gates, shrunk, ranks)
+    return Plan(final, head_gates, mlp_gates, shrunk, ranks)
 
 
+@functools.lru_cache(maxsize=None)
 def _forward(model):
+    """The eval forward pass of `model`, one function per model (speed.accuracy compiles it once)."""
     return lambda v, xb: model.apply(v, xb, train=False)
 
 
