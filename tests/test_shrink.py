@@ -176,3 +176,30 @@ def test_albert_sharing_and_factorized_embedding(tmp_path):
     assert M.num_params(fp) == M.num_params(full) - 300 * 32 + 8 * (300 + 32)
     np.testing.assert_allclose(apply(F.low_rank(plain, {"word": 32}), F.factorize(full, {"word": 32}), x),
                                apply(plain, full, x), atol=1e-4)   # full rank: the same model
+
+
+def test_structured_imp_prunes_whole_neurons_and_shrinks_to_them(tmp_path):
+    """`lth lottery --set prune.structure=units`: level 1 keeps whole columns (neurons) of each
+    hidden layer, layerwise at the level's rate, the output layer untouched; shrinking keeps exactly
+    the live neurons."""
+    from lth import checkpoint
+    from lth.cli import main
+    from lth.run import setup
+    from lth.studies import compress as C
+    from conftest import LOTTERY
+
+    run = tmp_path / "run"
+    assert main(LOTTERY + ["--run-dir", str(run), "--set", "lottery.levels=1", "--set", "lottery.controls=",
+                           "--set", "prune.structure=units", "--set", "prune.scope=layerwise"]) == 0
+    s = setup(C.run_config(str(run)), C.COMMAND)
+    final = C.load_level(s, str(run), 1)
+    masks = jax.tree.map(lambda a: np.asarray(a[0]), final.masks)
+    for name, units in (("fc_0", 24), ("fc_1", 12)):
+        m = masks[name]["kernel"]
+        live = m.any(0)
+        assert np.array_equal(m, np.broadcast_to(live, m.shape))            # whole columns
+        assert live.sum() == units - int(np.ceil(0.2 * units))               # prune.fraction 0.2 of the units
+    assert masks["out"]["kernel"].all()                                      # the classes are never pruned
+    sh = S.shrink(s.trainer.model, jax.tree.map(lambda a: a[0], final.params), masks)
+    assert sh.units == {"fc_0": (24, 19), "fc_1": (12, 9)}                 # 24 - ceil(0.2 · 24), 12 - ceil(0.2 · 12)
+    assert checkpoint.exists(str(run / "level_1" / "final"))
