@@ -106,7 +106,7 @@ def plan(params, pattern: str, rank: int = 0, energy: float = 0.0, name: str = "
 
 def factorize(params, ranks: dict) -> dict:
     """`params` with each module of `ranks` as {u: U√Σ [in, r], v: √ΣVᵀ [r, out]} (its bias kept)."""
-    flat = traverse_util.flatten_dict({k: v for k, v in params.items()}, sep="/")
+    flat = traverse_util.flatten_dict(params, sep="/")
     out = {}
     for p, v in flat.items():
         mod, leaf = p.rsplit("/", 1)

@@ -172,8 +172,7 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     if cfg.prune.structure == "units":   # the output layer's units are the classes: never removed
         paths = [p for p, pr in zip(M.leaf_paths(prunable), jax.tree.leaves(prunable)) if pr]
         last = registry.network_order(model, ds.input_shape, paths)[-1] if paths else None
-        prunable = jax.tree.map(lambda pr, p: pr and p != last, prunable,
-                                jax.tree.unflatten(jax.tree.structure(prunable), M.leaf_paths(prunable)))
+        prunable = jax.tree_util.tree_map_with_path(lambda p, pr: pr and M.path_str(p) != last, prunable)
     if not any(jax.tree.leaves(prunable)):
         raise UserError(f"prune.prunable {cfg.prune.prunable!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
     s = Setup(cfg, ds, trainer, prunable, total, parse_duration(cfg.train.eval_every, spe, "train.eval_every"),

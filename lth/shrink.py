@@ -133,7 +133,3 @@ def _bert(model, params, masks, head_gates, mlp_gates) -> Shrunk:
     out = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), p)
     cfg = dataclasses.replace(c, layer_heads=tuple(heads), layer_intermediate=tuple(widths))
     return Shrunk(model.clone(cfg=cfg), out, units)
-
-
-def num_params(params) -> int:
-    return int(sum(np.size(x) for x in jax.tree.leaves(params)))

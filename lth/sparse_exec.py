@@ -3,12 +3,13 @@
 MiniLM-L6's FFN kernels. (Kept out of lth/bench.py to hold that file under 16 KB.)"""
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse
+
+from lth import speed
 
 MINILM_FFN = ((384, 1536), (1536, 384))     # MiniLM-L6 FFN kernels, (in, out)
 DENSITIES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)
@@ -26,17 +27,6 @@ FORMS = {
     "dot_general": lambda x, wt: sparse.bcsr_dot_general(wt, x, dimension_numbers=(([1], [1]), ([], []))).T,
     "bcsr@x.T pad8": lambda x, wt: (wt @ jnp.pad(x, ((0, PAD - x.shape[0]), (0, 0))).T).T[:x.shape[0]],
 }
-
-
-def _median_ms(f, args, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        f(*args).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(*args).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
 
 
 def _weight(shape, density: float, rng) -> tuple[np.ndarray, int]:
@@ -67,7 +57,7 @@ def sparse_break_even(shapes=MINILM_FFN, densities=DENSITIES, batches=(1, 64), r
     measured on a 2-core CPU with jax 0.10.2: "bcsr@x.T pad8" at batch 1 and "bcsr@x.T" at batch 64,
     i.e. W.T as BCSR @ x.T through the cpu_csr_sparse_dense_ffi kernel, then transposed; the generic
     "dot_general" form is 5-50× slower at batch 64). Times: median of `repeats` calls after 3 warm-up
-    calls, each ending in .block_until_ready(). ratio = sparse_ms / dense_ms (< 1: sparse faster).
+    calls, each ending in .block_until_ready(), dense and the forms interleaved (lth.speed.compare). ratio = sparse_ms / dense_ms (< 1: sparse faster).
     break_even["{in}x{out}@b{batch}"]: the largest density d with sparse_ms <= dense_ms at d and at
     every lower density tested, or None if sparse loses at the lowest."""
     rng = np.random.default_rng(seed)
@@ -94,8 +84,13 @@ def sparse_break_even(shapes=MINILM_FFN, densities=DENSITIES, batches=(1, 64), r
                     if got.shape != ref.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-4 * scale):
                         raise ValueError(f"sparse form {name} disagrees with dense at {key}, density {density}: "
                                          f"max |diff| {np.abs(got - ref).max():.3g} (max |dense| {scale:.3g})")
-                dense_ms = _median_ms(dense_f, (x, wd), repeats)
-                form_ms = {name: _median_ms(f, (x, wt), repeats) for name, f in tried.items()}
+                # dense and every form timed side by side in interleaved rounds (lth.speed.compare)
+                entries = {"dense": (lambda w, xb: dense_f(xb, w), wd),
+                           **{name: (lambda w, xb, f=f: f(xb, w), wt) for name, f in tried.items()}}
+                ms = {name: t[f"latency_ms_b{batch}"] for name, t in
+                      speed.compare(entries, x, repeats, warmup=3, batches=(batch,), min_seconds=0.0).items()}
+                dense_ms = ms.pop("dense")
+                form_ms = ms
                 form = min(form_ms, key=form_ms.get)
                 row = {"shape": [d_in, d_out], "batch": batch, "density": density, "nnz": nnz,
                        "dense_ms": dense_ms, "sparse_ms": form_ms[form], "ratio": form_ms[form] / dense_ms,

@@ -67,7 +67,7 @@ def test_dead_units_removed_and_constant_units_folded(name, shape, first, nxt):
     width = params[first]["kernel"].shape[-1]
     assert sh.units[first] == (width, width - 2)
     assert sh.units["fc_0" if name == "lenet5" else "fc_1"][1] == params["fc_0" if name == "lenet5" else "fc_1"]["kernel"].shape[-1] - 1
-    assert S.num_params(sh.params) < S.num_params(params)
+    assert M.num_params(sh.params) < M.num_params(params)
     assert sh.params["out"]["kernel"].shape[-1] == 5          # the classes are never removed
 
 

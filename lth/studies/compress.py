@@ -121,7 +121,7 @@ def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
     s.duration(cfg.compress.finetune, "compress.finetune")
     plan = None
     if physical.enabled(cfg):
-        final = plan.final if plan is not None else load_level(s, run_dir, level)
+        final = load_level(s, run_dir, level)
         plan = physical.plan(s, final, *physical.gates(s, final))
     return s, level, results_dir(run_dir, cfg, level), plan
 
@@ -227,8 +227,8 @@ def run(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> dict
             st["test_accuracy"], st["test_accuracy_std"] = float(np.mean(acc)), float(np.std(acc))
             st["replicates"] = acc
     if plan is not None:
-        dense = load_level(s, run_dir, 0) if 0 in finished_levels(run_dir) else None
-        quantizer_for = lambda m: Q.Quantizer(m, cfg, calib[0])  # noqa: E731
+        dense = final if level == 0 else load_level(s, run_dir, 0) if 0 in finished_levels(run_dir) else None
+        quantizer_for = lambda m: quantizer if m is model else Q.Quantizer(m, cfg, calib[0])  # noqa: E731
         result_physical = physical.run(s, final, dense, plan, out_dir, quantizer_for, calib, log)
     density = float(np.mean(M.density(final.masks, s.prunable, axis=0)[0]))
     result = {"run_dir": run_dir, "level": level, "density": density, "activations": cfg.compress.activations,

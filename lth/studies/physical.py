@@ -58,11 +58,9 @@ def validate(cfg) -> None:
 
 @dataclasses.dataclass
 class Plan:
-    """Per replicate: the gates, the shrunk model and the factorization ranks (all checked), and the
-    level's final state they came from (loaded once)."""
+    """Per replicate: the shrunk model and the factorization ranks (all checked), and the level's
+    final state they came from (loaded once)."""
     final: object
-    head_gates: np.ndarray | None
-    mlp_gates: np.ndarray | None
     shrunk: list
     ranks: list
 
@@ -106,7 +104,7 @@ def plan(s, final, head_gates=None, mlp_gates=None) -> Plan:
         shrunk.append(sh)
         base = sh.params if sh is not None else M.apply(p, m)
         ranks.append(F.plan(base, c.factorize, c.rank, c.energy) if c.factorize else None)
-    return Plan(final, head_gates, mlp_gates, shrunk, ranks)
+    return Plan(final, shrunk, ranks)
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,10 +117,15 @@ def _nonzero(params) -> int:
     return int(sum(np.count_nonzero(np.asarray(x)) for x in jax.tree.leaves(params)))
 
 
+def _nonzero_masks(params, prunable_pattern):
+    """(masks, prunable) of physical params: the prunable kernels' zeros are their pruned weights."""
+    pr = M.prunable_tree(params, prunable_pattern)
+    return jax.tree.map(lambda x, p: np.asarray(x) != 0 if p else np.ones(np.shape(x), bool), params, pr), pr
+
+
 def _bytes(params, model_state, prunable_pattern, quantized=None) -> dict:
     """f32 / int8 bytes of physical params, zeros of the prunable kernels stored sparse (lth.quantize)."""
-    pr = M.prunable_tree(params, prunable_pattern)
-    masks = jax.tree.map(lambda x, p: np.asarray(x) != 0 if p else np.ones(np.shape(x), bool), params, pr)
+    masks, pr = _nonzero_masks(params, prunable_pattern)
     return Q.sizes(params, masks, pr, quantized or {}, model_state)
 
 
@@ -139,8 +142,7 @@ def _finetune(s, out_dir, r, model, params, model_state, log):
     total = s.duration(cfg.compress.finetune, "compress.finetune")
     s1 = dataclasses.replace(s, cfg=cfg, trainer=trainer, total=total, eval_every=total,
                              checkpoint_every=s.checkpoint_every, _scorers={}, teacher=None)
-    pr = M.prunable_tree(params, s.cfg.prune.prunable)
-    masks = jax.tree.map(lambda x, p: np.asarray(x) != 0 if p else np.ones(np.shape(x), bool), params, pr)
+    masks, _ = _nonzero_masks(params, s.cfg.prune.prunable)   # the ticket's zeros stay zero
     stack = lambda t: jax.tree.map(lambda a: jnp.asarray(a)[None], t)  # noqa: E731
     state, _ = train_arm(s1, os.path.join(out_dir, "factorized_ft", f"replicate_{r}"), stack(params),
                          stack(model_state), stack(masks), 0, device_data(trainer, s.dataset), label=f"fine-tune r{r}")
@@ -165,24 +167,21 @@ def run(s, final, dense, plan_: Plan, out_dir: str, quantizer_for, calib, log=pr
         q0 = quantized_of(0) if quantized_of else None
         b = _bytes(p0, {k: w for k, w in v0.items() if k != "params"}, pat, q0)
         stages[name] = {"test_accuracy": float(np.mean(accs)), "test_accuracy_std": float(np.std(accs)),
-                        "replicates": accs, "params": S.num_params(p0), "nonzero": _nonzero(p0),
+                        "replicates": accs, "params": M.num_params(p0), "nonzero": _nonzero(p0),
                         "bytes": b["sparse_int8"] if q0 else b["sparse_f32"]}
         timed[name] = (fwd_of(0), v0)
         log(f"{name}: accuracy {100 * np.mean(accs):.2f}, {stages[name]['params']:,} params")
 
-    def variables(st, r, masked=True):
-        p = M.index(st.params, r)
-        return {"params": M.apply(p, M.index(st.masks, r)) if masked else p, **M.index(st.model_state, r)}
-
     ms = lambda r: M.index(final.model_state, r)  # noqa: E731
+    ticket = [M.apply(M.index(final.params, r), M.index(final.masks, r)) for r in reps]   # masked once
     fwd = _forward(model)
     if dense is not None:
-        stage("dense_f32", lambda r: fwd, lambda r: variables(dense, r, False))
-    stage("ticket_f32", lambda r: fwd, lambda r: variables(final, r))
+        stage("dense_f32", lambda r: fwd, lambda r: {"params": M.index(dense.params, r), **M.index(dense.model_state, r)})
+    stage("ticket_f32", lambda r: fwd, lambda r: {"params": ticket[r], **ms(r)})
     q = quantizer_for(model)
-    qt = [q(variables(final, r)["params"], ms(r), calib) for r in reps]
+    qt = [q(ticket[r], ms(r), calib) for r in reps]
     stage("ticket_int8", lambda r: _forward(q.ptq), lambda r: {"params": qt[r], **ms(r)},
-          lambda r: variables(final, r)["params"], lambda r: Q.quantized_leaves(qt[r]))
+          lambda r: ticket[r], lambda r: Q.quantized_leaves(qt[r]))
     if shrinking(s.cfg):
         sh = plan_.shrunk
         stage("ticket_shrunk", lambda r: _forward(sh[r].model), lambda r: {"params": sh[r].params, **ms(r)})
@@ -197,7 +196,7 @@ def run(s, final, dense, plan_: Plan, out_dir: str, quantizer_for, calib, log=pr
               lambda r: sh[r].params, lambda r: Q.quantized_leaves(qp[r]))
         physical = [(sh[r].model, sh[r].params) for r in reps]
     else:
-        physical = [(model, variables(final, r)["params"]) for r in reps]
+        physical = [(model, ticket[r]) for r in reps]
     if c.factorize:
         lr = [F.low_rank(physical[r][0], plan_.ranks[r]) for r in reps]
         fp = [F.factorize(physical[r][1], plan_.ranks[r]) for r in reps]
@@ -223,13 +222,13 @@ NAMES = {"dense_f32": "dense f32 (level 0)", "ticket_f32": "ticket f32, masked",
          "factorized_ft": "factorized, fine-tuned"}
 
 
-def table(stages: dict, dense_params: int | None = None) -> str:
+def table(stages: dict) -> str:
     """Markdown: accuracy, parameters (removed vs dense), bytes, latency / throughput and speed-ups."""
     timed = any("latency_ms_b1" in r for r in stages.values())
     head = "| stage | test accuracy | params | removed | nonzero | bytes |"
     head += " latency b1 (ms) | speed-up b1 | throughput b64 (ex/s) | speed-up b64 |" if timed else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    n0 = dense_params or next(iter(stages.values()))["params"]
+    n0 = next(iter(stages.values()))["params"]   # the first stage: dense (or the ticket's own arrays)
     for key, r in stages.items():
         acc = f"{100 * r['test_accuracy']:.2f}" + (f" ± {100 * r['test_accuracy_std']:.2f}" if r.get("test_accuracy_std") else "")
         line = (f"| {NAMES.get(key, key)} | {acc} | {r['params']:,} | {100 * (1 - r['nonzero'] / n0):.1f}% | "
