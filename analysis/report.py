@@ -10,8 +10,6 @@ import os
 import sys
 
 import lth
-from analysis.plots import metric_vs_density
-from analysis.tables import lottery_table
 
 
 def main(argv=None) -> int:
@@ -34,8 +32,8 @@ def main(argv=None) -> int:
     keys = [k for k in a.metrics.split(",") if k]
     for key in keys:
         if key != "best_val_loss_step":
-            print(f"\n{key}:\n" + lottery_table(result.summary, key))
-    print(metric_vs_density(result.summary, a.plot or os.path.join(a.run_dir, "report.png"), keys))
+            print(f"\n{key}:\n" + lth.tables.lottery_table(result.summary, key))
+    print(lth.plots.metric_vs_density(result.summary, a.plot or os.path.join(a.run_dir, "report.png"), keys))
     return 0
 
 

@@ -11,7 +11,7 @@ Chen et al.'s schedule (10% of the original weights per level, 128 tokens, 3 epo
   --set data.max_length=128 --set train.duration=3ep --set prune.fraction=0.1 \
   --set prune.layer_fractions=pooler=0.1 --set lottery.levels=9
 """
-from lth.config import base
+from lth.harness.config import base
 from lth.models.bert import PRUNABLE
 
 

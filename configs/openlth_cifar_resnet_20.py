@@ -6,8 +6,8 @@ global magnitude pruning 20% per level over every conv and the output layer, rew
 Needs CIFAR-10 prepared for tfds (`lth data prepare cifar10`). CPU smoke run:
   lth lottery --config configs/openlth_cifar_resnet_20.py --set model.width=0.25 --set train.duration=20it \\
       --set train.batch_size=32 --set lottery.levels=1 --set lottery.controls="""
-from lth.config import base
-from lth.recipes import openlth_cifar
+from lth.harness.config import base
+from lth.harness.recipes import openlth_cifar
 
 
 def get_config():

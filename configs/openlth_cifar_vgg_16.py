@@ -5,8 +5,8 @@ bias init, BatchNorm γ ~ U(0,1), global magnitude pruning 20% per level with th
 dense (pruning_layers_to_ignore='fc.weight'), rewinding to init (late rewinding, as Frankle et al.
 2020 need for VGG-16: --set lottery.rewind=2000it). See lth/recipes.py `openlth_cifar`.
 Needs CIFAR-10 prepared for tfds (`lth data prepare cifar10`)."""
-from lth.config import base
-from lth.recipes import openlth_cifar
+from lth.harness.config import base
+from lth.harness.recipes import openlth_cifar
 
 
 def get_config():

@@ -6,7 +6,7 @@ evaluates on the test set only: no validation split here either (--set data.vali
 adds one; then the early-stop columns use its loss).
 Reads MNIST from data.data_dir: torchvision's MNIST/raw IDX files, Keras' mnist.npz, or a prepared
 tfds dir (lth/data/files.py), e.g. --set data.data_dir=~/data (the folder holding MNIST/raw)."""
-from lth.config import base
+from lth.harness.config import base
 
 
 def get_config():

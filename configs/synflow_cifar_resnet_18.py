@@ -6,8 +6,8 @@ hyperparameter table for ResNet-18 (Tanaka et al. 2020, appendix): Nesterov SGD 
 decay 5e-4, batch 128, 160 epochs with ×0.2 at 60 and 120, crop+flip.
   lth pai --config configs/synflow_cifar_resnet_18.py --set pai.compression=10^1
 Needs CIFAR-10 prepared for tfds (`lth data prepare cifar10`)."""
-from lth.config import base
-from lth.recipes import synflow_cifar
+from lth.harness.config import base
+from lth.harness.recipes import synflow_cifar
 
 
 def get_config():

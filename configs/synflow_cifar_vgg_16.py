@@ -5,8 +5,8 @@ Nesterov SGD lr 0.1 (×0.1 at 60 and 120), weight decay 1e-4, batch 128, crop+fl
 weights, zero biases, BatchNorm γ = 1. See lth/recipes.py `synflow_cifar`.
   lth pai --config configs/synflow_cifar_vgg_16.py --set pai.compression=10^2
 Needs CIFAR-10 prepared for tfds (`lth data prepare cifar10`)."""
-from lth.config import base
-from lth.recipes import synflow_cifar
+from lth.harness.config import base
+from lth.harness.recipes import synflow_cifar
 
 
 def get_config():

@@ -5,7 +5,7 @@ with an exponential schedule, the others one shot; 100 examples for data-depende
 (prune_dataset_ratio 10 × 10 classes), OBD with 32 Hutchinson probes.
   lth collapse                                   # this config
   lth collapse --model resnet18 --max-log10 4    # flags set config keys (lth collapse --help)"""
-from lth.config import base
+from lth.harness.config import base
 
 
 def get_config():

@@ -35,7 +35,8 @@ COMMANDS: dict = {}   # command → its letter in the table
 
 def row(name, st, dense, command) -> str:
     removed = 100 * (1 - st["nonzero"] / dense["nonzero"])
-    acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}" if st.get("test_accuracy_std") else "")
+    acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}"
+                                                  if st.get("test_accuracy_std") else "")
     sp = (f"{st['speedup_b1']:.2f}× | {st['speedup_b64']:.2f}×" if "speedup_b1" in st else "- | -")
     key = COMMANDS.setdefault(command, chr(ord("A") + len(COMMANDS)))
     return f"| {name} | {st['params']:,} | {removed:.1f}% | {sp} | {acc} | {key} |"
@@ -48,7 +49,8 @@ def compress(run_dir, level, sets):
     return res.summary["physical"], cmd
 
 
-HEAD = ["| model | params | removed | speed-up b1 | speed-up b64 | test accuracy % | command |", "|---|---|---|---|---|---|---|"]
+HEAD = ["| model | params | removed | speed-up b1 | speed-up b64 | test accuracy % | command |",
+        "|---|---|---|---|---|---|---|"]
 
 
 def mnist1d(a) -> list[str]:
@@ -59,7 +61,8 @@ def mnist1d(a) -> list[str]:
                                         "lottery.levels=5", "lottery.controls="], log=print)
     st, c3 = compress(units.run_dir, 5, ["compress.shrink=true"])
     d = imp["dense_f32"]
-    return HEAD + [row("dense f32 (IMP level 0)", d, d, c1), row("IMP ticket, masked (level 11)", imp["ticket_f32"], d, c1),
+    return HEAD + [row("dense f32 (IMP level 0)", d, d, c1),
+                   row("IMP ticket, masked (level 11)", imp["ticket_f32"], d, c1),
                    row("IMP ticket, dead neurons removed", imp["ticket_shrunk"], d, c1),
                    row("IMP ticket, int8", imp["ticket_int8"], d, c1),
                    row("IMP ticket shrunk + int8", imp["ticket_shrunk_int8"], d, c1),
@@ -69,13 +72,15 @@ def mnist1d(a) -> list[str]:
 
 def minilm(a) -> list[str]:
     if not a.run_dir:
-        raise lth.UserError("minilm needs --run-dir RUN (a finished `lth lottery --config configs/bert_minilm_bbc.py` run)")
+        raise lth.UserError("minilm needs --run-dir RUN "
+                            "(a finished `lth lottery --config configs/bert_minilm_bbc.py` run)")
     heads, c1 = compress(a.run_dir, 0, ["compress.heads=0.5"])
     fact, c2 = compress(a.run_dir, 0, [f"compress.factorize={FACT_BERT}", "compress.rank=128", "compress.finetune=1ep"])
     both, c3 = compress(a.run_dir, 0, ["compress.heads=0.5", f"compress.factorize={FACT_BERT}", "compress.rank=128",
                                        "compress.finetune=1ep"])
     shared = lth.lottery("bert_minilm_bbc", ["model.share_layers=3", "lottery.levels=0", "lottery.controls=",
-                                             "train.duration=3ep", f"train.distill.teacher={a.run_dir}/level_0"], log=print)
+                                             "train.duration=3ep", f"train.distill.teacher={a.run_dir}/level_0"],
+                         log=print)
     sh, c4 = compress(shared.run_dir, 0, [])
     d = heads["dense_f32"]
     # the shared model runs every layer, as dense does: its speed is measured in its own command, so

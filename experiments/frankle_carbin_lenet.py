@@ -14,7 +14,7 @@ import os
 import sys
 
 import lth
-from analysis.plots import metric_vs_density
+from lth.studies.plots import metric_vs_density
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "lenet_300_100_frankle_carbin.py")

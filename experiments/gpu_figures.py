@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from lth import bench as B
+from lth.harness import bench as B
 
 OPENLTH_RESNET20_STEPS = 160 * 391   # configs/openlth_cifar_resnet_20.py: 160ep, batch 128, data.drop_last=false
 

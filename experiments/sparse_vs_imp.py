@@ -18,7 +18,7 @@ import os
 import sys
 
 import lth
-from lth import layout
+from lth.harness import paths
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "mnist1d_mlp.py")
 
@@ -51,8 +51,9 @@ def main(argv=None) -> int:
     by = {(f"{e['method']}-{e['distribution']}", e["target_density"]): e for e in sparse.summary["arms"]}
     lines = ["| density % | IMP (level) | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     for lv, d in zip(levels, dens):
-        lines.append(f"| {100 * d:.2f} | {cell(by_level[lv])} ({lv}) | " + " | ".join(cell(by.get((c, d))) for c in cols) + " |")
-    imp_s = sum(json.load(open(layout.metrics(layout.level(imp.run_dir, lv)))).get("seconds") or 0
+        lines.append(f"| {100 * d:.2f} | {cell(by_level[lv])} ({lv}) | "
+                     + " | ".join(cell(by.get((c, d))) for c in cols) + " |")
+    imp_s = sum(json.load(open(paths.metrics(paths.level(imp.run_dir, lv)))).get("seconds") or 0
                 for lv in range(max(levels) + 1))
     secs = [f"{sum(by[(c, d)].get('seconds') or 0 for d in dens if (c, d) in by):.0f}" for c in cols]
     lines.append(f"| seconds | {imp_s:.0f} ({max(levels) + 1} trainings) | " + " | ".join(secs) + " |")

@@ -12,6 +12,12 @@ def check_choice(what: str, value, allowed) -> None:
         raise UserError(f"unknown {what} {value!r}; allowed: {', '.join(map(str, allowed))}")
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type's name."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 DISK_FULL_EXIT = 4
 
 

@@ -33,7 +33,7 @@ TINY = [
 
 
 def tiny_config(*extra):
-    from lth.cli import load_config
+    from lth.harness.config import load_config
 
     return load_config(DEMO, TINY + list(extra))
 

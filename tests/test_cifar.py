@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from lth import masks as M
-from lth.studies import lottery
-from lth.data.augment import crop_flip
-from lth.models import registry
 from conftest import ROOT
+
+from lth.data.augment import crop_flip
+from lth.models import zoo
+from lth.pruning import masks as M
+from lth.studies import lottery
 
 COUNTS = {  # (all params, conv/dense kernels, prunable tensors) on CIFAR-10 at width 1
     "vgg11": (9_231_114, None, 9), "vgg16": (14_728_266, 14_715_584, 14), "vgg19": (20_040_522, None, 17),
@@ -25,7 +25,7 @@ COUNTS = {  # (all params, conv/dense kernels, prunable tensors) on CIFAR-10 at 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_parameter_counts(name):
-    model = registry.build(name, 10, "kaiming_normal", (32, 32, 3))
+    model = zoo.build(name, 10, "kaiming_normal", (32, 32, 3))
     v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
     prunable = M.prunable_tree(v["params"], r".*kernel")
     total, kernels, tensors = COUNTS[name]
@@ -38,9 +38,10 @@ def test_parameter_counts(name):
 @pytest.mark.parametrize("name", ["vgg11", "resnet20", "resnet18"])
 def test_forward_shapes_and_batchnorm_modes(name):
     import dataclasses
+
     from lth.models.inits import coerce
     # XLA's convolution: compiles ~4× faster here than the GEMM path (tested against it in test_models_data)
-    model = registry.build(name, 100, dataclasses.replace(coerce("kaiming_normal"), conv_impl="xla"), (32, 32, 3),
+    model = zoo.build(name, 100, dataclasses.replace(coerce("kaiming_normal"), conv_impl="xla"), (32, 32, 3),
                            width=0.125)
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3)) * 3 + 1
     v = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])   # jitted: one compile, not one per op
@@ -61,13 +62,13 @@ def test_forward_shapes_and_batchnorm_modes(name):
 def test_resnet_width_multiplier_and_bad_shape():
     from lth.errors import UserError
 
-    m = registry.build("resnet20", 10, "kaiming_normal", (32, 32, 3), width=2)
+    m = zoo.build("resnet20", 10, "kaiming_normal", (32, 32, 3), width=2)
     v = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
     assert v["params"]["stem"]["kernel"].shape == (3, 3, 3, 32)
     with pytest.raises(UserError, match="vgg16.*32, 32"):
-        registry.build("vgg16", 10, "kaiming_normal", (32, 32), 1.0)
+        zoo.build("vgg16", 10, "kaiming_normal", (32, 32), 1.0)
     with pytest.raises(UserError, match="width 0"):
-        registry.build("vgg16", 10, "kaiming_normal", (32, 32, 3), 0.0)
+        zoo.build("vgg16", 10, "kaiming_normal", (32, 32, 3), 0.0)
 
 
 def test_augmentation_changes_batch_is_reproducible_and_keeps_content():
@@ -81,13 +82,15 @@ def test_augmentation_changes_batch_is_reproducible_and_keeps_content():
         assert np.isin(vals[vals != 0], np.asarray(x[i]).ravel()).all()
 
 
-@pytest.mark.parametrize("model", ["resnet20"])   # VGG's BatchNorm path: test_stability, test_fidelity
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) for m in ("resnet20", "vgg11")])
 def test_openlth_recipe_on_a_torchvision_cifar_folder_without_tensorflow(model, tmp_path, monkeypatch):
     """`lth lottery --config configs/openlth_cifar_resnet_20.py --set data.data_dir=PATH` on a
     (tiny) cifar-10-batches-py folder, tfds unavailable: OpenLTH's epochs of ceil(N / B) steps with
     a partial last batch, one IMP level, then `lth compress` of the ticket."""
-    from lth.cli import load_config, main
     from test_data_files import write_cifar
+
+    from lth.cli import main
+    from lth.harness.config import load_config
 
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     write_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=10, n_test=16)   # 50 train, 16 test
@@ -104,7 +107,7 @@ def test_openlth_recipe_on_a_torchvision_cifar_folder_without_tensorflow(model, 
     assert not any((run / d / "tensorboard").exists() for d in os.listdir(run))   # run.tensorboard=false
     s = lottery.setup(load_config(config, sets))
     assert s.trainer.steps_per_epoch == 4 and s.trainer.partial      # ceil(50 / 16): the last batch holds 2
-    from lth import checkpoint
+    from lth.harness import checkpoint
     p, ms = s.trainer.init_replicates(lottery.keys(s, "init"), s.dataset.input_shape)
     like = s.trainer.new_state(p, ms, M.ones_like(p), 0, lottery.keys(s, "train"), lottery.keys(s, "data"))
     final = checkpoint.load(str(run / "level_1" / "final"), like)
@@ -114,14 +117,40 @@ def test_openlth_recipe_on_a_torchvision_cifar_folder_without_tensorflow(model, 
     assert not tree_equal(final.model_state, ms)  # BatchNorm statistics were trained
     assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(final.model_state))
     if model == "resnet20":  # `lth compress` on a conv net with BatchNorm: PTQ, convolutions quantized
-        from lth.studies import compress as C
-        cs, level, out, _ = C.prepare(str(run), [], 1, progress=False)
-        res = C.run(cs, str(run), level, out, log=lambda *_: None)
+        import lth
+        res = lth.compress(str(run), 1).summary
         ptq = res["stages"]["ticket_int8_ptq"]
         assert ptq["zeros_kept"]
-        assert res["stages"]["ticket_f32"]["test_accuracy"] == pytest.approx(summary["levels"][1]["test_accuracy"], abs=1e-6)
+        assert res["stages"]["ticket_f32"]["test_accuracy"] == pytest.approx(summary["levels"][1]["test_accuracy"],
+                                                                              abs=1e-6)
         assert "stage0_block0/conv_0/kernel" in ptq["quantized_layers"] and "out/kernel" in ptq["quantized_layers"]
         assert res["bytes"]["sparse_int8"] < res["bytes"]["sparse_f32"] < res["bytes"]["dense_f32"]
+
+
+@pytest.mark.slow
+def test_stability_smoke_on_a_cifar_folder_with_batchnorm(tmp_path, monkeypatch):
+    """`lth stability` on a narrow VGG with BatchNorm (a tiny cifar-10-batches-py folder), statistics
+    recomputed along the path."""
+    from test_data_files import write_cifar
+
+    from lth.harness.config import load_config
+    from lth.harness.run import setup
+    from lth.harness.rundir import open_run_dir
+    from lth.studies import stability
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", per_batch=10, n_test=16)
+    cfg = load_config(os.path.join(ROOT, "configs", "openlth_cifar_vgg_16.py"), [
+        "model.name=vgg11", "model.width=0.125", f"data.data_dir={tmp_path / 'data'}", "train.batch_size=16",
+        "train.duration=6it", "train.eval_every=6it", "train.eval_batch_size=32", "model.conv_impl=xla",
+        "run.progress=False", "stability.rewind_points=2it", "stability.alphas=3", "stability.bn_batches=2"])
+    st = setup(cfg, stability.COMMAND)
+    d = str(tmp_path / "stab")
+    open_run_dir(d, cfg, stability.COMMAND)
+    summary = stability.run(st, d, log=lambda *_: None)
+    (p,) = summary["points"]
+    assert (p["level"], p["k"], summary["bn"]) == (0, 2, "recompute")
+    assert np.isfinite(p["test_barrier"]) and len(p["test_error"][0]) == 3 and p["test_barrier"] >= 0
 
 
 def tree_equal(a, b):
@@ -133,15 +162,15 @@ def tree_equal(a, b):
 def test_batch_not_divisible_by_devices_is_refused():
     from types import SimpleNamespace
 
-    from lth.config import base
     from lth.errors import UserError
-    from lth.devices import make_mesh
-    from lth.train import make_trainer
+    from lth.harness.config import base
+    from lth.harness.trainer import trainer_from_config
+    from lth.training.devices import make_mesh
 
     cfg = base().train
     cfg.batch_size = 50
     with pytest.raises(UserError, match="batch_size 50 is not divisible by the 3 devices"):
-        make_trainer(registry.build("lenet_8", 10, "kaiming_normal", (40,)), cfg, 500,
+        trainer_from_config(zoo.build("lenet_8", 10, "kaiming_normal", (40,)), cfg, 500,
                      mesh=SimpleNamespace(size=3, shape={"replicas": 1, "data": 3}))
     with pytest.raises(UserError, match="run.devices 9"):
         make_mesh(9)

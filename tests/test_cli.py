@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import DEMO, ROOT, TINY
+from conftest import LOTTERY as BASE
 
 from lth.cli import main
-from conftest import DEMO, LOTTERY as BASE, ROOT, TINY
 
 
 def snapshot(path):
@@ -46,10 +47,12 @@ def fails(capsys, argv, *needles):
     (["--set", "lottery.controls=reinit,bogus"], ["'bogus'", "random_prune"]),
     (["--set", "train.distill.teacher=level_0", "--set", "train.distill.alpha=2"], ["alpha 2.0", "0 <= alpha <= 1"]),
     (["--set", "train.distill.teacher=/nonexistent/level_0"], ["/nonexistent/level_0", "no finished level"]),
-    (["--set", "data.name=mnist", "--set", "data.data_dir=/nonexistent/tfds"], ["'mnist'", "not prepared", "lth data prepare mnist"]),
+    (["--set", "data.name=mnist", "--set", "data.data_dir=/nonexistent/tfds"],
+     ["'mnist'", "not prepared", "lth data prepare mnist"]),
     (["--set", "model.share_layers=2"], ["model.share_layers 2 needs a BERT model", "'lenet_24_12'"]),
     (["--set", "prune.structure=heads"], ["'heads'", "units, weights"]),
-    (["--set", "prune.structure=units", "--set", "prune.layer_fractions=out=0.1"], ["layer pattern 'out' matches no prunable layer", "fc_0/kernel"]),
+    (["--set", "prune.structure=units", "--set", "prune.layer_fractions=out=0.1"],
+     ["layer pattern 'out' matches no prunable layer", "fc_0/kernel"]),
 ])
 def test_bad_input_one_line_exit_2_and_nothing_written(capsys, tmp_path, extra, needles):
     fails(capsys, BASE + extra + ["--out", str(tmp_path)], *needles)
@@ -98,7 +101,8 @@ def test_help_explains_every_option():
                          env=env, cwd=ROOT).stdout
     for opt in ("--config", "--set", "--replicates", "--out", "--run-dir", "--no-progress"):
         assert opt in out
-    top = subprocess.run([sys.executable, "-m", "lth.cli", "--help"], capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    top = subprocess.run([sys.executable, "-m", "lth.cli", "--help"], capture_output=True, text=True, env=env,
+                         cwd=ROOT).stdout
     for cmd in ("lottery", "data", "models"):
         assert cmd in top
 
@@ -129,8 +133,8 @@ def test_collapse_command_writes_summary_table_and_plots(capsys, tmp_path):
     (["--model", "vgg99"], ["'vgg99'"]),
 ])
 def test_collapse_bad_input(capsys, tmp_path, argv, needles):
-    fails(capsys, ["collapse", "--model", "lenet_20_10", "--dataset", "mnist1d", "--out-dir", str(tmp_path / "c")] + argv,
-          *needles)
+    fails(capsys, ["collapse", "--model", "lenet_20_10", "--dataset", "mnist1d", "--out-dir", str(tmp_path / "c")]
+          + argv, *needles)
     assert not (tmp_path / "c").exists()
 
 
@@ -140,8 +144,7 @@ def _inverted_reference(scorer, v, prunable, density, rounds, rng):
     import jax
     import numpy as np
 
-    from lth import masks as M
-
+    from lth.pruning import masks as M
     masks, pr = M.ones_like(v["params"]), jax.tree.leaves(prunable)
     total = sum(a.size for a, p in zip(jax.tree.leaves(masks), pr) if p)
     for r in range(rounds):
@@ -163,9 +166,11 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monk
     import jax
     import numpy as np
 
-    from lth import masks as M, pruning_at_init as pai, prune as P, run as R
+    from lth.harness import run as harness
+    from lth.pruning import at_init as pai
+    from lth.pruning import masks as M
+    from lth.pruning import prune as P
     from lth.studies import pai as pai_run
-
     start, train_arm = {}, pai_run.train_arm
 
     def spy(s, adir, params, model_state, masks, step, data, **kw):   # every arm's state at step 0 of its training
@@ -192,8 +197,8 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monk
     # reinit: the method's own mask, trained from a fresh draw of the same initializer (the run's
     # `reinit` stream), not from the method's init; invert: the lowest-scoring weights, as many
     s = start["setup"]
-    init, _ = R.random_init(s, R.keys(s, "init"))
-    fresh, _ = R.random_init(s, R.keys(s, "reinit"))
+    init, _ = harness.random_init(s, harness.keys(s, "init"))
+    fresh, _ = harness.random_init(s, harness.keys(s, "reinit"))
     pr = jax.tree.leaves(s.prunable)
     leaves = lambda t: [np.asarray(a) for a in jax.tree.leaves(t)]  # noqa: E731
     for method in ("synflow", "snip"):
@@ -206,11 +211,11 @@ def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monk
             np.testing.assert_array_equal(w, np.where(m, w1, 0))
             assert not p or (not np.any((w1 == w0)[m]) and 0.7 < np.std(w1) / np.std(w0) < 1.4)
         v = {"params": M.index(init, 0)}
-        want = _inverted_reference(s.scorer(method, v), v, s.prunable, 0.1, 5, R.keys(s, "pai_score")[0])
+        want = _inverted_reference(s.scorer(method, v), v, s.prunable, 0.1, 5, harness.keys(s, "pai_score")[0])
         for a, b in zip(leaves(M.index(inv.masks, 0)), leaves(want)):
             np.testing.assert_array_equal(a, b)
         # shuffle: the method's mask, each layer permuted with the run's `shuffle` key
-        shuffled = P.shuffle(M.index(base.masks, 0), s.prunable, R.keys(s, "shuffle")[0])
+        shuffled = P.shuffle(M.index(base.masks, 0), s.prunable, harness.keys(s, "shuffle")[0])
         for a, b in zip(leaves(M.index(start[f"{method}+shuffle@10^1"].masks, 0)), leaves(shuffled)):
             np.testing.assert_array_equal(a, b)
         total = sum(a.size for a, p in zip(leaves(want), pr) if p)

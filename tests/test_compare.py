@@ -2,14 +2,14 @@
 `lth sparse` runs of the same identity (reused as they are)."""
 import os
 
+from conftest import DEMO, TINY, assert_refused
 
 import lth
-from conftest import DEMO, TINY, assert_refused
 
 
 def test_compare_reuses_the_studies_arms_and_counts_imps_trainings(tmp_path, capsys):
-    sets = TINY + ["train.duration=40it", "prune.fraction=0.6", "compare.densities=0.2", "compare.pai=snip", "compare.sparse=static",
-                   "compare.distributions=erk"]
+    sets = TINY + ["train.duration=40it", "prune.fraction=0.6", "compare.densities=0.2", "compare.pai=snip",
+                   "compare.sparse=static", "compare.distributions=erk"]
     pai = lth.pai(DEMO, TINY + ["train.duration=40it", "prune.fraction=0.6", "pai.methods=snip", "pai.compression=5"],
                   out=str(tmp_path))
     arm = os.path.join(pai.run_dir, "arms", pai.summary["arms"][0]["arm"], "metrics.json")

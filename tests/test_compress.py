@@ -8,19 +8,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from lth import masks as M, quantize as Q
-from lth.studies import compress as C
-from lth.cli import main
-from lth.config import base
-from lth.models import registry
-from lth.models.inits import Init
 from conftest import LOTTERY
 from test_cli import fails, snapshot
 
+from lth.cli import main
+from lth.compression import quantize as Q
+from lth.harness.config import base
+from lth.models import zoo
+from lth.models.inits import Init
+from lth.pruning import masks as M
+from lth.studies import compress as C
+
 
 def sparse_mlp(density=0.3, seed=0):
-    model = registry.build("lenet_64_32", 10, Init("kaiming_normal"), (40,), 1.0)
+    model = zoo.build("lenet_64_32", 10, Init("kaiming_normal"), (40,), 1.0)
     params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 40)))["params"]
     prunable = M.prunable_tree(params, r".*kernel")
     rng = np.random.default_rng(seed)
@@ -88,8 +89,10 @@ def test_sizes_take_the_cheapest_format_per_layer_and_count_batchnorm():
     assert Q.storage(30000, 30000, 1) == {"bytes": 30000, "how": "dense"}
 
 
+@pytest.mark.slow
 def test_compress_command_ptq_qat_and_distilled_qat(capsys, finished_run):
-    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress", "--set", "compress.qat_duration=6it",
+    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress",
+                 "--set", "compress.qat_duration=6it",
                  "--set", "train.distill.teacher=level_0", "--set", "train.distill.alpha=0.3"]) == 0
     text = capsys.readouterr().out
     for row in ("dense f32 (level 0)", "ticket f32 (level 1)", "ticket int8 PTQ", "ticket int8 QAT |", "QAT + KD"):
@@ -106,19 +109,20 @@ def test_compress_command_ptq_qat_and_distilled_qat(capsys, finished_run):
     level = json.load(open(os.path.join(finished_run, "level_1", "metrics.json")))["replicates"][0]["test_accuracy"]
     assert st["ticket_f32"]["test_accuracy"] == pytest.approx(level, abs=1e-6)
     # QAT kept the mask: fine-tuned weights are zero where the ticket's are
-    from lth import checkpoint
+    from lth.harness import checkpoint
     assert checkpoint.exists(os.path.join(finished_run, "compress", res_dir, "ticket_int8_qat", "final"))
     # QAT kept the mask: the fine-tuned weights are zero wherever the ticket's are, and the mask is the ticket's
     like = checkpoint.load(os.path.join(finished_run, "level_1", "final"), _like(finished_run))
     qat = checkpoint.load(os.path.join(finished_run, "compress", res_dir, "ticket_int8_qat", "final"), like)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(qat.masks), jax.tree.leaves(like.masks)))
-    assert all(not np.any(np.asarray(p)[~np.asarray(m)]) for p, m in zip(jax.tree.leaves(qat.params), jax.tree.leaves(qat.masks)))
+    assert all(not np.any(np.asarray(p)[~np.asarray(m)])
+               for p, m in zip(jax.tree.leaves(qat.params), jax.tree.leaves(qat.masks)))
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(qat.params), jax.tree.leaves(like.params)))
 
 
 def _like(run_dir):
     """A TrainState template of the run's model (for loading its checkpoints)."""
-    from lth.run import init_variables, keys, setup
+    from lth.harness.run import init_variables, keys, setup
     s = setup(C.run_config(run_dir), C.COMMAND)
     p, ms = init_variables(s, keys(s, "init"))
     return s.trainer.new_state(p, ms, M.ones_like(p), 0, keys(s, "train"), keys(s, "data"))
@@ -129,7 +133,8 @@ def test_default_level_is_the_sparsest_within_one_std_of_dense(tmp_path):
     accs = {0: [0.88, 0.92], 1: [0.91, 0.91], 2: [0.87, 0.895], 3: [0.60, 0.62], 4: [0.95, None]}
     for lv, a in accs.items():
         os.makedirs(tmp_path / f"level_{lv}")
-        json.dump({"replicates": [{"test_accuracy": x} for x in a]}, open(tmp_path / f"level_{lv}" / "metrics.json", "w"))
+        json.dump({"replicates": [{"test_accuracy": x} for x in a]},
+                  open(tmp_path / f"level_{lv}" / "metrics.json", "w"))
     assert C.choose_level(str(tmp_path), None) == 4         # 0.95 from its healthy replicate
     os.remove(tmp_path / "level_4" / "metrics.json")
     assert C.choose_level(str(tmp_path), None) == 2         # 0.8825 >= 0.88; level 3 is not
@@ -142,7 +147,8 @@ def test_compress_bad_input_one_line_exit_2_nothing_written(capsys, finished_run
     fails(capsys, ["compress", "--run-dir", str(tmp_path / "nope")], "does not exist")
     fails(capsys, ["compress", "--run-dir", finished_run, "--set", "train.lr=1"], "train.lr", "compress.*")
     fails(capsys, ["compress", "--run-dir", finished_run, "--set", "compress.activations=int4"], "'int4'", "dynamic")
-    fails(capsys, ["compress", "--run-dir", finished_run, "--set", "train.distill.teacher=level_5"], "level_5", "level_0")
+    fails(capsys, ["compress", "--run-dir", finished_run, "--set", "train.distill.teacher=level_5"],
+          "level_5", "level_0")
     # a teacher trained on another dataset
     other = tmp_path / "other"
     shutil.copytree(finished_run, other, ignore=shutil.ignore_patterns("compress", ".lock"))
@@ -167,8 +173,10 @@ def test_physical_stages_shrunk_factorized_and_timed(capsys, finished_run):
         fails(capsys, ["compress", "--run-dir", finished_run, "--level", "1", "--set", "compress.factorize=fc_0/kernel",
                        "--set", "compress.rank=0" if "energy" in bad else "compress.rank=4", "--set", bad], needle)
     assert snapshot(finished_run) == before
-    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress", "--set", "compress.shrink=true",
-                 "--set", "compress.factorize=fc_0/kernel", "--set", "compress.rank=4", "--set", "compress.finetune=4it",
+    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress",
+                 "--set", "compress.shrink=true",
+                 "--set", "compress.factorize=fc_0/kernel", "--set", "compress.rank=4",
+                 "--set", "compress.finetune=4it",
                  "--set", "compress.speed=true", "--set", "compress.speed_repeats=2"]) == 0
     text = capsys.readouterr().out
     assert "| factorized, fine-tuned |" in text and "speed-up b64" in text, text
@@ -178,7 +186,8 @@ def test_physical_stages_shrunk_factorized_and_timed(capsys, finished_run):
     assert list(st) == ["dense_f32", "ticket_f32", "ticket_int8", "ticket_shrunk", "ticket_shrunk_int8", "factorized",
                         "factorized_ft"]
     assert st["ticket_int8"]["test_accuracy"] == pytest.approx(
-        json.load(open(os.path.join(finished_run, "compress", res_dir, "results.json")))["stages"]["ticket_int8_ptq"]["test_accuracy"])
+        json.load(open(os.path.join(finished_run, "compress", res_dir,
+                                    "results.json")))["stages"]["ticket_int8_ptq"]["test_accuracy"])
     assert st["ticket_int8"]["bytes"] < st["ticket_f32"]["bytes"] < st["dense_f32"]["bytes"]
     assert st["ticket_shrunk"]["test_accuracy"] == pytest.approx(st["ticket_f32"]["test_accuracy"], abs=1e-3)
     assert st["ticket_shrunk"]["params"] <= st["ticket_f32"]["params"] == st["dense_f32"]["params"]
@@ -195,7 +204,7 @@ def test_conv_nets_quantized_per_channel_and_weight_only_refused():
     from lth.errors import UserError
     cfg = base()
     cfg.model.name = "lenet5"
-    model = registry.build("lenet5", 10, Init("kaiming_normal", conv_impl="xla"), (28, 28, 1), 1.0)
+    model = zoo.build("lenet5", 10, Init("kaiming_normal", conv_impl="xla"), (28, 28, 1), 1.0)
     x = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 28, 28, 1))
     params = jax.jit(model.init)(jax.random.PRNGKey(0), x[0])["params"]
     params = jax.tree.map(lambda w: jnp.where(jnp.abs(w) < 0.05, 0.0, w), params)
@@ -208,9 +217,10 @@ def test_conv_nets_quantized_per_channel_and_weight_only_refused():
     cfg.compress.activations = "none"
     with pytest.raises(UserError, match="'lenet5'.*allowed: dynamic, static"):
         Q.check_supported(model, cfg, (28, 28, 1), jnp.float32)
-    Q.check_supported(registry.build("lenet_8", 10, Init("kaiming_normal"), (40,), 1.0), cfg, (40,), jnp.float32)
+    Q.check_supported(zoo.build("lenet_8", 10, Init("kaiming_normal"), (40,), 1.0), cfg, (40,), jnp.float32)
 
 
+@pytest.mark.slow
 def test_imp_distilled_from_its_dense_level_and_from_another_model(finished_run, tmp_path):
     """train.distill.teacher=level_0: level 0 trains on labels alone (the same as the plain run),
     level 1 learns from level 0. Another run's level can teach a different model."""

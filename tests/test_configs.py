@@ -6,13 +6,13 @@ import os
 import jax
 import pytest
 import tensorflow_datasets as tfds
-
-from lth import masks as M
-from lth.studies import lottery
-from lth.cli import load_config
 from conftest import ROOT
 
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+from lth.harness.config import load_config
+from lth.pruning import masks as M
+from lth.studies import lottery
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "[!_]*.py")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
@@ -66,7 +66,8 @@ def test_openlth_cifar_recipes():
     for c in (vgg, r20):
         assert (c.train.lr, c.train.momentum, c.train.nesterov, c.train.weight_decay, c.train.batch_size,
                 c.train.duration) == (0.1, 0.9, False, 1e-4, 128, "160ep")
-        assert (c.train.schedule, c.train.milestones, c.train.gamma, c.prune.fraction) == ("step", "80ep,120ep", 0.1, 0.2)
+        assert (c.train.schedule, c.train.milestones, c.train.gamma, c.prune.fraction) == ("step", "80ep,120ep", 0.1,
+                                                                                           0.2)
         assert (c.model.init, c.model.bias_init, c.model.bn_init) == ("kaiming_normal", "torch_default", "uniform")
         assert (c.data.validation_size, c.data.normalize) == (0, "0.485,0.456,0.406/0.229,0.224,0.225")
         assert c.data.augment == "crop_flip" and c.lottery.rewind == "0it"
@@ -76,7 +77,8 @@ def test_openlth_cifar_recipes():
 def test_synflow_recipes():
     """Synaptic-Flow Results/data/*/args.json, Utils/load.py, Models/lottery_vgg.py, tinyimagenet_resnet.py."""
     vgg, r18 = cfg_of("synflow_cifar_vgg_16"), cfg_of("synflow_cifar_resnet_18")
-    assert (vgg.train.lr, vgg.train.milestones, vgg.train.gamma, vgg.train.weight_decay) == (0.1, "60ep,120ep", 0.1, 1e-4)
+    assert (vgg.train.lr, vgg.train.milestones, vgg.train.gamma,
+            vgg.train.weight_decay) == (0.1, "60ep,120ep", 0.1, 1e-4)
     assert (r18.train.lr, r18.train.gamma, r18.train.weight_decay) == (0.01, 0.2, 5e-4)
     for c in (vgg, r18):
         assert (c.train.optimizer, c.train.momentum, c.train.nesterov, c.train.batch_size) == ("sgd", 0.9, True, 128)

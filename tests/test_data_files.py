@@ -8,12 +8,12 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import assert_refused
 
 from lth import data as D
 from lth.cli import main
 from lth.data import files
 from lth.errors import UserError
-from conftest import assert_refused
 
 
 def write_cifar(folder, name="cifar10", per_batch=10, n_test=16, seed=0):
@@ -25,7 +25,8 @@ def write_cifar(folder, name="cifar10", per_batch=10, n_test=16, seed=0):
     key, classes = (b"labels", 10) if name == "cifar10" else (b"fine_labels", 100)
     parts = [f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"]
     out = {}
-    for split, names, n in (("train", parts, per_batch), ("test", ["test_batch" if name == "cifar10" else "test"], n_test)):
+    for split, names, n in (("train", parts, per_batch),
+                            ("test", ["test_batch" if name == "cifar10" else "test"], n_test)):
         xs, ys = [], []
         for fname in names:
             img = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -66,7 +67,8 @@ def write_idx(folder, gz=False, n=(12, 6), seed=0):
 
 def cfg_of(name, data_dir, **kw):
     import ml_collections
-    return ml_collections.ConfigDict(dict(name=name, data_dir=str(data_dir), validation_size=kw.get("validation_size", 0),
+    return ml_collections.ConfigDict(dict(name=name, data_dir=str(data_dir),
+                                          validation_size=kw.get("validation_size", 0),
                                           split_seed=0, normalize=kw.get("normalize", "0/1")))
 
 
@@ -120,7 +122,8 @@ def test_bad_files_are_refused_in_one_line_before_any_work(tmp_path, capsys):
     (idx / "t10k-images-idx3-ubyte").write_bytes(raw[:-5])        # 5 bytes short
     magic = tmp_path / "magic"
     write_idx(magic)
-    (magic / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x0d\x01" + (magic / "train-labels-idx1-ubyte").read_bytes()[4:])
+    (magic / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x0d\x01"
+                                                    + (magic / "train-labels-idx1-ubyte").read_bytes()[4:])
     np.savez(tmp_path / "nokey.npz", x_train=np.zeros((4, 5)), y_train=np.zeros(4, int), x_test=np.zeros((2, 5)))
     np.savez(tmp_path / "range.npz", x_train=np.zeros((4, 5)), y_train=np.arange(4), x_test=np.zeros((2, 5)),
              y_test=np.array([0, 9]), num_classes=4)
@@ -143,7 +146,8 @@ def test_bad_files_are_refused_in_one_line_before_any_work(tmp_path, capsys):
 def test_prepare_from_converts_without_tensorflow_and_lists_datasets(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", None)   # not needed on this path
     write_cifar(tmp_path / "src" / "cifar-10-batches-py")
-    assert main(["data", "prepare", "cifar10", "--from", str(tmp_path / "src"), "--data-dir", str(tmp_path / "out")]) == 0
+    assert main(["data", "prepare", "cifar10", "--from", str(tmp_path / "src"),
+                 "--data-dir", str(tmp_path / "out")]) == 0
     assert os.listdir(tmp_path / "out") == ["cifar10.npz"]
     a, b = D.load(cfg_of("cifar10", tmp_path / "src")), D.load(cfg_of("cifar10", tmp_path / "out"))
     np.testing.assert_array_equal(a.x_train, b.x_train), np.testing.assert_array_equal(a.y_test, b.y_test)

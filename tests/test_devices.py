@@ -1,7 +1,7 @@
-"""Past one device (lth/devices.py, run.parallel): replicates sharded over 4 (forced CPU) devices give
+"""Past one device (lth/training/devices.py, run.parallel): replicates sharded over 4 (forced CPU) devices give
 one device's results for an MLP through IMP, and a run stopped on 4 devices resumes on 1; R < D runs
-a 2-D mesh. (A VGG-11-BN prune-at-init arm on 1 vs 2 devices agreed to 1e-3 here; that pair was
-dropped for the suite's time budget.)"""
+a 2-D mesh. The slow tier adds a BatchNorm conv net (VGG-11-BN) through a prune-at-init arm on 1 vs 2
+devices."""
 import json
 import os
 import subprocess
@@ -9,25 +9,26 @@ import sys
 
 import numpy as np
 import pytest
-
-from lth.devices import layout
-from lth.errors import UserError
 from conftest import ROOT
+
+from lth.errors import UserError
+from lth.training.devices import layout
 
 SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import jax
-from lth.api import lottery
-from lth.signals import Stopped
-from lth.train import Trainer
+from lth.api import run_study
+from lth.training.signals import Stopped
+from lth.training.step import Trainer
 from conftest import TINY
 tiny = {**dict(t.split("=", 1) for t in TINY), "train.duration": "40it"}
 out, root = {"devices": len(jax.devices())}, sys.argv[2]
 
 def imp(name, levels=1, **kw):
-    r = lottery("mnist1d_mlp", {**tiny, "lottery.levels": levels, "lottery.controls": "", "replicates": 4, **kw},
-                run_dir=f"{root}/{name}", log=lambda *_: None)
+    r = run_study("lottery", "mnist1d_mlp",
+                  {**tiny, "lottery.levels": levels, "lottery.controls": "", "replicates": 4, **kw},
+                  run_dir=f"{root}/{name}", log=lambda *_: None)
     return r.summary["levels"]
 
 out["one"] = imp("one", **{"run.devices": 1})
@@ -60,6 +61,38 @@ def four_devices(tmp_path_factory):
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+CONV_SCRIPT = r"""
+import json, sys
+import jax
+from lth.api import run_study
+conv = {"model.name": "vgg11", "model.width": 0.0625, "model.conv_impl": "xla", "data.name": "mnist_5k",
+        "data.normalize": "0.1307/0.3081", "train.batch_size": 32, "train.duration": "2it", "train.eval_every": "2it",
+        "pai.methods": "magnitude", "pai.compression": "4", "replicates": 2, "run.progress": False,
+        "run.replicate_mode": "vmap"}
+out = {"devices": len(jax.devices())}
+for n in (1, 2):
+    r = run_study("pai", "mnist1d_mlp", {**conv, "run.devices": n}, run_dir=f"{sys.argv[1]}/conv{n}")
+    out[f"conv{n}"] = r.summary
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_batchnorm_conv_net_prune_at_init_on_two_devices(tmp_path):
+    """A VGG-11 with BatchNorm, one prune-at-init arm with R = 2: one device and two (one replicate a
+    device) agree to the float tolerance of convolutions batched differently."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
+    res = subprocess.run([sys.executable, "-c", CONV_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    a, b = out["conv1"], out["conv2"]
+    ra = [r["best_val_loss"] for arm in a["arms"] for r in arm["replicates"]]
+    rb = [r["best_val_loss"] for arm in b["arms"] for r in arm["replicates"]]
+    assert out["devices"] == 2 and len(ra) == 2 and ra == pytest.approx(rb, rel=1e-3)
+    assert [arm["density"] for arm in a["arms"]] == [arm["density"] for arm in b["arms"]]
 
 
 def per_replicate(levels, key="test_accuracy"):

@@ -13,11 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from lth import masks as M
-from lth.models import registry
+from lth.harness.trainer import trainer_from_config
+from lth.models import zoo
 from lth.models.inits import Init
+from lth.pruning import masks as M
 from lth.scores import make_scorer
-from lth.train import TrainState, make_trainer
+from lth.training.step import TrainState
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))
 import make_torch_reference as R  # noqa: E402
@@ -72,9 +73,9 @@ def to_lth(model: str, torch_name: str, value: np.ndarray):
         if model == "lenet5" and module == "fc1":  # torch flattens (C, H, W), lth (H, W, C)
             return "params", path + ("kernel",), value.reshape(120, 16, 5, 5).transpose(2, 3, 1, 0).reshape(400, 120)
         return "params", path + ("kernel",), value.T
-    return {"weight": ("params", "scale"), "bias": ("params", "bias"), "running_mean": ("batch_stats", "mean"),
-            "running_var": ("batch_stats", "var")}[leaf][0], path + ({"weight": "scale", "bias": "bias",
-                                                                     "running_mean": "mean", "running_var": "var"}[leaf],), value
+    return ({"weight": ("params", "scale"), "bias": ("params", "bias"), "running_mean": ("batch_stats", "mean"),
+             "running_var": ("batch_stats", "var")}[leaf][0],
+            path + ({"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}[leaf],), value)
 
 
 def torch_tensors(model: str) -> dict:
@@ -98,7 +99,7 @@ def set_path(tree, path, value):
 def lth_model(name):
     shape, classes = R.MODELS[name]
     nhwc = (shape[1], shape[2], shape[0])
-    model = registry.build(name, classes, "kaiming_normal", nhwc, R.WIDTH.get(name, 1.0))
+    model = zoo.build(name, classes, "kaiming_normal", nhwc, R.WIDTH.get(name, 1.0))
     # every leaf is overwritten below (checked), so only the structure is needed: no eager init
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *nhwc)))
     variables = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
@@ -110,7 +111,8 @@ def lth_model(name):
         col, path, value = hit
         set_path(variables[col], path, value)
         filled.add((col, path))
-    every = {(col, tuple(k.key for k in kp)) for col in variables for kp, _ in jax.tree_util.tree_leaves_with_path(variables[col])}
+    every = {(col, tuple(k.key for k in kp))
+             for col in variables for kp, _ in jax.tree_util.tree_leaves_with_path(variables[col])}
     assert every == filled, f"lth leaves without a PyTorch counterpart: {sorted(every - filled)}"
     x, y = R.batch(name)
     return model, variables, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(y.astype(np.int32))
@@ -121,7 +123,11 @@ def rel_err(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in R.MODELS if n != "vgg11"))   # vgg11 (narrow): GraSP's reference
+SLOW_MODELS = ("resnet18", "resnet20", "vgg16")   # over ~20 s each on 2 cores: `make test-all`
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n
+                                  for n in sorted(n for n in R.MODELS if n != "vgg11")])   # vgg11 (narrow): GraSP's
 def test_logits_grads_and_batchnorm_equal_pytorch(name):
     model, variables, x, y = lth_model(name)
     assert rel_err(jax.jit(lambda v, xb: model.apply(v, xb, train=False))(variables, x),
@@ -176,7 +182,7 @@ def test_train_step_equals_pytorch_optimizer(opt):
                                        weight_decay=5e-4 if opt == "sgd" else 0.0, batch_size=8, duration="3it",
                                        schedule="constant", milestones="", gamma=0.1, warmup="0it", eval_every="1ep",
                                        eval_batch_size=8, clip_norm=0.0))
-    trainer = make_trainer(model, t, 8)
+    trainer = trainer_from_config(model, t, 8)
     params = variables["params"]
     key = jax.random.PRNGKey(0)
     state = TrainState(params=params, model_state={}, opt_state=trainer.tx.init(params), masks=M.ones_like(params),
@@ -205,7 +211,7 @@ def test_partial_last_batch_equals_pytorch_dataloader():
     t = ml_collections.ConfigDict(dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False, weight_decay=5e-4,
                                        batch_size=P.BATCH, duration="1ep", schedule="constant", milestones="",
                                        gamma=0.1, warmup="0it", eval_every="1ep", eval_batch_size=8, clip_norm=0.0))
-    trainer = make_trainer(model, t, P.N, drop_last=False)
+    trainer = trainer_from_config(model, t, P.N, drop_last=False)
     assert trainer.steps_per_epoch == 3 and trainer.partial
     one = lambda a: jnp.asarray(a)[None]  # noqa: E731  (a replicate axis of 1)
     params, ms = jax.tree.map(one, variables["params"]), {"batch_stats": jax.tree.map(one, variables["batch_stats"])}
@@ -318,7 +324,8 @@ def test_torch_default_bias_and_bn_uniform():
     for kind, fan_in in (("linear", 784), ("conv", 32 * 9)):
         ref = REF[f"init/torch_default_bias/{kind}"]
         n_out = 300 if kind == "linear" else 64
-        b = np.concatenate([np.asarray(Init("kaiming_normal", "torch_default").bias_fn(fan_in)(jax.random.PRNGKey(s), (n_out,)))
+        b = np.concatenate([np.asarray(Init("kaiming_normal", "torch_default").bias_fn(fan_in)(jax.random.PRNGKey(s),
+                                                                                               (n_out,)))
                             for s in range(8)])
         assert np.abs(b).max() <= 1 / np.sqrt(fan_in) and abs(b.std() / ref[:, 0].mean() - 1) < 0.1
     g = np.asarray(Init(bn="uniform").bn_scale_fn()(jax.random.PRNGKey(0), (100_000,)))
@@ -328,14 +335,15 @@ def test_torch_default_bias_and_bn_uniform():
 
 def test_model_inits_follow_the_spec():
     """Built models draw what their Init says: fans as PyTorch computes them, per-layer overrides."""
-    m = registry.build("resnet18", 10, registry.synflow_init("resnet18"), (16, 16, 3), width=0.25)
+    m = zoo.build("resnet18", 10, zoo.synflow_init("resnet18"), (16, 16, 3), width=0.25)
     p = jax.jit(m.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]   # jitted: ~3× faster than eager
     w = np.asarray(p["stage1_block0"]["conv_1"]["kernel"])          # (3, 3, 32, 32): fan_out = 32·9
     assert abs(w.std() / np.sqrt(2 / (32 * 9)) - 1) < 0.05
     out = p["out"]
     bound = 1 / np.sqrt(out["kernel"].shape[0])
     assert np.abs(out["kernel"]).max() <= bound and np.abs(out["bias"]).max() <= bound and np.abs(out["bias"]).max() > 0
-    v = jax.jit(registry.build("vgg11", 10, Init("kaiming_normal", "torch_default", "uniform"), (16, 16, 3), width=0.25).init)(
+    v = jax.jit(zoo.build("vgg11", 10, Init("kaiming_normal", "torch_default", "uniform"), (16, 16, 3),
+                          width=0.25).init)(
         jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
     gamma = np.asarray(v["params"]["bn_1"]["scale"])
     assert gamma.min() >= 0 and gamma.max() < 1 and gamma.std() > 0.1

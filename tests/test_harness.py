@@ -9,17 +9,17 @@ import sys
 import jax
 import numpy as np
 import pytest
-
-from lth import masks as M
-from lth.studies import lottery
-from lth.cli import main
-from lth.errors import UserError
-from lth.experiment import RunLock, open_run_dir, strict, write_json
-from lth.signals import Stopped
-from lth.train import Trainer
 from conftest import DEMO, ROOT, TINY, tiny_config
 from test_lottery import REWIND, final, run, tree_equal
 from test_train import make, start_state
+
+from lth.cli import main
+from lth.errors import UserError
+from lth.harness.rundir import RunLock, open_run_dir, strict, write_json
+from lth.pruning import masks as M
+from lth.studies import lottery
+from lth.training.signals import Stopped
+from lth.training.step import Trainer
 
 
 def strict_load(path):
@@ -79,14 +79,16 @@ def test_lock_refuses_a_second_process_and_is_taken_over_after_a_crash(tmp_path)
     with pytest.raises(UserError, match=f"in use by process {os.getpid()}"):
         RunLock(d)
     env = dict(os.environ, PYTHONPATH=ROOT)
-    r = subprocess.run([sys.executable, "-m", "lth.cli", "lottery", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"),
-                        "--run-dir", d, *sum([["--set", s] for s in TINY], [])], capture_output=True, text=True, env=env,
-                       cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "lth.cli", "lottery",
+                        "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"),
+                        "--run-dir", d, *sum([["--set", s] for s in TINY], [])],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 2 and "in use by process" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert sorted(os.listdir(d)) == listing                    # nothing written
     lock.release()
     # a process that holds the lock and dies: its lock file stays, the lock does not
-    code = "import os, sys; sys.path.insert(0, sys.argv[2]); from lth.experiment import RunLock; l = RunLock(sys.argv[1]); os._exit(9)"
+    code = ("import os, sys; sys.path.insert(0, sys.argv[2]); from lth.harness.rundir import RunLock; "
+            "l = RunLock(sys.argv[1]); os._exit(9)")
     assert subprocess.run([sys.executable, "-c", code, d, ROOT]).returncode == 9
     again = RunLock(d)
     assert open(os.path.join(d, ".lock")).read() == str(os.getpid())
@@ -133,8 +135,7 @@ def test_disk_full_while_saving_is_one_line_and_resumes(tmp_path, monkeypatch, c
     what to do, no traceback; the last good checkpoint stays and a rerun resumes from it."""
     import errno
 
-    from lth import checkpoint
-
+    from lth.harness import checkpoint
     real, calls, full = checkpoint.Rolling.save, [], [True]
 
     def save(self, step, state, meta):
@@ -190,8 +191,7 @@ def without_times(summary):
 
 
 def test_collapse_sweep_killed_between_points_resumes_without_recomputing(tmp_path, monkeypatch, capsys):
-    from lth import pruning_at_init as pai
-
+    from lth.pruning import at_init as pai
     assert main(COLLAPSE + ["--run-dir", str(tmp_path / "ref")]) == 0
     ref = strict_load(tmp_path / "ref" / "summary.json")
     real, calls = pai.prune_at_init, []
@@ -215,8 +215,8 @@ def test_collapse_sweep_killed_between_points_resumes_without_recomputing(tmp_pa
 
 
 def test_collapse_flags_are_config_keys_with_one_default(tmp_path):
+    from lth.harness.config import load_config
     from lth.studies import collapse
-    from lth.cli import load_config
 
     cfg = load_config(os.path.join(ROOT, "configs", "synflow_layer_collapse.py"))
     assert (cfg.model.name, cfg.data.name, cfg.pai.obd_probes, cfg.collapse.init) == ("vgg16", "cifar10", 32, "synflow")
@@ -225,7 +225,8 @@ def test_collapse_flags_are_config_keys_with_one_default(tmp_path):
     assert main(COLLAPSE + ["--run-dir", str(tmp_path / "c"), "--obd-probes", "3"]) == 0
     stored = strict_load(tmp_path / "c" / "config.json")
     assert stored["command"] == "collapse" and stored["config"]["pai"]["obd_probes"] == 3
-    assert stored["config"]["collapse"]["init"] == "kaiming_normal" and stored["config"]["model"]["name"] == "lenet_20_10"
+    assert (stored["config"]["collapse"]["init"] == "kaiming_normal"
+            and stored["config"]["model"]["name"] == "lenet_20_10")
 
 
 PAI = ["pai", "--config", os.path.join(ROOT, "configs", "mnist1d_mlp.py"), "--no-progress"]
@@ -237,8 +238,7 @@ def pai_args(out, *sets):
 
 
 def test_pai_sweep_resumes_per_arm_and_reuses_its_directory(tmp_path, monkeypatch):
-    from lth import run as harness
-
+    from lth.harness import run as harness
     real, trained = harness.fit, []
 
     def counting(trainer, state, *a, **kw):
@@ -264,16 +264,16 @@ def test_pai_sweep_resumes_per_arm_and_reuses_its_directory(tmp_path, monkeypatc
 
 
 def test_identity_per_command():
-    from lth.studies import lottery, pai as pai_run
-    from lth.studies.heads import command as heads_command, results_dir
+    from lth.studies import heads, lottery
+    from lth.studies import pai as pai_run
 
     cfg = tiny_config()
     other = tiny_config("pai.compression=10^2", "heads.step=0.2")
     assert lottery.COMMAND.hash(cfg) == lottery.COMMAND.hash(other)        # pai.* is not IMP's identity
     assert pai_run.COMMAND.hash(cfg) == pai_run.COMMAND.hash(tiny_config("pai.compression=10^2", "lottery.rewind=9ep"))
     assert pai_run.COMMAND.hash(cfg) != pai_run.COMMAND.hash(tiny_config("pai.rounds=7"))
-    assert heads_command().hash(cfg) == lottery.COMMAND.hash(cfg)          # heads reuse the lottery run's level 0
-    assert results_dir("r", cfg) != results_dir("r", other)                # ...but heads.* never overwrite each other
+    assert heads.COMMAND.hash(cfg) == lottery.COMMAND.hash(cfg)          # heads reuse the lottery run's level 0
+    assert heads.results_dir("r", cfg) != heads.results_dir("r", other)   # ...but heads.* never overwrite each other
 
 
 def test_pai_ignores_imp_fields(tmp_path, capsys):
@@ -291,27 +291,27 @@ def test_identity_holds_non_default_fields_and_legacy_directories_are_found(tmp_
     import json
     import shutil
 
-    from lth import config as C, experiment
-
+    from lth.harness import config, rundir
     cfg = tiny_config()
     ident = lottery.COMMAND.identity(cfg)
     assert ident == {"name": "mnist1d_mlp", "model": {"name": "lenet_24_12"}, "train": {
         "lr": 0.05, "weight_decay": 0.0001, "batch_size": 50, "duration": "60it", "eval_every": "20it"}}
     h = lottery.COMMAND.hash(cfg)
-    real = C.base
+    real = config.base
 
     def with_new_field():
         c = real()
         c.train.new_option = 0.5                 # a new field with its default
         return c
-    monkeypatch.setattr(C, "base", with_new_field)
-    from lth.cli import load_config
+    monkeypatch.setattr(config, "base", with_new_field)
     from conftest import DEMO, TINY
+
+    from lth.harness.config import load_config
     cfg2 = load_config(DEMO, TINY)
     assert cfg2.train.new_option == 0.5 and lottery.COMMAND.hash(cfg2) == h
     cfg2.train.new_option = 0.7                   # set away from its default: a new identity
     assert lottery.COMMAND.hash(cfg2) != h
-    monkeypatch.setattr(C, "base", real)
+    monkeypatch.setattr(config, "base", real)
     # the stored former-format directory: found, and its identity accepted
     legacy = os.path.join(os.path.dirname(__file__), "data", "legacy_run")
     stored = json.load(open(os.path.join(legacy, "config.json")))
@@ -320,6 +320,6 @@ def test_identity_holds_non_default_fields_and_legacy_directories_are_found(tmp_
     cfg = tiny_config()
     assert stored["hash"] != lottery.COMMAND.hash(cfg)
     assert lottery.COMMAND.run_dir(cfg, str(tmp_path)) == str(old)
-    experiment.check_run_dir(str(old), cfg, lottery.COMMAND)           # no "another config" error
+    rundir.check_run_dir(str(old), cfg, lottery.COMMAND)           # no "another config" error
     with pytest.raises(UserError, match="holds a run of another config"):
-        experiment.check_run_dir(str(old), tiny_config("train.lr=0.3"), lottery.COMMAND)
+        rundir.check_run_dir(str(old), tiny_config("train.lr=0.3"), lottery.COMMAND)

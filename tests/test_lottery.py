@@ -5,11 +5,14 @@ import os
 import jax
 import numpy as np
 import pytest
-
-from lth import checkpoint, masks as M, prune as P, run as harness
-from lth.studies import lottery
-from lth.experiment import open_run_dir
 from conftest import tiny_config
+
+from lth.harness import checkpoint
+from lth.harness import run as harness
+from lth.harness.rundir import open_run_dir
+from lth.pruning import masks as M
+from lth.pruning import prune as P
+from lth.studies import lottery
 
 REWIND = ["lottery.rewind=20it", "lottery.controls=reinit,random_prune"]
 
@@ -56,9 +59,10 @@ def tree_equal(a, b):
 def test_level_starts_from_rewind_weights_times_mask(reference):
     path, s, summary, calls = reference
     level0, level1, reinit1, random1 = calls[:4]
-    rw = checkpoint.load(os.path.join(path, "level_0", "rewind"), {"params": level0.params, "model_state": level0.model_state})
+    rw = checkpoint.load(os.path.join(path, "level_0", "rewind"),
+                         {"params": level0.params, "model_state": level0.model_state})
     # the rewind weights are level 0's weights at step k
-    from lth.fit import device_data, fit
+    from lth.training.loop import device_data, fit
     at_k, _ = fit(s.trainer, level0, device_data(s.trainer, s.dataset), 20, eval_every=0, history=[])
     assert tree_equal(rw["params"], at_k.params)
     # level 1 starts from exactly (rewind ⊙ mask_1) at step k, mask_1 from level 0's trained magnitudes
@@ -164,8 +168,7 @@ def test_original_fraction_that_empties_a_layer_is_refused_and_collapse_is_state
 
 def test_imp_levels_at_a_distributions_layer_densities(tmp_path):
     """prune.scope = erk: level L keeps each layer at ERK's density for (1 − f)^L, ranked by |w| within it."""
-    from lth import sparsity as SP
-
+    from lth.pruning import sparsity as SP
     s, summary, _ = run(tmp_path, "lottery.levels=2", "lottery.controls=", "prune.scope=erk", "prune.fraction=0.5",
                         "train.duration=20it")
     shapes = {p: tuple(x.shape[1:]) for p, x, pr in zip(M.leaf_paths(final(tmp_path, s, 0).params),

@@ -5,13 +5,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lth import data as D, masks as M
+from lth import data as D
 from lth.errors import UserError
-from lth.models import registry
+from lth.models import zoo
+from lth.pruning import masks as M
 
 
 def init(name, shape, classes=10):
-    model = registry.build(name, classes, "glorot_normal", shape)
+    model = zoo.build(name, classes, "glorot_normal", shape)
     return model, jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((2, *shape)))
 
 
@@ -22,7 +23,8 @@ def test_lenet_300_100_parameter_count_on_mnist():
 
 def test_any_hidden_widths_and_lenet5_shapes():
     model, v = init("lenet_7_5_3", (40,))
-    assert [v["params"][k]["kernel"].shape for k in ("fc_0", "fc_1", "fc_2", "out")] == [(40, 7), (7, 5), (5, 3), (3, 10)]
+    assert [v["params"][k]["kernel"].shape for k in ("fc_0", "fc_1", "fc_2", "out")] == [(40, 7), (7, 5), (5, 3),
+                                                                                         (3, 10)]
     model, v = init("lenet5", (28, 28, 1))
     assert M.num_params(v["params"]) == 156 + 2416 + 48120 + 10164 + 850
 
@@ -47,11 +49,11 @@ def test_lenet5_learns_real_digits_through_the_public_api():
 
 def test_bad_model_names():
     with pytest.raises(UserError, match="resnet999.*allowed"):
-        registry.build("resnet999", 10, "glorot_normal", (40,))
+        zoo.build("resnet999", 10, "glorot_normal", (40,))
     with pytest.raises(UserError, match="lenet5"):
-        registry.build("lenet5", 10, "glorot_normal", (40,))
+        zoo.build("lenet5", 10, "glorot_normal", (40,))
     with pytest.raises(UserError, match="model.init 'zeros'"):
-        registry.build("lenet_10", 10, "zeros", (40,))
+        zoo.build("lenet_10", 10, "zeros", (40,))
 
 
 def data_cfg(name, **kw):
@@ -97,29 +99,29 @@ def test_unknown_dataset_and_bad_validation_size():
 def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, hw):
     """lth.models.conv: im2col + GEMM equals XLA's convolution (strides, padding, 1×1 shortcuts),
     and so do both gradients; chunked batches give the same result (on the strided case)."""
-    from lth.models import conv as C
+    from lth.models import conv
 
     x = jax.random.normal(jax.random.PRNGKey(0), (6, hw, hw, 5))
     w = jax.random.normal(jax.random.PRNGKey(1), (kernel, kernel, 5, 7)) * 0.2
-    dy = jax.random.normal(jax.random.PRNGKey(2), C.conv_xla(x, w, stride, pad).shape)
+    dy = jax.random.normal(jax.random.PRNGKey(2), conv.conv_xla(x, w, stride, pad).shape)
     outs = {}
     for impl in ("xla", "gemm"):
         def fwd_bwd(x, w, dy, impl=impl):   # under jit: one compile, not one per op
-            y, vjp = jax.vjp(lambda x, w: C.conv2d(x, w, stride, pad, impl), x, w)
+            y, vjp = jax.vjp(lambda x, w: conv.conv2d(x, w, stride, pad, impl), x, w)
             return (y, *vjp(dy))
         outs[impl] = jax.jit(fwd_bwd)(x, w, dy)
     for a, b in zip(outs["xla"], outs["gemm"]):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(a))))
     if (kernel, stride) != (3, 2):   # chunking is one code path: checked on the strided case only (~1 s a compile)
         return
-    small = C.MAX_PATCH_BYTES
+    small = conv.MAX_PATCH_BYTES
     try:
-        C.MAX_PATCH_BYTES = 1   # one example per chunk
-        chunked = jax.jit(lambda x, w: C.conv_gemm(x, w, stride, pad))(x, w)
+        conv.MAX_PATCH_BYTES = 1   # one example per chunk
+        chunked = jax.jit(lambda x, w: conv.conv_gemm(x, w, stride, pad))(x, w)
         np.testing.assert_allclose(np.asarray(chunked), np.asarray(outs["gemm"][0]), rtol=1e-5, atol=1e-5)
     finally:
-        C.MAX_PATCH_BYTES = small
-    assert C.resolve("auto") == ("gemm" if jax.default_backend() == "cpu" else "xla")
+        conv.MAX_PATCH_BYTES = small
+    assert conv.resolve("auto") == ("gemm" if jax.default_backend() == "cpu" else "xla")
 
 
 def test_auto_convolution_choice_per_layer():
@@ -137,6 +139,7 @@ def test_flat_drawn_initializers_equal_jax_variance_scaling_bit_for_bit():
     """lth draws kernels flat and reshapes (fast to compile on CPU); the values must be exactly
     jax.nn.initializers' for every kernel init, conv and linear shapes alike."""
     from jax.nn import initializers as I
+
     from lth.models.inits import KERNEL
 
     ref = {"kaiming_normal": I.variance_scaling(2.0, "fan_in", "normal"),

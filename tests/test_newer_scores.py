@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lth
-from lth import masks as M
+from lth.pruning import masks as M
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = np.load(os.path.join(ROOT, "tests", "data", "pai2_reference.npz"))
@@ -30,7 +30,7 @@ def as_torch(tree):
 
 
 def test_force_and_iter_snip_rounds_equal_the_reference(mlp):
-    from lth.pruning_at_init import densities
+    from lth.pruning.at_init import densities
     from lth.scores import make_scorer
 
     apply_fn, v, batch = mlp
@@ -48,7 +48,8 @@ def test_force_and_iter_snip_rounds_equal_the_reference(mlp):
                 np.testing.assert_allclose(got[k][live], want[live], rtol=2e-4, atol=1e-7 * want.max())
             masks = lth.prune.prune(scores, M.ones_like(masks) if name == "force" else masks, prunable, density=d)
             for k in LAYERS:
-                np.testing.assert_array_equal(np.asarray(masks[k]["kernel"]).T, REF[f"{key}/masks_t{t}/{k}"].astype(bool))
+                np.testing.assert_array_equal(np.asarray(masks[k]["kernel"]).T,
+                                              REF[f"{key}/masks_t{t}/{k}"].astype(bool))
         assert sum(int(np.sum(masks[k]["kernel"])) for k in LAYERS) == int(REF[f"{key}/kept"][-1])
     # FORCE brings weights back: some weight pruned in round 1 is kept in round 2
     back = [np.any(REF[f"force/masks_t2/{k}"] > REF[f"force/masks_t1/{k}"]) for k in LAYERS]
@@ -82,14 +83,14 @@ def test_prospr_meta_gradient_equals_the_reference(mlp):
 
 @pytest.mark.parametrize("arch", ["vgg16", "resnet20"])
 def test_smart_ratio_equals_the_reference(arch):
-    from lth import sparsity as SP
-    from lth.models import registry
+    from lth.models import zoo
+    from lth.pruning import sparsity as SP
 
-    model = registry.build(arch, 10, "kaiming_normal", (32, 32, 3))
+    model = zoo.build(arch, 10, "kaiming_normal", (32, 32, 3))
     v = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
     shapes = {p: tuple(x.shape) for p, x in zip(M.leaf_paths(v["params"]), jax.tree.leaves(v["params"]))
               if p.endswith("kernel")}
-    order = registry.network_order(model, (32, 32, 3), list(shapes))   # stem first, out last (not the dict's order)
+    order = zoo.network_order(model, (32, 32, 3), list(shapes))   # stem first, out last (not the dict's order)
     assert [p.rsplit("/", 1)[0] for p in order] == list(REF[f"smart/{arch}/layers"])
     for d in (0.1, 0.02):
         got = SP.densities({p: shapes[p] for p in order}, d, "smart_ratio", resnet=arch == "resnet20")
@@ -99,8 +100,7 @@ def test_smart_ratio_equals_the_reference(arch):
 
 
 def test_any_score_ranks_within_layers_at_a_distributions_densities(mlp):
-    from lth import sparsity as SP
-
+    from lth.pruning import sparsity as SP
     apply_fn, v, batch = mlp
     shapes = {f"{k}/kernel": tuple(v["params"][k]["kernel"].shape) for k in LAYERS}
     want = SP.densities(shapes, 0.2, "erk")
@@ -116,8 +116,8 @@ def test_any_score_ranks_within_layers_at_a_distributions_densities(mlp):
 
 
 def test_prospr_options_are_checked_before_any_work():
-    from lth.config import base
-    from lth.pruning_at_init import validate_options
+    from lth.harness.config import base
+    from lth.pruning.at_init import validate_options
 
     p = base().pai
     p.prospr_steps = 0

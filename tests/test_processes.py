@@ -1,4 +1,4 @@
-"""Several processes, one run (lth/distributed.py): two `lth` processes on 127.0.0.1 joined through
+"""Several processes, one run (lth/harness/distributed.py): two `lth` processes on 127.0.0.1 joined through
 jax.distributed (gloo collectives on CPU), replicates sharded across them, give the single-process
 summary; one killed mid-level makes the other stop with one line, and rerunning both resumes to the
 same result. Bad process settings are refused in one line."""
@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import DEMO, ROOT, TINY
 
 from lth.cli import main
-from conftest import DEMO, ROOT, TINY
 
 SETS = TINY + ["replicates=2", "lottery.levels=1", "lottery.controls="]
 

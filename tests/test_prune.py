@@ -4,13 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M, prune as P
 from lth.errors import UserError
+from lth.pruning import masks as M
+from lth.pruning import prune as P
 
 
 def tree(rng, shapes):
     keys = jax.random.split(jax.random.PRNGKey(rng), len(shapes))
-    return {name: {"kernel": jax.random.normal(k, s), "bias": jnp.zeros(s[-1])} for k, (name, s) in zip(keys, shapes.items())}
+    return {name: {"kernel": jax.random.normal(k, s), "bias": jnp.zeros(s[-1])}
+            for k, (name, s) in zip(keys, shapes.items())}
 
 
 SHAPES = {"fc_0": (40, 30), "fc_1": (30, 20), "out": (20, 10)}
@@ -72,7 +74,8 @@ def test_imp_counts_ceil_per_group_per_level_with_overrides(of):
         scores = jax.tree.map(lambda p, k=level: jnp.abs(p) + 0.01 * k, params)
         masks = P.prune(scores, masks, prunable, fraction=mult * f, of=of,
                         layer_fractions=P.parse_layer_fractions(f"out={mult * fo}"))
-        if of == "remaining":   # 1800·0.1234 = 222.12 → 223; 1577·0.1234 = 194.6 → 195; out: 62.4 → 63, 137·0.312 = 42.7 → 43
+        if of == "remaining":   # 1800·0.1234 = 222.12 → 223; 1577·0.1234 = 194.6 → 195;
+            #                     out: 62.4 → 63, 137·0.312 = 42.7 → 43
             want_rest -= int(np.ceil(f * want_rest))
             want_out -= int(np.ceil(fo * want_out))
         else:                   # 222.12 → 223, 444.24 → 445; out: 62.4 → 63, 124.8 → 125
@@ -167,7 +170,8 @@ def test_host_group_selection_over_live_entries_equals_jitted_groups():
     groups = ((0, 2), (3,))
     keep = [250, 40]
     host = P._select_groups_host(scores, masks, keep, groups)
-    jit = P._select([jnp.asarray(s) for s in scores], [jnp.asarray(m) for m in masks], jnp.asarray(keep, jnp.int32), groups)
+    jit = P._select([jnp.asarray(s) for s in scores], [jnp.asarray(m) for m in masks], jnp.asarray(keep, jnp.int32),
+                    groups)
     for h, j, m in zip(host, jit, masks):
         np.testing.assert_array_equal(h, np.asarray(j))
         assert not np.any(h & ~m)          # never revived

@@ -7,20 +7,21 @@ the batch the documented data-order rule gives, BatchNorm in train mode, masked,
 times lr(k), one fresh momentum buffer; running statistics 0.9 · old + 0.1 · batch, unbiased
 variance) — not by calling the training code again.
 """
-import types
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import tiny_config
 
-from lth import data as D, run as harness
-from lth.studies import lottery
-from lth.experiment import open_run_dir
-from lth.models import registry
+from lth import data as D
+from lth.harness import run as harness
+from lth.harness.rundir import open_run_dir
 from lth.models.inits import Init
 from lth.models.layers import Conv, batch_norm, conv, dense
-from conftest import tiny_config
+from lth.models.zoo import Family
+from lth.registry import MODELS
+from lth.studies import lottery
 
 N, B, K = 32, 8, 6            # 32 training images, batches of 8: 4 steps per epoch; rewind to step 6
 LR, GAMMA, WD, MOM = 0.05, 0.1, 0.01, 0.9
@@ -49,7 +50,7 @@ class TinyBNNet(nn.Module):
         return dense(jnp.mean(x, axis=(1, 2)), self.num_classes, self.inits, "out", out=True)
 
 
-TINY_FAMILY = types.SimpleNamespace(PATTERNS={
+TINY_FAMILY = Family({
     "tiny_bn_cnn": (lambda m, classes, init, shape, width: TinyBNNet(classes, init), "test conv net with BatchNorm")})
 
 
@@ -66,7 +67,8 @@ def config():
 def run_imp(path, mp):
     """Levels 0 and 1; the states every arm starts from, and each arm's states at steps k and k + 1."""
     mp.setattr(D, "load", fake_cifar)
-    mp.setattr(registry, "FAMILIES", registry.FAMILIES + [TINY_FAMILY])
+    MODELS.names()   # the built-in families first
+    mp.setitem(MODELS._entries, "tiny", TINY_FAMILY)
     cfg = config()
     s = lottery.setup(cfg)
     open_run_dir(str(path), cfg, lottery.COMMAND)

@@ -6,15 +6,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M, pruning_at_init as pai
 from lth.errors import UserError
+from lth.models import zoo
+from lth.pruning import at_init as pai
+from lth.pruning import masks as M
+from lth.scores import grasp as G
 from lth.scores import make_scorer
-from lth.models import registry
-from lth.scores import grasp as G, obd as O, snip as SN, synflow as SF
+from lth.scores import obd as O
+from lth.scores import snip as SN
+from lth.scores import synflow as SF
 
 
 def tiny(widths=(4, 3), d_in=3, classes=2, seed=0, bias=False):
-    model = registry.build("lenet_" + "_".join(map(str, widths)), classes, "kaiming_normal", (d_in,))
+    model = zoo.build("lenet_" + "_".join(map(str, widths)), classes, "kaiming_normal", (d_in,))
     v = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, d_in)))
     if bias:
         v = jax.tree.map(lambda a: a + 0.1, v)
@@ -58,8 +62,9 @@ def test_synflow_ignores_data_and_scaled32_ranks_like_float64():
     assert make_scorer("synflow", fb, vb, prunable, None, (5,), synflow_precision="auto").precision == "float64"
 
 
+@pytest.mark.slow
 def test_iterative_synflow_avoids_layer_collapse_on_narrow_vgg():
-    model = registry.build("vgg11", 10, "kaiming_normal", (16, 16, 3), width=1 / 16)
+    model = zoo.build("vgg11", 10, "kaiming_normal", (16, 16, 3), width=1 / 16)
     v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
     apply_fn = lambda variables, x: model.apply(variables, x, train=False)  # noqa: E731
     prunable = M.prunable_tree(v["params"], r".*kernel")
@@ -73,11 +78,13 @@ def test_iterative_synflow_avoids_layer_collapse_on_narrow_vgg():
     assert min(pai.kept_per_layer(pai.prune_at_init(mag, v, prunable, 1 / top), prunable).values()) == 0
 
 
+@pytest.mark.slow
 def test_obd_exact_diagonal_equals_jax_hessian_and_hutchinson_converges():
     _, v, apply_fn = tiny()
     x, y = data()
-    from lth.scores.common import loss_fn
     from jax.flatten_util import ravel_pytree
+
+    from lth.scores.common import loss_fn
     loss = loss_fn(apply_fn, v)
     flat, unravel = ravel_pytree(v["params"])
     want = np.diag(np.asarray(jax.jit(jax.hessian(lambda f: loss(unravel(f), x, y)))(flat)))
@@ -91,7 +98,8 @@ def test_obd_exact_diagonal_equals_jax_hessian_and_hutchinson_converges():
     assert err[512] < 0.35 and err[512] < err[8] / 3
     s = jax.jit(lambda v: O.obd(apply_fn, v, M.ones_like(v["params"]), (x, y), None, method="exact"))(v)
     w = v["params"]["fc_0"]["kernel"]
-    np.testing.assert_allclose(s["fc_0"]["kernel"], 0.5 * unravel(jnp.asarray(want))["fc_0"]["kernel"] * w ** 2, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(s["fc_0"]["kernel"], 0.5 * unravel(jnp.asarray(want))["fc_0"]["kernel"] * w ** 2,
+                               rtol=1e-4, atol=1e-8)
     fisher = jax.jit(lambda v: O.hessian_diagonal(apply_fn, v, v["params"], (x, y), jax.random.PRNGKey(0), "fisher"))(v)
     assert all(bool(jnp.all(f >= 0)) for f in jax.tree.leaves(fisher))  # a sum of squares
 
@@ -104,7 +112,8 @@ def test_snip_equals_gradient_times_weight():
     g2 = jax.grad(loss_fn(apply_fn, v))(v["params"], x[6:], y[6:])
     s = SN.snip(apply_fn, v, M.ones_like(v["params"]), (x, y), None, batches=2)
     for k in ("fc_0", "out"):
-        np.testing.assert_allclose(s[k]["kernel"], np.abs((g1[k]["kernel"] + g2[k]["kernel"]) * v["params"][k]["kernel"]), rtol=1e-5)
+        np.testing.assert_allclose(s[k]["kernel"],
+                                   np.abs((g1[k]["kernel"] + g2[k]["kernel"]) * v["params"][k]["kernel"]), rtol=1e-5)
 
 
 def test_grasp_hessian_gradient_equals_explicit_product():
@@ -113,6 +122,7 @@ def test_grasp_hessian_gradient_equals_explicit_product():
     _, v, apply_fn = tiny(bias=True)
     x, y = data()
     from jax.flatten_util import ravel_pytree
+
     from lth.scores.common import chunks, loss_fn
     params = v["params"]
     prunable = M.prunable_tree(params, r".*kernel")
@@ -158,7 +168,8 @@ def test_inversion_keeps_the_complement_ranking_and_counts_are_exact():
         if scope == "global":
             assert sum(kept.values()) == round(0.037 * total)
         else:
-            assert kept == {"fc_0/kernel": round(0.037 * 800), "fc_1/kernel": round(0.037 * 1200), "out/kernel": round(0.037 * 60)}
+            assert kept == {"fc_0/kernel": round(0.037 * 800), "fc_1/kernel": round(0.037 * 1200),
+                            "out/kernel": round(0.037 * 60)}
 
 
 def test_bad_inputs():
@@ -184,9 +195,9 @@ def test_synflow_with_batchnorm_equals_finite_differences_of_the_linearized_net(
     import functools
     import types
 
+    from lth.harness.run import Setup
     from lth.models.inits import coerce
     from lth.models.vgg import VGG
-    from lth.run import Setup
 
     # conv-BN-ReLU, max-pool, conv-BN-ReLU, mean, dense: the lth VGG module with a short plan
     model = VGG((4, "M", 8), 3, dataclasses.replace(coerce("kaiming_normal"), conv_impl="xla"))
@@ -197,7 +208,8 @@ def test_synflow_with_batchnorm_equals_finite_differences_of_the_linearized_net(
                             "var": rng.uniform(0.2, 3.0, s["var"].shape).astype(np.float32)}
                         for k, s in shapes["batch_stats"].items()}
     prunable = M.prunable_tree(v["params"], r".*kernel")
-    masks = jax.tree.map(lambda a, pr: rng.random(a.shape) < 0.7 if pr else np.ones(a.shape, bool), v["params"], prunable)
+    masks = jax.tree.map(lambda a, pr: rng.random(a.shape) < 0.7 if pr else np.ones(a.shape, bool), v["params"],
+                         prunable)
     # the apply every run's scores see (lth.run.Setup.apply_fn); masks from an earlier round
     apply_fn = functools.partial(Setup.apply_fn, types.SimpleNamespace(trainer=types.SimpleNamespace(model=model)))
     scores = make_scorer("synflow", apply_fn, v, prunable, None, (4, 4, 3), synflow_precision="float64")(v, masks, None)
@@ -230,7 +242,7 @@ def test_obd_fisher_is_half_the_mean_squared_sampled_label_gradient_times_w2():
     from the model's own predictive distribution per example (the true Fisher, = the GGN of the
     cross-entropy in expectation; not the empirical Fisher of the data labels) — recomputed here one
     example at a time."""
-    model = registry.build("lenet_5", 3, "kaiming_normal", (4,))
+    model = zoo.build("lenet_5", 3, "kaiming_normal", (4,))
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 4)))
     rng = np.random.default_rng(0)
     v = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 import lth
-from lth import factorize as F, masks as M, prune as P, shrink as S
+from lth.compression import factorize as F
+from lth.compression import shrink
 from lth.errors import UserError
-from lth.models import registry
+from lth.models import zoo
 from lth.models.inits import Init
+from lth.pruning import masks as M
+from lth.pruning import prune as P
 
 
 def apply(model, params, x, **kw):
@@ -25,28 +28,29 @@ def random_params(model, x, seed=0):
     rng = np.random.default_rng(seed)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
     return jax.tree_util.tree_map_with_path(
-        lambda path, a: jnp.asarray((1.0 if path[-1].key == "scale" else 0.0) + 0.3 * rng.normal(size=a.shape), jnp.float32),
+        lambda path, a: jnp.asarray((1.0 if path[-1].key == "scale" else 0.0) + 0.3 * rng.normal(size=a.shape),
+                                    jnp.float32),
         shapes)
 
 
 def tiny_bert(tmp_path, layers=2, share=0):
-    """A BERT of 4 heads of 8 (vocab 300) from an HF config.json, built through the registry."""
+    """A BERT of 4 heads of 8 (vocab 300) from an HF config.json, built through the zoo."""
     import json
 
-    from lth.config import base
+    from lth.harness.config import base
     path = tmp_path / f"bert_{layers}"
     path.mkdir(exist_ok=True)
     json.dump({"num_hidden_layers": layers, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
                "vocab_size": 300, "max_position_embeddings": 32, "sep_token_id": 102}, open(path / "config.json", "w"))
     cfg = base()
     cfg.model.name, cfg.model.share_layers = f"bert:{path}", share
-    model = registry.from_config(cfg.model, 3, (16,))
+    model = zoo.from_config(cfg.model, 3, (16,))
     x = jnp.asarray(np.random.default_rng(0).integers(103, 300, (4, 16))).at[:, 12:].set(0).at[:, 5].set(102)
     return model, x, random_params(model, x)
 
 
 def _model(name, shape, classes=5, seed=0):
-    model = registry.build(name, classes, Init("kaiming_normal"), shape)
+    model = zoo.build(name, classes, Init("kaiming_normal"), shape)
     x = jnp.asarray(np.random.default_rng(seed).normal(size=(6, *shape)), jnp.float32)
     params = random_params(model, x, seed)
     # positive biases: a unit whose inputs are all pruned outputs relu(b) > 0, which must be folded
@@ -66,7 +70,8 @@ def test_dead_units_removed_and_constant_units_folded(name, shape, first, nxt):
     np.testing.assert_allclose(apply(sh.model, sh.params, x), ref, atol=2e-5, rtol=1e-5)
     width = params[first]["kernel"].shape[-1]
     assert sh.units[first] == (width, width - 2)
-    assert sh.units["fc_0" if name == "lenet5" else "fc_1"][1] == params["fc_0" if name == "lenet5" else "fc_1"]["kernel"].shape[-1] - 1
+    assert (sh.units["fc_0" if name == "lenet5" else "fc_1"][1]
+            == params["fc_0" if name == "lenet5" else "fc_1"]["kernel"].shape[-1] - 1)
     assert M.num_params(sh.params) < M.num_params(params)
     assert sh.params["out"]["kernel"].shape[-1] == 5          # the classes are never removed
 
@@ -76,7 +81,7 @@ def test_shrink_refuses_a_layer_left_empty():
     masks = jax.tree.map(lambda a: np.ones(a.shape, bool), params)
     masks["fc_1"]["kernel"][:] = False
     with pytest.raises(UserError, match="leave layer fc_0 with no units"):
-        S.shrink(model, params, masks)
+        shrink.shrink(model, params, masks)
 
 
 def test_bert_heads_and_mlps_removed_equal_the_gated_model_and_load_back_through_hf(tmp_path):
@@ -95,7 +100,7 @@ def test_bert_heads_and_mlps_removed_equal_the_gated_model_and_load_back_through
     head_gates = np.array([[1.0, 0.5, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])     # 0.5: folded into the output rows
     mlp_gates = np.array([1.0, 0.0])
     ref = apply(model, M.apply(params, masks), x, head_mask=head_gates, mlp_mask=mlp_gates)
-    sh = S.shrink(model, params, masks, head_gates, mlp_gates)
+    sh = shrink.shrink(model, params, masks, head_gates, mlp_gates)
     assert sh.model.cfg.layer_heads == (2, 2)                # layer 0: heads 1, 2 (0 folded, 3 off); layer 1: 2, 3
     assert sh.model.cfg.layer_intermediate[1] == 0 and sh.model.cfg.layer_intermediate[0] <= 62
     np.testing.assert_allclose(apply(sh.model, sh.params, x), ref, atol=1e-5)
@@ -104,7 +109,7 @@ def test_bert_heads_and_mlps_removed_equal_the_gated_model_and_load_back_through
     save_pretrained(str(tmp_path), sh.params, sh.model.cfg)
     cfg = config_from_file(str(tmp_path))
     assert cfg == sh.model.cfg
-    back = registry.build(f"bert:{tmp_path}", 3, Init("kaiming_normal"), (16,))
+    back = zoo.build(f"bert:{tmp_path}", 3, Init("kaiming_normal"), (16,))
     loaded = load_weights(str(tmp_path), random_params(back, x, 1), back.cfg)
     np.testing.assert_allclose(apply(back, loaded, x), ref, atol=1e-5)
 
@@ -144,7 +149,8 @@ def test_factorization_rank_energy_and_low_rank_model():
     u, v = np.asarray(fp["fc_0"]["u"], np.float64), np.asarray(fp["fc_0"]["v"], np.float64)
     err = np.linalg.norm(w - u @ v) ** 2 / np.linalg.norm(w) ** 2
     assert err == pytest.approx(1 - np.cumsum(s2)[want - 1] / s2.sum(), rel=1e-4)   # Eckart–Young
-    shapes = jax.tree.map(lambda a: a.shape, jax.eval_shape(F.low_rank(model, {"fc_0": 3}).init, jax.random.PRNGKey(0), x)["params"])
+    shapes = jax.tree.map(lambda a: a.shape,
+                          jax.eval_shape(F.low_rank(model, {"fc_0": 3}).init, jax.random.PRNGKey(0), x)["params"])
     assert shapes["fc_0"] == {"u": (12, 3), "v": (3, 40), "bias": (40,)}
     with pytest.raises(UserError, match="rank 13 is above layer fc_0/kernel's size 12×40"):
         F.plan(params, r"fc_0/kernel", rank=13)
@@ -164,7 +170,8 @@ def test_albert_sharing_and_factorized_embedding(tmp_path):
     deep, _, deep_params = tiny_bert(tmp_path, layers=4)
     save_pretrained(str(tmp_path / "ckpt"), deep_params, deep.cfg)
     two = dataclasses.replace(deep.cfg, share_groups=2)
-    got = load_weights(str(tmp_path / "ckpt"), {k: v for k, v in deep_params.items() if k not in ("layer_2", "layer_3")}, two)
+    got = load_weights(str(tmp_path / "ckpt"),
+                       {k: v for k, v in deep_params.items() if k not in ("layer_2", "layer_3")}, two)
     assert np.array_equal(got["layer_1"]["intermediate"]["kernel"], deep_params["layer_2"]["intermediate"]["kernel"])
     assert np.array_equal(got["layer_0"]["output"]["bias"], deep_params["layer_0"]["output"]["bias"])
     with pytest.raises(UserError, match="sharing groups 3 do not divide the 4 layers"):
@@ -182,11 +189,12 @@ def test_structured_imp_prunes_whole_neurons_and_shrinks_to_them(tmp_path):
     """`lth lottery --set prune.structure=units`: level 1 keeps whole columns (neurons) of each
     hidden layer, layerwise at the level's rate, the output layer untouched; shrinking keeps exactly
     the live neurons."""
-    from lth import checkpoint
-    from lth.cli import main
-    from lth.run import setup
-    from lth.studies import compress as C
     from conftest import LOTTERY
+
+    from lth.cli import main
+    from lth.harness import checkpoint
+    from lth.harness.run import setup
+    from lth.studies import compress as C
 
     run = tmp_path / "run"
     assert main(LOTTERY + ["--run-dir", str(run), "--set", "lottery.levels=1", "--set", "lottery.controls=",
@@ -200,6 +208,6 @@ def test_structured_imp_prunes_whole_neurons_and_shrinks_to_them(tmp_path):
         assert np.array_equal(m, np.broadcast_to(live, m.shape))            # whole columns
         assert live.sum() == units - int(np.ceil(0.2 * units))               # prune.fraction 0.2 of the units
     assert masks["out"]["kernel"].all()                                      # the classes are never pruned
-    sh = S.shrink(s.trainer.model, jax.tree.map(lambda a: a[0], final.params), masks)
+    sh = shrink.shrink(s.trainer.model, jax.tree.map(lambda a: a[0], final.params), masks)
     assert sh.units == {"fc_0": (24, 19), "fc_1": (12, 9)}                 # 24 - ceil(0.2 · 24), 12 - ceil(0.2 · 12)
     assert checkpoint.exists(str(run / "level_1" / "final"))

@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import checkpoint, masks as M, sparsity as SP
-from lth.sparse_train import MaskUpdate, drop_and_grow, drop_fraction, gmp_sparsity, reset_slots
+from lth.harness import checkpoint
+from lth.pruning import masks as M
+from lth.pruning import sparsity as SP
+from lth.pruning.sparse_train import MaskUpdate, drop_and_grow, drop_fraction, gmp_sparsity, reset_slots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = np.load(os.path.join(ROOT, "tests", "data", "sparse_reference.npz"))
@@ -72,7 +74,8 @@ def test_drop_and_grow_equals_jaxpruner(alg):
         w, g = REF[f"{src}/params/{layer}"], REF[f"{src}/grads/{layer}"]
         m = REF[f"mlp/masks/{layer}"].astype(bool)
         score = REF[f"set/grow_scores/{layer}"] if alg == "set" else np.abs(g)
-        new = drop_and_grow(jnp.asarray(w), jnp.asarray(m), jnp.asarray(score), jaxpruner_drop(int(m.sum()), m.size, df))
+        new = drop_and_grow(jnp.asarray(w), jnp.asarray(m), jnp.asarray(score),
+                            jaxpruner_drop(int(m.sum()), m.size, df))
         np.testing.assert_array_equal(np.asarray(new), REF[f"{alg}/new_masks/{layer}"].astype(bool))
         assert int(np.sum(new)) == int(m.sum())
         if alg != "rigl_ties":   # the drop keeps the largest |w| of the active weights (jaxpruner's intermediate mask)
@@ -100,7 +103,8 @@ def test_drop_count_is_rigls_floor_and_cosine_and_gmp_schedules_equal_jaxpruner(
         assert int(np.sum(new[k])) == n_on and int(np.sum(regrown)) == n_on
     # jaxpruner's PolynomialSchedule at count t is s(t + 1): the sparsity once that step is taken
     steps = REF["poly/steps"]
-    np.testing.assert_allclose([float(gmp_sparsity(t + 1, 0.9, 10, 110)) for t in steps], REF["poly/sparsity"], atol=1e-6)
+    np.testing.assert_allclose([float(gmp_sparsity(t + 1, 0.9, 10, 110)) for t in steps], REF["poly/sparsity"],
+                               atol=1e-6)
     gmp = MaskUpdate("gmp", (0.1,), 10, 110, 10)
     assert [gmp.is_update(int(t)) for t in steps] == REF["poly/is_update"].tolist()
     # GMP's count from that sparsity is rigl's ⌊s·n⌋ zeros (jaxpruner rounds: at most one apart)
@@ -141,9 +145,10 @@ def test_grown_weights_slots_are_zeroed_as_jaxpruner(opt):
 # ----- in the training loop ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sparse_setup():
-    from lth import run as harness
-    from lth.studies import sparse
     from conftest import tiny_config
+
+    from lth.harness import run as harness
+    from lth.studies import sparse
 
     cfg = tiny_config("sparse.every=4it", "sparse.end=40it", "sparse.densities=0.2", "replicates=2",
                       "sparse.custom=out=1")
@@ -161,6 +166,7 @@ def slot_trees(tx, opt_state, n_leaves):
 
 def _trainer(s, method, dens):
     import dataclasses
+
     from lth.studies import sparse
     mu = sparse.mask_update(s, method, dens, "layerwise")
     return dataclasses.replace(s.trainer, sparse=mu), mu
@@ -168,8 +174,8 @@ def _trainer(s, method, dens):
 
 @pytest.mark.parametrize("method", ["rigl", "gmp"])   # SET: the study test and the reference update
 def test_every_step_keeps_counts_zeros_and_zeroed_slots(sparse_setup, method):
-    from lth.fit import device_data
-    from lth.run import init_variables, keys
+    from lth.harness.run import init_variables, keys
+    from lth.training.loop import device_data
 
     s, layer_dens = sparse_setup
     t, mu = _trainer(s, method, layer_dens["rigl-erk@0.2"])
@@ -202,7 +208,8 @@ def test_every_step_keeps_counts_zeros_and_zeroed_slots(sparse_setup, method):
                 assert np.all(np.asarray(w)[grown] == 0)
                 assert all(np.all(np.asarray(tr[i])[grown] == 0) for tr in slots)
             # no optimizer step on an update step: every weight kept is unchanged
-            for w, wp, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(prev.params), jax.tree.leaves(state.masks)):
+            for w, wp, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(prev.params),
+                                jax.tree.leaves(state.masks)):
                 np.testing.assert_array_equal(np.asarray(w)[np.asarray(m)], np.asarray(wp)[np.asarray(m)])
     if method == "gmp":   # steps 0, 4, 8, 12 pruned toward ERK densities: s(13) of the final sparsity
         for path, m in zip(M.leaf_paths(state.masks), jax.tree.leaves(state.masks)):
@@ -218,8 +225,8 @@ def test_every_step_keeps_counts_zeros_and_zeroed_slots(sparse_setup, method):
 def test_set_resumes_mid_schedule_bit_identically_and_replicates_are_independent(sparse_setup, tmp_path):
     """SET's random grow comes from the checkpointed step key: a resumed run (stopped at step 11, between
     the updates at 8 and 12) draws the same."""
-    from lth.fit import device_data, fit
-    from lth.run import init_variables, keys
+    from lth.harness.run import init_variables, keys
+    from lth.training.loop import device_data, fit
 
     s, layer_dens = sparse_setup
     t, mu = _trainer(s, "set", layer_dens["rigl-erk@0.2"])
@@ -244,8 +251,9 @@ def test_set_resumes_mid_schedule_bit_identically_and_replicates_are_independent
 
 # ----- the study ----------------------------------------------------------------------------------
 def test_sparse_study_runs_reuses_its_arms_and_refuses_bad_input(tmp_path, capsys):
-    import lth
     from conftest import DEMO, TINY, assert_refused
+
+    import lth
 
     sets = TINY + ["sparse.every=5it", "sparse.end=40it", "sparse.densities=0.1", "sparse.distributions=erk",
                    "sparse.gmp_scope=global", "sparse.methods=gmp,rigl"]
@@ -258,8 +266,10 @@ def test_sparse_study_runs_reuses_its_arms_and_refuses_bad_input(tmp_path, capsy
         assert abs(e["density"] - 0.1) < 0.002 and e["seconds"] > 0 and 0 <= e["test_accuracy"] <= 1
     assert "rigl-erk" in res.table() and os.path.exists(res.plot())
     before = os.stat(os.path.join(res.run_dir, "arms", "rigl-erk@0.1", "metrics.json")).st_mtime_ns
-    more = lth.sparse(DEMO, sets[:-1] + ["sparse.methods=rigl,static"], out=str(tmp_path))   # same directory, one new arm
-    assert more.run_dir == res.run_dir and [e["arm"] for e in more.summary["arms"]] == ["rigl-erk@0.1", "static-erk@0.1"]
+    # same directory, one new arm
+    more = lth.sparse(DEMO, sets[:-1] + ["sparse.methods=rigl,static"], out=str(tmp_path))
+    assert more.run_dir == res.run_dir and [e["arm"] for e in more.summary["arms"]] == ["rigl-erk@0.1",
+                                                                                        "static-erk@0.1"]
     assert os.stat(os.path.join(res.run_dir, "arms", "rigl-erk@0.1", "metrics.json")).st_mtime_ns == before
     assert_refused(capsys, "sparse", sets, [
         ("sparse.densities=0.1,1.5", "sparse.densities entry '1.5' out of range"),
@@ -269,6 +279,7 @@ def test_sparse_study_runs_reuses_its_arms_and_refuses_bad_input(tmp_path, capsy
     assert json.load(open(os.path.join(res.run_dir, "summary.json")))["arms"][0]["arm"] == "rigl-erk@0.1"
 
 
+@pytest.mark.slow
 def test_rigl_on_a_batchnorm_net_one_replicate_at_a_time():
     """RigL on a conv-BN net, replicates run one after another ('sequential', what CPU conv nets
     use beyond 2 replicates): counts kept, the mask moved, BatchNorm statistics trained, pruned
@@ -276,9 +287,10 @@ def test_rigl_on_a_batchnorm_net_one_replicate_at_a_time():
     import dataclasses
 
     import optax
+
     from lth.models.inits import coerce
     from lth.models.vgg import VGG
-    from lth.train import Trainer
+    from lth.training.step import Trainer
 
     model = VGG((4, "M", 8), 10, dataclasses.replace(coerce("kaiming_normal"), conv_impl="xla"))
     x = jax.random.normal(jax.random.PRNGKey(0), (40, 8, 8, 3))
@@ -289,7 +301,8 @@ def test_rigl_on_a_batchnorm_net_one_replicate_at_a_time():
     mu = MaskUpdate("rigl", dens, 0, 6, 2)
     t = dataclasses.replace(t, sparse=mu)
     masks = jax.vmap(mu.initial_masks)(params, jax.random.split(jax.random.PRNGKey(2), 2))
-    st = t.new_state(params, ms, masks, 0, jax.random.split(jax.random.PRNGKey(3), 2), jax.random.split(jax.random.PRNGKey(4), 2))
+    st = t.new_state(params, ms, masks, 0, jax.random.split(jax.random.PRNGKey(3), 2),
+                     jax.random.split(jax.random.PRNGKey(4), 2))
     st, _ = t.run_steps(st, t.epoch_perm(st.data_rng, 0), x, y, 3)
     for w, a, m0 in zip(jax.tree.leaves(st.params), jax.tree.leaves(st.masks), jax.tree.leaves(masks)):
         a, m0 = np.asarray(a), np.asarray(m0)

@@ -10,11 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from lth.studies import stability
-from lth.cli import main
-from lth.models import registry
 from conftest import DEMO, TINY
+
+from lth.cli import main
+from lth.studies import stability
 
 STAB = ["stability.rewind_points=0it,20it", "stability.alphas=5", "replicates=2"]
 
@@ -32,7 +31,8 @@ def points(out):
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """IMP rewound to k = 20 run first (levels 0-2), then a stability study of the dense net and the
-    level-2 tickets at k = 0 and k = 20 (level 1's mask comes from the dense run whatever k is): the k = 20 IMP run is reused, the k = 0 one is run by it."""
+    level-2 tickets at k = 0 and k = 20 (level 1's mask comes from the dense run whatever k is): the k = 20 IMP run
+    is reused, the k = 0 one is run by it."""
     out = tmp_path_factory.mktemp("stab")
     short = ["train.duration=40it"]   # k = 20 is mid-training; every run of the study is this long
     lot = ["lottery", "--config", DEMO, "--no-progress", "--out", str(out)] + sum(
@@ -57,7 +57,8 @@ def test_path_ends_equal_the_copies_own_evaluations(study):
             curve, ends = np.asarray(p[f"{split}_error"]), np.asarray(p[f"{split}_endpoint_error"])
             assert curve.shape == (2, 5) and ends.shape == (2, 2)
             assert np.array_equal(curve[:, 0], ends[:, 0]) and np.array_equal(curve[:, -1], ends[:, 1])
-        assert not np.array_equal(np.asarray(p["test_endpoint_error"])[:, 0], np.asarray(p["test_endpoint_error"])[:, 1]) \
+        assert not np.array_equal(np.asarray(p["test_endpoint_error"])[:, 0],
+                                  np.asarray(p["test_endpoint_error"])[:, 1]) \
             or p["copies"]["replicates"][0] != p["copies"]["replicates"][2]   # the copies did differ
     assert "| 0 | 100.00 | 20 |" in text
 
@@ -65,8 +66,9 @@ def test_path_ends_equal_the_copies_own_evaluations(study):
 def test_tickets_at_each_k_come_from_imp_rewound_to_that_k(study):
     """Frankle et al. 2020, Algorithm 2: the ticket at k is level L of IMP rewound to k, applied to the
     dense run's weights at k — not one IMP run's mask for every k."""
-    from lth import checkpoint, masks as M
-    from lth.run import keys, setup
+    from lth.harness import checkpoint
+    from lth.harness.run import keys, setup
+    from lth.pruning import masks as M
 
     out, k20, _ = study
     (summary,) = [json.load(open(p)) for p in glob.glob(os.path.join(str(out), "stability_*", "summary.json"))]
@@ -77,12 +79,12 @@ def test_tickets_at_each_k_come_from_imp_rewound_to_that_k(study):
     cfg0 = json.load(open(os.path.join(runs[0], "config.json")))["config"]
     assert cfg0["lottery"]["rewind"] == "0it" and cfg0["lottery"]["controls"] == ""
     assert not os.path.exists(os.path.join(runs[0], "level_3"))    # only the levels asked for
-    from lth.cli import load_config
+    from lth.harness.config import load_config
     s = setup(load_config(DEMO, TINY + STAB + ["train.duration=40it"]), stability.COMMAND)
     p0, ms0 = stability.init_variables(s, keys(s, "init"))
     like = s.trainer.new_state(p0, ms0, M.ones_like(p0), 0, keys(s, "train"), keys(s, "data"))
-    stab_dir = os.path.dirname(os.path.dirname(os.path.dirname(glob.glob(os.path.join(str(out), "stability_*", "points",
-                                                                                        "L2_k20", "stability.json"))[0])))
+    stab_dir = os.path.dirname(os.path.dirname(os.path.dirname(
+        glob.glob(os.path.join(str(out), "stability_*", "points", "L2_k20", "stability.json"))[0])))
     imp = {k: checkpoint.load(os.path.join(runs[k], "level_2", "final"), like).masks for k in (0, 20)}
     for k in (0, 20):
         two = jax.tree.map(lambda a: jnp.concatenate([a, a]), like)
@@ -97,7 +99,7 @@ def test_tickets_at_each_k_come_from_imp_rewound_to_that_k(study):
 
 
 def test_copies_with_the_same_data_order_have_no_barrier(tmp_path, monkeypatch):
-    from lth.run import keys
+    from lth.harness.run import keys
 
     monkeypatch.setattr(stability, "copy_keys", lambda s: (jnp.concatenate([keys(s, "train")] * 2),
                                                           jnp.concatenate([keys(s, "data")] * 2)))
@@ -115,7 +117,8 @@ def test_interpolation_keeps_pruned_weights_zero_and_is_exact_at_the_ends():
     for alpha in np.linspace(0, 1, 11):
         w = np.asarray(stability.interpolate(a, b, float(alpha))["w"])
         assert np.all(w[~mask] == 0)
-    assert stability.interpolate(a, b, 0.0)["w"] is not None and np.array_equal(stability.interpolate(a, b, 0.0)["w"], a["w"])
+    assert stability.interpolate(a, b, 0.0)["w"] is not None and np.array_equal(stability.interpolate(a, b, 0.0)["w"],
+                                                                                 a["w"])
     assert np.array_equal(stability.interpolate(a, b, 1.0)["w"], b["w"])
     assert np.array_equal(stability.interpolate(a, a, 0.3)["w"], a["w"])
 
@@ -164,14 +167,16 @@ def test_both_batchnorm_modes_along_the_path_of_a_net_with_batchnorm(bn):
         return jnp.zeros(1), jnp.full((1,), 0.5)
     trainer = type("T", (), {"model": model, "evaluate": staticmethod(evaluate)})()   # hashable, as a Trainer
     s = SimpleNamespace(trainer=trainer, cfg=SimpleNamespace(stability=SimpleNamespace(bn=bn)))
-    a, b = St(stack(v1["params"]), stack({"batch_stats": v1["batch_stats"]})), St(stack(v2["params"]), stack({"batch_stats": ms2}))
+    a, b = (St(stack(v1["params"]), stack({"batch_stats": v1["batch_stats"]})),
+            St(stack(v2["params"]), stack({"batch_stats": ms2})))
     xs = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 16, 16, 3))
     alphas = [0.0, 0.25, 1.0]
     stability.path_errors(s, a, b, {"test": None}, alphas, xs)
     assert len(seen) == len(alphas) + 2
     for alpha, st in zip(alphas, seen):
         w = jax.tree.map(lambda x, y: (1 - alpha) * x + alpha * y, v1["params"], v2["params"])
-        np.testing.assert_allclose(np.asarray(st.params["conv_0"]["kernel"][0]), np.asarray(w["conv_0"]["kernel"]), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(st.params["conv_0"]["kernel"][0]), np.asarray(w["conv_0"]["kernel"]),
+                                   rtol=1e-6, atol=1e-7)
         mean = np.asarray(st.model_state["batch_stats"]["bn_0"]["mean"][0])
         if bn == "recompute":
             np.testing.assert_allclose(mean, np.asarray(_conv0_mean(w, xs)), rtol=1e-4, atol=1e-5)
@@ -183,7 +188,8 @@ def test_both_batchnorm_modes_along_the_path_of_a_net_with_batchnorm(bn):
     if bn == "recompute":   # statistics only come back (same compiled function: same trainer and shapes)
         new = stability.recompute_bn(s, a.params, a.model_state, xs)
         assert set(new) == {"batch_stats"}
-        assert not np.allclose(np.asarray(new["batch_stats"]["bn_0"]["var"][0]), np.asarray(v1["batch_stats"]["bn_0"]["var"]))
+        assert not np.allclose(np.asarray(new["batch_stats"]["bn_0"]["var"][0]),
+                               np.asarray(v1["batch_stats"]["bn_0"]["var"]))
 
 
 @pytest.mark.parametrize("sets, needle", [

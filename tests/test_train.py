@@ -4,11 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth import masks as M, prune as P
-from lth.config import base
-from lth.models import registry
-from lth.optim import make_schedule
-from lth.train import make_trainer
+from lth.harness.config import base
+from lth.harness.trainer import trainer_from_config
+from lth.models import zoo
+from lth.pruning import masks as M
+from lth.pruning import prune as P
+from lth.training.optim import make_schedule
 
 
 def train_cfg(**kw):
@@ -18,8 +19,8 @@ def train_cfg(**kw):
 
 
 def make(opt, n=256, **kw):
-    model = registry.build("lenet_32_16", 10, "kaiming_normal", (20,))
-    t = make_trainer(model, train_cfg(optimizer=opt, **kw), n)
+    model = zoo.build("lenet_32_16", 10, "kaiming_normal", (20,))
+    t = trainer_from_config(model, train_cfg(optimizer=opt, **kw), n)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(n, 20)), jnp.float32)
     y = jnp.asarray(rng.integers(0, 10, n), jnp.int32)
@@ -33,7 +34,8 @@ def start_state(t, seeds, sparsity=0.5):
         params.append(p), ms.append(m)
     params, ms = M.stack(params), M.stack(ms)
     prunable = M.prunable_tree(M.index(params, 0), r".*kernel")
-    scores = M.stack([jax.tree.map(lambda p, s=s: jax.random.uniform(jax.random.PRNGKey(s), p.shape), M.index(params, 0))
+    scores = M.stack([jax.tree.map(lambda p, s=s: jax.random.uniform(jax.random.PRNGKey(s), p.shape),
+                                   M.index(params, 0))
                       for s in seeds])
     masks = P.prune_replicates(scores, M.ones_like(params), prunable, fraction=sparsity)
     keys = lambda purpose: jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), purpose) for s in seeds])  # noqa: E731
@@ -41,7 +43,8 @@ def start_state(t, seeds, sparsity=0.5):
 
 
 @pytest.mark.parametrize("opt,kw", [("sgd", dict(momentum=0.9, weight_decay=5e-3, lr=0.1)),
-                                    ("adam", dict(weight_decay=1e-3, lr=1e-2)), ("adamw", dict(weight_decay=0.1, lr=1e-2))])
+                                    ("adam", dict(weight_decay=1e-3, lr=1e-2)),
+                                    ("adamw", dict(weight_decay=0.1, lr=1e-2))])
 def test_pruned_weights_exactly_zero_after_steps(opt, kw):
     t, x, y = make(opt, **kw)
     st = start_state(t, [0])
@@ -98,7 +101,7 @@ def test_distillation_alpha_one_is_plain_training_and_self_teacher_has_zero_grad
     α = 0, T = 1: zero gradient at the teacher's weights (KL(p ‖ p) is flat there)."""
     import dataclasses
 
-    from lth import distill
+    from lth.training import distill
     t, x, y = make("sgd", momentum=0.9, lr=0.05)
     st = start_state(t, [5, 6])
     other = start_state(t, [7, 8])
@@ -129,8 +132,7 @@ def test_distillation_alpha_one_is_plain_training_and_self_teacher_has_zero_grad
 def test_distillation_loss_equals_hand_computation():
     """lth.distill.loss = mean over the batch of α·CE(y, student) + (1 − α)·T²·KL(softmax(teacher/T) ‖
     softmax(student/T)), computed here in float64 numpy for several α ∉ {0, 1} and T ≠ 1."""
-    from lth import distill
-
+    from lth.training import distill
     rng = np.random.default_rng(3)
     student = rng.normal(size=(6, 5)) * 2
     teacher = rng.normal(size=(6, 5)) * 2
@@ -153,11 +155,12 @@ def test_distillation_loss_equals_hand_computation():
 
 def test_schedules():
     cfg = train_cfg(schedule="step", lr=0.1, milestones="2ep,3ep", gamma=0.1)
-    f = make_schedule(cfg, steps_per_epoch=10, total=40)
-    np.testing.assert_allclose([float(f(s)) for s in (0, 19, 20, 29, 30, 39)], [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
-    f = make_schedule(train_cfg(schedule="constant", lr=0.2, warmup="4it"), 10, 40)
+    f = make_schedule(cfg, total=40, milestones=[20, 30])
+    np.testing.assert_allclose([float(f(s)) for s in (0, 19, 20, 29, 30, 39)], [0.1, 0.1, 0.01, 0.01, 0.001, 0.001],
+                               rtol=1e-6)
+    f = make_schedule(train_cfg(schedule="constant", lr=0.2), 40, warmup=4)
     np.testing.assert_allclose([float(f(s)) for s in (0, 3, 4, 30)], [0.05, 0.2, 0.2, 0.2], rtol=1e-6)
-    f = make_schedule(train_cfg(schedule="linear", lr=1.0), 10, 40)
+    f = make_schedule(train_cfg(schedule="linear", lr=1.0), 40)
     assert float(f(0)) == 1.0 and abs(float(f(20)) - 0.5) < 1e-6
 
 
@@ -177,4 +180,4 @@ def test_bad_optimizer_and_batch():
     with pytest.raises(UserError, match="optimizer 'rmsprop'"):
         make("rmsprop")
     with pytest.raises(UserError, match="batch_size 999"):
-        make_trainer(registry.build("lenet_4", 10, "kaiming_normal", (20,)), train_cfg(batch_size=999), 256)
+        trainer_from_config(zoo.build("lenet_4", 10, "kaiming_normal", (20,)), train_cfg(batch_size=999), 256)

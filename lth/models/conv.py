@@ -35,7 +35,8 @@ def patches(x, kh: int, kw: int, stride: int, pad: int):
     n, h, w, c = x.shape
     xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
     ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
-    cols = [lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c), (1, stride, stride, 1))
+    cols = [lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                      (1, stride, stride, 1))
             for i in range(kh) for j in range(kw)]
     return jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
 

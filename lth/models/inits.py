@@ -18,6 +18,8 @@ import jax.numpy as jnp
 from jax.nn import initializers as I
 
 from lth.errors import UserError
+from lth.models.conv import IMPLS
+
 
 def variance_scaling(scale: float, mode: str, distribution: str):
     """jax.nn.initializers.variance_scaling (in_axis=-2, out_axis=-1), drawn as one flat vector and
@@ -53,9 +55,12 @@ KERNEL = {
                        "PyTorch xavier_uniform_: U(±√(6/(fan_in+fan_out)))"),
     "torch_default": (variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
                       "what a fresh nn.Linear / nn.Conv2d holds: kaiming_uniform_(a=√5) = U(±1/√fan_in)"),
-    "kaiming_truncated_normal": (variance_scaling(2.0, "fan_in", "truncated_normal"), "Flax he_normal: normal truncated at 2σ, variance 2/fan_in"),
-    "glorot_truncated_normal": (variance_scaling(1.0, "fan_avg", "truncated_normal"), "Flax glorot_normal: normal truncated at 2σ, variance 2/(fan_in+fan_out)"),
-    "lecun_normal": (variance_scaling(1.0, "fan_in", "truncated_normal"), "Flax lecun_normal: normal truncated at 2σ, variance 1/fan_in (no PyTorch counterpart)"),
+    "kaiming_truncated_normal": (variance_scaling(2.0, "fan_in", "truncated_normal"),
+                                 "Flax he_normal: normal truncated at 2σ, variance 2/fan_in"),
+    "glorot_truncated_normal": (variance_scaling(1.0, "fan_avg", "truncated_normal"),
+                                "Flax glorot_normal: normal truncated at 2σ, variance 2/(fan_in+fan_out)"),
+    "lecun_normal": (variance_scaling(1.0, "fan_in", "truncated_normal"),
+                     "Flax lecun_normal: normal truncated at 2σ, variance 1/fan_in (no PyTorch counterpart)"),
 }
 ALIASES = {"glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform"}
 BIAS = ("zeros", "torch_default")   # torch_default: U(±1/√fan_in), what nn.Linear / nn.Conv2d draw for biases
@@ -67,7 +72,8 @@ def kernel_names() -> list[str]:
 
 
 def describe() -> list[str]:
-    return [f"{k}: {d}" for k, (_, d) in sorted(KERNEL.items())] + [f"{a}: alias of {t}" for a, t in sorted(ALIASES.items())]
+    return ([f"{k}: {d}" for k, (_, d) in sorted(KERNEL.items())]
+            + [f"{a}: alias of {t}" for a, t in sorted(ALIASES.items())])
 
 
 def _uniform(bound: float):
@@ -100,7 +106,6 @@ class Init:
             raise UserError(f"unknown model.bias_init {self.bias!r}; allowed: {', '.join(BIAS)}")
         if self.bn not in BN:
             raise UserError(f"unknown model.bn_init {self.bn!r}; allowed: {', '.join(BN)}")
-        from lth.models.conv import IMPLS
         if self.conv_impl not in IMPLS:
             raise UserError(f"unknown model.conv_impl {self.conv_impl!r}; allowed: {', '.join(IMPLS)}")
 
@@ -122,7 +127,8 @@ class Init:
 
     def write(self, model_cfg) -> None:
         """Set a config's `model` init fields to this spec (the inverse of `of`; conv_impl untouched)."""
-        model_cfg.init, model_cfg.bias_init, model_cfg.bn_init, model_cfg.out_init = self.kernel, self.bias, self.bn, self.out
+        model_cfg.init, model_cfg.bias_init, model_cfg.bn_init, model_cfg.out_init = (self.kernel, self.bias, self.bn,
+                                                                                      self.out)
 
     def as_dict(self) -> dict:
         return {"init": self.kernel, "bias_init": self.bias, "bn_init": self.bn, "out_init": self.out or self.kernel}

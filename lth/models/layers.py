@@ -43,7 +43,8 @@ class Conv(nn.Module):
 
 
 def conv(x, features: int, kernel: int, init: Init, name: str, stride: int = 1, padding=None, use_bias: bool = True):
-    """nn.Conv2d(C, features, kernel, stride, padding) on NHWC x; padding=None pads kernel // 2 (same size at stride 1)."""
+    """nn.Conv2d(C, features, kernel, stride, padding) on NHWC x; padding=None pads kernel // 2
+    (same size at stride 1)."""
     pad = kernel // 2 if padding is None else padding
     return Conv(features, kernel, stride, pad, use_bias, init.kernel_fn(), init.bias_fn(x.shape[-1] * kernel * kernel),
                 init.conv_impl, name=name)(x)

@@ -17,6 +17,8 @@ from lth.models.layers import conv, dense
 class MLP(nn.Module):
     """Fully connected ReLU network: flatten, hidden layers `fc_i`, output layer `out`."""
 
+    SHRINK = "units"   # lth.compression.shrink's rule: dead hidden units removed
+
     hidden: Sequence[int]
     num_classes: int
     inits: Init
@@ -30,6 +32,8 @@ class MLP(nn.Module):
 
 
 class LeNet5(nn.Module):
+    SHRINK = "units"   # lth.compression.shrink's rule: dead filters and units removed
+
     num_classes: int
     inits: Init
     widths: Sequence[int] = (6, 16, 120, 84)   # conv_0, conv_1 filters, fc_0, fc_1 units (lth.shrink narrows them)
@@ -70,3 +74,8 @@ PATTERNS = {
     r"lenet_(\d+(?:_\d+)*)": (lenet_mlp, "MLP with the given hidden widths, e.g. lenet_300_100"),
     r"lenet5": (lenet5, "convolutional LeNet-5 (image inputs)"),
 }
+
+
+def synflow_init(name: str) -> Init:
+    """The SynFlow code's Models/mlp.py (fc, conv): no explicit init, PyTorch's defaults."""
+    return Init("torch_default", "torch_default", "ones")

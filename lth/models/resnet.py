@@ -77,3 +77,13 @@ PATTERNS = {
     r"resnet20": (resnet20, "CIFAR ResNet-20 (16/32/64, OpenLTH)"),
     r"resnet18": (resnet18, "CIFAR ResNet-18 (64/128/256/512, SynFlow code)"),
 }
+
+
+def synflow_init(name: str) -> Init:
+    """The SynFlow code's inits: Models/lottery_resnet.py (resnet20): kaiming_normal_ (fan_in) on
+    every conv / linear weight, zero biases, BatchNorm γ = 1; Models/tinyimagenet_resnet.py (its CIFAR
+    ResNet-18): kaiming_normal_(mode='fan_out') on convs only, so the linear layer keeps PyTorch's
+    default weight and bias."""
+    if name == "resnet18":
+        return Init("kaiming_normal_fan_out", "torch_default", "ones", out="torch_default")
+    return Init("kaiming_normal", "zeros", "ones")

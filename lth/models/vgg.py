@@ -51,3 +51,9 @@ def vgg(match, num_classes, init, input_shape, width):
 
 
 PATTERNS = {r"vgg(11|13|16|19)": (vgg, "CIFAR VGG with BatchNorm: vgg11, vgg13, vgg16, vgg19")}
+
+
+def synflow_init(name: str) -> Init:
+    """The SynFlow code's Models/lottery_vgg.py: kaiming_normal_ (fan_in) on every conv / linear
+    weight, zero biases, BatchNorm γ = 1."""
+    return Init("kaiming_normal", "zeros", "ones")

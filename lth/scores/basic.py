@@ -15,4 +15,5 @@ def random(apply_fn, variables, masks, batch, rng):
     leaves, treedef = jax.tree.flatten(variables["params"])
     keys = jax.random.split(rng, len(leaves))
     # drawn flat and reshaped: the same values (partitionable threefry), far less XLA:CPU compile time
-    return jax.tree.unflatten(treedef, [jax.random.uniform(k, (x.size,)).reshape(x.shape) for k, x in zip(keys, leaves)])
+    return jax.tree.unflatten(treedef, [jax.random.uniform(k, (x.size,)).reshape(x.shape)
+                                        for k, x in zip(keys, leaves)])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lth.masks import apply as masked
+from lth.pruning.masks import apply as masked
 from lth.scores.common import loss_fn, summed_grad
 
 

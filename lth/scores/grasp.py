@@ -26,8 +26,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lth.masks import apply as masked
+from lth.options import options
+from lth.pruning.masks import apply as masked
 from lth.scores.common import chunks, keep_masked_out, loss_fn
+
+OPTIONS = options(
+    grasp_temperature=(200.0, "GraSP: the temperature of its Hessian-gradient product (alecwangcq/GraSP)"),
+)
 
 
 def hessian_gradient(apply_fn, variables, masks, prunable, batch, batches, temperature):

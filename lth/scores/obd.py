@@ -14,8 +14,14 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from lth.masks import apply as masked
+from lth.options import options
+from lth.pruning.masks import apply as masked
 from lth.scores.common import keep_masked_out, loss_fn
+
+OPTIONS = options(
+    obd_method=("hutchinson", "exact | hutchinson | fisher"),
+    obd_probes=(32, "Hutchinson probes"),
+)
 
 METHODS = ("exact", "hutchinson", "fisher")
 

@@ -11,7 +11,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lth.options import options
 from lth.scores.common import loss_fn
+
+OPTIONS = options(
+    prospr_steps=(3, "ProsPr: M inner SGD steps differentiated through (mil-ad/prospr cli.py --inner-steps)"),
+    prospr_lr=(0.1, "ProsPr: their learning rate (--inner-lr)"),
+)
 
 
 def prospr(apply_fn, variables, masks, batch, rng, *, steps: int = 3, lr: float = 0.1):

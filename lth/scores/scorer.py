@@ -1,20 +1,21 @@
 """A score bound to a model and its options: scorer(variables, masks, rng) → scores, jit-compiled
-once. Options come from the config's `pai` section through the registry's declarations."""
+once. Options come from the config's `pai` section through the score's declarations."""
 from __future__ import annotations
 
 import jax
 
 from lth.errors import UserError, check_choice
-from lth.scores.registry import DATA_FREE, entry
+from lth.registry import SCORES
+from lth.scores.score import data_free
 
 
 class Scorer:
     def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, options):
         """`options`: the `pai` config section (or any mapping with its keys)."""
-        score = entry(method)
+        score = SCORES.get(method)
         if score.needs_data and batch is None:
             raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "
-                            f"{', '.join(DATA_FREE)}")
+                            f"{', '.join(data_free())}")
         kw = {arg: options[key] for arg, key in score.options.items()}
         for arg, allowed in score.checks.items():
             check_choice(f"pai.{score.options[arg]}", kw[arg], allowed)
@@ -34,11 +35,11 @@ class Scorer:
 
 
 def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, **pai_options) -> Scorer:
-    """A Scorer with the config schema's `pai` defaults, overridden by `pai_options` (pai keys,
+    """A Scorer with the score's declared defaults, overridden by `pai_options` (its `pai` fields,
     e.g. synflow_precision='auto', obd_probes=8): for use outside a run."""
-    from lth.config import base
-
-    options = base().pai
+    options = SCORES.get(method).defaults()
+    for _, other in SCORES.items():   # any score's field is accepted, as in a config's `pai` section
+        options = {**other.defaults(), **options}
     for key, value in pai_options.items():
         if key not in options:
             raise UserError(f"unknown score option {key!r}; allowed: {', '.join(sorted(options))}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lth.masks import apply as masked
+from lth.pruning.masks import apply as masked
 from lth.scores.common import keep_masked_out, loss_fn, summed_grad
 
 

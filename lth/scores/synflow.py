@@ -31,8 +31,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lth.masks import apply as masked
+from lth.options import options
+from lth.pruning.masks import apply as masked
+from lth.pruning.masks import ones_like
 from lth.scores.common import keep_masked_out
+
+OPTIONS = options(
+    synflow_precision=("float64", "float64 | scaled32 | auto (see lth/scores/synflow.py)"),
+)
 
 
 def _linearized(variables, masks, dtype):
@@ -82,7 +88,6 @@ def prepare(apply_fn, variables, prunable, input_shape, options) -> dict:
     is homogeneous per layer, else float64); the input shape and prunable set bound."""
     precision = options["precision"]
     if precision == "auto":
-        from lth.masks import ones_like
         ok = is_homogeneous(apply_fn, variables, ones_like(variables["params"]), prunable, input_shape)
         precision = "scaled32" if ok else "float64"
     return {**options, "precision": precision, "input_shape": tuple(input_shape), "prunable": prunable}

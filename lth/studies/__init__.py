@@ -1,7 +1,9 @@
-"""The studies, one module each, and the registry the API (lth/api.py) and the CLI read.
+"""The studies, one module each, registered below (one line each) in lth.registry.STUDIES, which the
+config schema, the API (`lth.NAME`, lth/api.py) and the CLI (`lth NAME`) read.
 
 A study module declares, by name:
-  COMMAND               its identity and checks (lth.run.Command; or `command()` building one)
+  COMMAND               its identity and checks (lth.harness.identity.Command)
+  OPTIONS               {config section: {field: Option}}: its own options (lth/options.py)
   run(s, run_dir, log)  the study in its locked run directory, resuming what is there → summary
   HELP, DESCRIPTION     the CLI's one-line help and description
   describe(s)           the header line's detail (model, data, what is swept)
@@ -13,36 +15,19 @@ and may declare:
   results_dir(run_dir, cfg)  where its results live inside the run directory (default: there)
   files(result)         the CLI's closing lines (default: summary.json and the plot)
   outcome(summary)      the arms whose diverged replicates set exit code 3 (default: the summary)
-A new study is its module plus one line in REGISTRY (or `register(name, module)` at run time).
+  RESULT_FILE           the JSON `lth.open_run` reads back (default: summary.json)
+  FROM_RUN = True       a study of one level of a finished `lth lottery` run: `from_run(run_dir, overrides,
+                        level, progress)` → (job, results dir) replaces the config (`lth NAME --run-dir RUN
+                        [--level L]`, `lth.NAME(run_dir, level, overrides)`)
+A new study is its module plus one line here (or lth.register('study', NAME, module) from outside).
 """
-from __future__ import annotations
+from lth.registry import STUDIES
 
-import importlib
-
-REGISTRY = {
-    "lottery": "lth.studies.lottery",
-    "heads": "lth.studies.heads",
-    "pai": "lth.studies.pai",
-    "stability": "lth.studies.stability",
-    "collapse": "lth.studies.collapse",
-    "sparse": "lth.studies.sparse",
-    "compare": "lth.studies.compare",
-}
-
-
-def register(name: str, module) -> None:
-    """Add a study (a module path or a module object) under `name`."""
-    REGISTRY[name] = module
-
-
-def get(name: str):
-    """The study module registered as `name`."""
-    from lth.errors import check_choice
-
-    check_choice("study", name, REGISTRY)
-    mod = REGISTRY[name]
-    return importlib.import_module(mod) if isinstance(mod, str) else mod
-
-
-def command(mod):
-    return mod.COMMAND if hasattr(mod, "COMMAND") else mod.command()
+STUDIES.add("lottery", "lth.studies.lottery")
+STUDIES.add("heads", "lth.studies.heads")
+STUDIES.add("pai", "lth.studies.pai")
+STUDIES.add("stability", "lth.studies.stability")
+STUDIES.add("collapse", "lth.studies.collapse")
+STUDIES.add("sparse", "lth.studies.sparse")
+STUDIES.add("compare", "lth.studies.compare")
+STUDIES.add("compress", "lth.studies.compress")

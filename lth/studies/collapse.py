@@ -17,19 +17,31 @@ import math
 import os
 import time
 
-import jax
-
-from lth import layout as L, masks as M, pruning_at_init as pai, prune as P
 from lth.errors import UserError, check_choice
-from lth.experiment import read_json, write_json
+from lth.harness import paths
+from lth.harness.run import Command, init_variables, keys
+from lth.harness.rundir import read_json, write_json
 from lth.models.inits import ALIASES, KERNEL, Init
-from lth.models.registry import find, synflow_init
-from lth.run import Command, init_variables, keys
-from lth.scores import SCORES
+from lth.models.zoo import find, synflow_init
+from lth.options import options, split_list
+from lth.pruning import at_init as pai
+from lth.pruning import masks as M
+from lth.pruning import prune as P
+from lth.registry import SCORES
+from lth.studies import collapse_plots
+from lth.studies.tables import collapse_table
+
+# This study's section of the config.
+OPTIONS = {"collapse": options(
+    methods=("synflow,magnitude,random,snip,grasp,obd", "comma list of scores"),
+    max_log10=(3.0, "sweep compressions 10^0 .. 10^max_log10 (plus the max-compression point)"),
+    step=(0.25, "in steps of this (log10)"),
+    init=("synflow", "synflow (the SynFlow code's init for the model) | model (model.* as set) | a kernel init"),
+)}
 
 
 def methods_of(cfg) -> list[str]:
-    return [m.strip() for m in cfg.collapse.methods.split(",") if m.strip()]
+    return split_list(cfg.collapse.methods)
 
 
 def resolve_init(cfg) -> None:
@@ -63,8 +75,7 @@ def validate(cfg) -> None:
 
 
 def layer_sizes(s) -> dict[str, int]:
-    params = jax.eval_shape(lambda: M.index(init_variables(s, keys(s, "init"))[0], 0))
-    return {p: n for p, (_, n) in M.counts(M.ones_like(params), s.prunable).items()}
+    return {p: n for p, (_, n) in M.counts(M.ones_like(s.param_shapes), s.prunable).items()}
 
 
 def check(s) -> None:
@@ -126,13 +137,11 @@ def describe(s) -> str:
 
 
 def table(summary) -> str:
-    from analysis.tables import collapse_table
     return collapse_table(summary)
 
 
 def plot(summary, path) -> str:
     """The per-layer densities at `path`, and the critical compressions beside it; returns the first."""
-    from analysis import collapse_plots
     collapse_plots.critical(summary, os.path.join(os.path.dirname(path), "critical_compression.png"))
     return collapse_plots.layer_density(summary, path)
 
@@ -168,8 +177,9 @@ def run(s, run_dir: str, log=print) -> dict:
     ones = M.ones_like(variables["params"])
     sizes = layer_sizes(s)
     points = compressions(cfg.collapse.max_log10, cfg.collapse.step, pai.max_compression(list(sizes.values())))
-    if s.dataset.meta.get("synthetic") and any(SCORES[m].needs_data for m in methods_of(cfg)):
-        log(f"note: {cfg.data.name} is not prepared; data-dependent scores use SYNTHETIC inputs (N(0,1), random labels)")
+    if s.dataset.meta.get("synthetic") and any(SCORES.get(m).needs_data for m in methods_of(cfg)):
+        log(f"note: {cfg.data.name} is not prepared; "
+            f"data-dependent scores use SYNTHETIC inputs (N(0,1), random labels)")
     rng = keys(s, "pai_score")[0]
     done = load_points(run_dir, methods_of(cfg), points)   # read once; new points are added as written
     for method in methods_of(cfg):
@@ -195,18 +205,19 @@ def run(s, run_dir: str, log=print) -> dict:
                                 "seconds": time.perf_counter() - t1 + score_s, **t}
             write_json(point_path(run_dir, method, lg), done[method][lg])
             score_s = 0.0
-            write_json(L.summary(run_dir), summarize(s, done, points, sizes))
+            write_json(paths.summary(run_dir), summarize(s, done, points, sizes))
         m = summarize(s, done, points, sizes)["methods"][method]
         log(f"{method:<10} critical compression 10^{m['critical_compression_log10']:.2f}  reaches max: "
             f"{m['reaches_max_compression']}  ({time.perf_counter() - t0:.1f} s)")
     summary = summarize(s, done, points, sizes)
-    write_json(L.summary(run_dir), summary)
+    write_json(paths.summary(run_dir), summary)
     return summary
 
 
 def load_points(run_dir: str, methods, points) -> dict:
     """{method: {log10: point}} of the points of this sweep already on disk."""
-    return {m: {lg: read_json(point_path(run_dir, m, lg)) for lg in points if os.path.exists(point_path(run_dir, m, lg))}
+    return {m: {lg: read_json(point_path(run_dir, m, lg))
+                for lg in points if os.path.exists(point_path(run_dir, m, lg))}
             for m in methods}
 
 
@@ -229,7 +240,8 @@ def summarize(s, done: dict, points, sizes) -> dict:
                 break
             critical = lg
         last = f"{points[-1]:g}"
-        entry = {"critical_compression_log10": critical, "points_done": len(finished), "complete": len(finished) == len(points),
+        entry = {"critical_compression_log10": critical, "points_done": len(finished),
+                 "complete": len(finished) == len(points),
                  "reaches_max_compression": last in kept and min(kept[last].values()) >= 1,
                  "rounds": finished[0]["rounds"], "precision": finished[0]["precision"], "kept_per_layer": kept,
                  "seconds": sum(p["seconds"] for p in finished)}

@@ -18,20 +18,32 @@ import copy
 import dataclasses
 import math
 
-from lth import layout as L, studies
 from lth.errors import UserError, check_choice
-from lth.experiment import check_run_dir, open_run_dir, read_json, write_json
-from lth.run import BASE_SECTIONS, Command, validate as validate_base
-from lth.scores import SCORES
-from lth.sparse_train import METHODS
-from lth.sparsity import DISTRIBUTIONS
+from lth.harness import paths
+from lth.harness.run import BASE_SECTIONS, Command
+from lth.harness.run import validate as validate_base
+from lth.harness.rundir import check_run_dir, open_run_dir, read_json, write_json
+from lth.options import options, split_list
+from lth.registry import DISTRIBUTIONS, SCORES, SPARSE_METHODS, STUDIES
+from lth.studies.plots import compare_plot
+from lth.studies.sparse import parse_densities
+from lth.studies.tables import compare_table
+
+# This study's section of the config.
+OPTIONS = {"compare": options(
+    densities=("0.2,0.1,0.05", "target densities of the prunable weights, each in (0, 1)"),
+    imp=(True, "IMP (prune.*, lottery.rewind) to the sparsest density, with its reinit control"),
+    pai=("synflow,snip,grasp,force,prospr,random", "prune-at-init scores (pai.* options apply; '' = none)"),
+    sparse=("gmp,static,set,rigl", "pruning during / sparse training (sparse.* options apply; '' = none)"),
+    distributions=("erk", "the sparse methods' layer densities (comma list)"),
+)}
+
 
 def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    return split_list(text)
 
 
 def densities(cfg) -> list[float]:
-    from lth.studies.sparse import parse_densities
     try:
         return parse_densities(cfg.compare.densities)
     except UserError as e:
@@ -75,7 +87,7 @@ def validate(cfg) -> None:
     for m in _list(cfg.compare.pai):
         check_choice("compare.pai score", m, SCORES)
     for m in _list(cfg.compare.sparse):
-        check_choice("compare.sparse method", m, METHODS)
+        check_choice("compare.sparse method", m, SPARSE_METHODS)
     for d in _list(cfg.compare.distributions):
         check_choice("compare.distributions entry", d, DISTRIBUTIONS)
     subs = sub_configs(cfg)
@@ -83,7 +95,7 @@ def validate(cfg) -> None:
         raise UserError("compare has nothing to run; allowed: compare.imp = True or a score in compare.pai or a "
                         "method in compare.sparse")
     for name, sub in subs.items():
-        validate_base(sub, studies.command(studies.get(name)))
+        validate_base(sub, STUDIES.get(name).COMMAND)
 
 
 def plan(s) -> dict:
@@ -91,7 +103,7 @@ def plan(s) -> dict:
     of another config there is refused) before anything is written; the data are shared."""
     out = {}
     for name, sub in sub_configs(s.cfg).items():
-        cmd = studies.command(studies.get(name))
+        cmd = STUDIES.get(name).COMMAND
         ss = dataclasses.replace(s, cfg=sub, _scorers={})
         if cmd.check is not None:
             cmd.check(ss)
@@ -103,7 +115,8 @@ def plan(s) -> dict:
 
 COMMAND = Command("compare", BASE_SECTIONS + ("prune", "lottery.rewind", "lottery.rewind_mode", "pai", "sparse",
                                               "compare"),
-                  unhashed=("compare.densities", "compare.imp", "compare.pai", "compare.sparse", "compare.distributions",
+                  unhashed=("compare.densities", "compare.imp", "compare.pai", "compare.sparse",
+                            "compare.distributions",
                             "pai.methods", "pai.sanity", "pai.compression", "sparse.methods", "sparse.distributions",
                             "sparse.densities"),
                   prefix="compare_", validate=validate, check=plan)
@@ -119,12 +132,10 @@ def describe(s) -> str:
 
 
 def table(summary) -> str:
-    from analysis.tables import compare_table
     return compare_table(summary)
 
 
 def plot(summary, path) -> str:
-    from analysis.plots import compare_plot
     return compare_plot(summary, path)
 
 
@@ -137,11 +148,11 @@ def _point(e, target=None) -> dict:
 def run(s, run_dir: str, log=print) -> dict:
     total, cfg = s.total, s.cfg
     steps_k = s.duration(cfg.lottery.rewind, "lottery.rewind") if cfg.lottery.rewind_mode == "weights" else 0
-    summary = {"config": read_json(L.config(run_dir))["config"], "runs": {}, "methods": {}, "train_steps": total}
+    summary = {"config": read_json(paths.config(run_dir))["config"], "runs": {}, "methods": {}, "train_steps": total}
     for name, (ss, d) in plan(s).items():
-        mod = studies.get(name)
+        mod = STUDIES.get(name)
         log(f"{name}: {d}")
-        lock = open_run_dir(d, ss.cfg, studies.command(mod))
+        lock = open_run_dir(d, ss.cfg, mod.COMMAND)
         try:
             sub = mod.run(ss, d, log=lambda line: log("  " + line))
         finally:
@@ -160,8 +171,9 @@ def run(s, run_dir: str, log=print) -> dict:
                 m["points"].append({**_point(e, 1 / e["compression"]), "cost_steps": total})
         else:
             for e in sub["arms"]:
-                m = summary["methods"].setdefault(f"{e['method']}-{e['distribution']}", {"family": "sparse", "points": []})
+                m = summary["methods"].setdefault(f"{e['method']}-{e['distribution']}",
+                                                  {"family": "sparse", "points": []})
                 m["points"].append({**_point(e, e["target_density"]), "cost_steps": total,
                                     "seconds": e.get("seconds")})
-        write_json(L.summary(run_dir), summary)
+        write_json(paths.summary(run_dir), summary)
     return summary

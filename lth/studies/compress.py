@@ -20,14 +20,42 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lth import layout as L, masks as M, quantize as Q
-from lth.config import base
+from lth.compression import quantize as Q
 from lth.errors import UserError, check_choice
-from lth.experiment import read_json, write_json
-from lth.run import BASE_SECTIONS, Command
-from lth.studies import physical
+from lth.harness import checkpoint, paths
+from lth.harness.config import apply_overrides, base, parse_duration
+from lth.harness.run import BASE_SECTIONS, Command, setup, train_arm
+from lth.harness.rundir import read_json, write_json
+from lth.harness.teacher import own_level
+from lth.harness.trainer import trainer_from_config
+from lth.options import options
+from lth.pruning import masks as M
+from lth.studies import compress_stages
+from lth.training.loop import device_data
 
 ACTIVATIONS = ("none", "dynamic", "static")
+
+# The `compress` section of the config: quantization here, the physical stages' beside their code.
+QUANT_OPTIONS = options(
+    activations=("dynamic", "none (weight-only) | dynamic (int8, per batch) | static (int8, calibrated)"),
+    act_calibration=("absmax", "qwix calibration of activation scales: absmax[,c] | minmax | rms,c"),
+    calibration_batches=(8, "training batches that calibrate static activation scales"),
+    qat_duration=("0it", "quantization-aware fine-tuning of the ticket ('0it' = PTQ only)"),
+    qat_lr=(0.0, "its constant learning rate (0 = train.lr / 10)"),
+)
+OPTIONS = {"compress": {**QUANT_OPTIONS, **compress_stages.OPTIONS}}
+
+HELP = ("int8, distillation, shrinking, factorization of a ticket: accuracy, parameters, bytes and measured speed "
+        "per stage")
+DESCRIPTION = ("Quantize a finished level of a `lth lottery` run to int8 with qwix (per-channel weights; activations "
+               "per compress.activations), optionally fine-tune it quantization-aware (compress.qat_duration) and "
+               "distilled (train.distill.*); remove its dead units and (BERT) the least important heads / MLPs from "
+               "the arrays (compress.shrink, compress.heads, compress.mlps), factorize kernels by truncated SVD "
+               "(compress.factorize with compress.rank or compress.energy, fine-tuned for compress.finetune), time "
+               "every stage (compress.speed), and report accuracy, parameters, bytes, latency and throughput for "
+               "each stage.")
+FROM_RUN = True                 # a study of one level of a finished `lth lottery` run (--run-dir, --level)
+RESULT_FILE = "results.json"
 
 
 # ----- the run and its level ---------------------------------------------------------------------
@@ -44,20 +72,22 @@ def run_config(run_dir: str):
     (runs made before a section existed get its defaults)."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        raise UserError(f"--run-dir {run_dir!r} holds no lth run (no config.json); allowed: a run directory of `lth lottery`")
+        raise UserError(f"--run-dir {run_dir!r} holds no lth run (no config.json); "
+                        f"allowed: a run directory of `lth lottery`")
     stored = read_json(path)
     if stored.get("command") != "lottery":
-        raise UserError(f"--run-dir {run_dir!r} is a `lth {stored.get('command')}` run; allowed: a run directory of `lth lottery`")
+        raise UserError(f"--run-dir {run_dir!r} is a `lth {stored.get('command')}` run; "
+                        f"allowed: a run directory of `lth lottery`")
     cfg = base()
     _merge(cfg, stored["config"])
     return cfg
 
 
-finished_levels = L.finished_levels
+finished_levels = paths.finished_levels
 
 
 def _mean_acc(run_dir, level):
-    rows = read_json(L.metrics(L.level(run_dir, level)))["replicates"]
+    rows = read_json(paths.metrics(paths.level(run_dir, level)))["replicates"]
     accs = [r["test_accuracy"] for r in rows if r.get("test_accuracy") is not None]
     return (float(np.mean(accs)), float(np.std(accs))) if accs else (float("nan"), 0.0)
 
@@ -84,7 +114,7 @@ def validate(cfg) -> None:
         raise UserError(f"compress.calibration_batches {c.calibration_batches} out of range; allowed: 1 or more")
     if c.qat_lr < 0:
         raise UserError(f"compress.qat_lr {c.qat_lr} out of range; allowed: 0 (train.lr / 10) or a positive rate")
-    physical.validate(cfg)
+    compress_stages.validate(cfg)
 
 
 COMMAND = Command("compress", BASE_SECTIONS + ("prune", "lottery", "compress"), validate=validate)
@@ -94,19 +124,37 @@ RESULTS = Command("compress_results", ("compress", "train.distill"))   # the res
 SETTABLE = ("compress.", "train.distill.", "run.")   # what --set may change on a finished run
 
 
+@dataclasses.dataclass
+class Job:
+    """What `run` compresses: a finished level of a lottery run, with its setup and the physical plan."""
+
+    setup: object
+    run_dir: str
+    level: int
+    plan: object = None
+
+    @property
+    def cfg(self):
+        return self.setup.cfg
+
+
+def from_run(run_dir: str, overrides=(), level: int | None = None, progress: bool = True):
+    """(job, results dir): the run's config with `overrides`, every check done (the physical stages'
+    too: lth/studies/compress_stages.py), nothing written."""
+    s, level, out_dir, plan = prepare(run_dir, overrides, level, progress)
+    return Job(s, run_dir, level, plan), out_dir
+
+
 def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
-    """(setup, level, results dir, physical plan or None): the run's config with `overrides`, every
-    check done (the physical stages' too: lth/studies/physical.py), nothing written."""
-    from lth.config import apply_overrides
-    from lth.teacher import own_level
-    from lth.run import setup
+    """(setup, level, results dir, physical plan or None) of `from_run`."""
 
     if not os.path.isdir(run_dir):
         raise UserError(f"--run-dir {run_dir!r} does not exist; allowed: a run directory of `lth lottery`")
     cfg = run_config(run_dir)
     for item in overrides:
         if not item.split("=", 1)[0].strip().startswith(SETTABLE):
-            raise UserError(f"--set {item!r} would change the trained run; allowed: {', '.join(k + '*' for k in SETTABLE)}")
+            raise UserError(f"--set {item!r} would change the trained run; "
+                            f"allowed: {', '.join(k + '*' for k in SETTABLE)}")
     apply_overrides(cfg, overrides)
     cfg.run.progress = cfg.run.progress and progress
     cfg.model.conv_impl = "xla"   # qwix quantizes lax.conv_general_dilated (lth's GEMM path is plain matmuls)
@@ -120,10 +168,10 @@ def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
     s.duration(cfg.compress.qat_duration, "compress.qat_duration")
     s.duration(cfg.compress.finetune, "compress.finetune")
     plan = None
-    if physical.enabled(cfg):
+    if compress_stages.enabled(cfg):
         final = load_level(s, run_dir, level)
-        plan = physical.plan(s, final, *physical.gates(s, final))
-    return s, level, results_dir(run_dir, cfg, level), plan
+        plan = compress_stages.plan(s, final, *compress_stages.gates(s, final))
+    return s, level, level_results_dir(run_dir, cfg, level), plan
 
 
 def load_level(s, run_dir: str, level: int):
@@ -131,10 +179,10 @@ def load_level(s, run_dir: str, level: int):
     t = s.trainer
     keys = jax.random.split(jax.random.PRNGKey(0), s.replicates)
     p0, ms0 = t.init_replicates(keys, s.input_shape)
-    return L.load_final(L.level(run_dir, level), t.new_state(p0, ms0, M.ones_like(p0), 0, keys, keys))
+    return checkpoint.load_final(paths.level(run_dir, level), t.new_state(p0, ms0, M.ones_like(p0), 0, keys, keys))
 
 
-def results_dir(run_dir: str, cfg, level: int) -> str:
+def level_results_dir(run_dir: str, cfg, level: int) -> str:
     return RESULTS.dir_for(os.path.join(run_dir, "compress"), f"level_{level}", cfg)
 
 
@@ -163,8 +211,6 @@ def qat_setup(s, model):
     """A Setup whose trainer runs qwix's QAT model for compress.qat_duration at compress.qat_lr."""
     import qwix
 
-    from lth.config import parse_duration
-    from lth.train import make_trainer
 
     cfg = s.cfg
     t = ml_collections.ConfigDict(cfg.train.to_dict())
@@ -172,18 +218,30 @@ def qat_setup(s, model):
     t.lr = cfg.compress.qat_lr or cfg.train.lr / 10
     t.schedule, t.warmup = "constant", "0it"
     qat = qwix.quantize_model(model, qwix.QtProvider(Q.rules(cfg, for_qat=True)))
-    trainer = make_trainer(qat, t, len(s.dataset.y_train), augment=s.trainer.augment, mesh=s.trainer.mesh,
+    trainer = trainer_from_config(qat, t, len(s.dataset.y_train), augment=s.trainer.augment, mesh=s.trainer.mesh,
                            replicates=s.trainer.replicate_mode)
     spe = trainer.steps_per_epoch
     total = parse_duration(t.duration, spe, "compress.qat_duration")
     return dataclasses.replace(s, trainer=trainer, total=total, eval_every=total, _scorers={})
 
 
-def run(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> dict:
+def run(job: Job, out_dir: str, log=print) -> dict:
+    """The study (lth/studies/__init__.py): every stage of the job's level, written to `out_dir`."""
+    return stages(job.setup, job.run_dir, job.level, out_dir, log=log, plan=job.plan)
+
+
+def describe(job: Job) -> str:
+    s = job.setup
+    return f"level {job.level} of {job.run_dir}: {s.cfg.model.name} on {s.cfg.data.name}, R={s.replicates}"
+
+
+def files(result) -> list:
+    return [f"results: {os.path.join(result.run_dir, RESULT_FILE)}"]
+
+
+def stages(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> dict:
     """Every stage of one level: f32 ticket, int8 PTQ, int8 QAT (and QAT + KD with a teacher), and
     with `plan` (from prepare) the physical stages with their speed."""
-    from lth.fit import device_data
-    from lth.run import train_arm
 
     cfg, t = s.cfg, s.trainer
     model = t.model
@@ -229,7 +287,7 @@ def run(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> dict
     if plan is not None:
         dense = final if level == 0 else load_level(s, run_dir, 0) if 0 in finished_levels(run_dir) else None
         quantizer_for = lambda m: quantizer if m is model else Q.Quantizer(m, cfg, calib[0])  # noqa: E731
-        result_physical = physical.run(s, final, dense, plan, out_dir, quantizer_for, calib, log)
+        result_physical = compress_stages.run(s, final, dense, plan, out_dir, quantizer_for, calib, log)
     density = float(np.mean(M.density(final.masks, s.prunable, axis=0)[0]))
     result = {"run_dir": run_dir, "level": level, "density": density, "activations": cfg.compress.activations,
               "qat_duration": cfg.compress.qat_duration, "distill": cfg.train.distill.to_dict(),
@@ -254,9 +312,11 @@ def table(result) -> str:
              "| stage | test accuracy | bytes | × smaller than dense f32 |", "|---|---|---|---|"]
     for key, st in result["stages"].items():
         nbytes = size.get(key, b["sparse_int8"])
-        acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}" if st.get("test_accuracy_std") else "")
+        acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}"
+                                                      if st.get("test_accuracy_std") else "")
         lines.append(f"| {names[key]} | {acc} | {nbytes:,.0f} | {b['dense_f32'] / nbytes:.1f}× |")
     if result.get("physical"):
-        lines += ["", "physical stages (parameters removed against the dense model; speed measured on this machine):", "",
-                  physical.table(result["physical"])]
+        lines += ["", "physical stages (parameters removed against the dense model; speed measured on this machine):",
+                  "",
+                  compress_stages.table(result["physical"])]
     return "\n".join(lines)

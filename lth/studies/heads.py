@@ -22,14 +22,25 @@ import numpy as np
 import optax
 
 from lth.errors import UserError
-from lth.experiment import write_json
-from lth.fit import device_data
-from lth.run import Command, Setup, init_variables, keys
+from lth.harness.run import Command, Setup, init_variables, keys
+from lth.harness.rundir import write_json
+from lth.options import options
+from lth.studies.lottery import COMMAND as LOTTERY
+from lth.studies.lottery import check_rewind, train_dense
+from lth.studies.lottery import validate as lottery_validate
+from lth.studies.plots import heads_curve
+from lth.studies.tables import heads_table
+from lth.training.loop import device_data
+
+# This study's section of the config.
+OPTIONS = {"heads": options(
+    step=(0.1, "fraction of all heads (MLPs) removed per step"),
+    examples=(512, "training examples for importance E|dL/dgate|"),
+    normalize=(True, "normalize head importance per layer (L2), as Michel et al."),
+)}
 
 
 def validate(cfg) -> None:
-    from lth.studies.lottery import validate as lottery_validate
-
     lottery_validate(cfg)   # the dense model is the lottery run's level 0
     if not 0 < cfg.heads.step < 1:
         raise UserError(f"heads.step {cfg.heads.step} out of range; allowed: 0 < step < 1")
@@ -38,8 +49,6 @@ def validate(cfg) -> None:
 
 
 def _check(s: Setup) -> None:
-    from lth.studies.lottery import check_rewind
-
     check_rewind(s)
     check(s)
 
@@ -68,7 +77,8 @@ def _importance_fn(trainer):
             b = xb.shape[0]
 
             def loss(h, m):
-                logits, _ = trainer.apply(state.params, state.model_state, xb, False, state.rng, head_mask=h, mlp_mask=m)
+                logits, _ = trainer.apply(state.params, state.model_state, xb, False, state.rng, head_mask=h,
+                                          mlp_mask=m)
                 return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, yb) * wb)
             gh, gm = jax.grad(loss, argnums=(0, 1))(jnp.broadcast_to(head, (b, *head.shape)),
                                                     jnp.broadcast_to(mlp, (b, *mlp.shape)))
@@ -122,8 +132,6 @@ def curve(s: Setup, state, data, split, kind: str, shape, log=print) -> list[dic
 
 
 def run(s: Setup, run_dir: str, log=print) -> dict:
-    from lth.studies.lottery import train_dense
-
     layers, heads = check(s)
     data = device_data(s.trainer, s.dataset)
     init_params, init_ms = init_variables(s, keys(s, "init"))
@@ -144,6 +152,7 @@ DESCRIPTION = ("Fine-tune the dense model (level 0 of the lottery run of the sam
                "prune attention heads, and separately MLPs, greedily by importance E|dL/dgate|; print accuracy vs "
                "heads kept, write heads.json and heads.png.")
 PLOT_FILE = "heads.png"
+RESULT_FILE = "heads.json"
 
 
 def describe(s: Setup) -> str:
@@ -151,12 +160,10 @@ def describe(s: Setup) -> str:
 
 
 def table(out) -> str:
-    from analysis.tables import heads_table
     return heads_table(out)
 
 
 def plot(out, path) -> str:
-    from analysis.plots import heads_curve
     return heads_curve(out, path)
 
 
@@ -168,7 +175,4 @@ def outcome(out) -> dict:
     return {}
 
 
-def command():
-    from lth.studies.lottery import COMMAND as LOTTERY
-
-    return Command("heads", LOTTERY.sections, LOTTERY.unhashed, validate=validate, check=_check)
+COMMAND = Command("heads", LOTTERY.sections, LOTTERY.unhashed, validate=validate, check=_check)

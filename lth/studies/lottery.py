@@ -6,7 +6,7 @@ weights) and trains (rewind weights at k) ⊙ mask_L from step k, with a fresh o
 schedule resumed at k. With rewind_mode='lr' it instead starts from level L-1's trained weights
 ⊙ mask_L (learning-rate rewinding). All replicates are trained together (leading axis R).
 
-Layout of a run directory (paths from lth/layout.py):
+Layout of a run directory (paths from lth/harness/paths.py):
   config.json, summary.json
   level_0/rewind                  params + model state at step k (orbax)
   level_L/final                   final TrainState: params, masks, opt state, step, rng (orbax)
@@ -16,22 +16,40 @@ Layout of a run directory (paths from lth/layout.py):
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import checkpoint, layout as L, masks as M, prune as P, scores as S, sparsity as SP
 from lth.errors import UserError, check_choice
-from lth.experiment import read_json, write_json
-from lth.fit import device_data
-from lth.run import BASE_SECTIONS, Command, Setup, init_variables, keys, random_init, train_arm
-from lth.summary import arm_entry
+from lth.harness import checkpoint, paths
+from lth.harness.run import BASE_SECTIONS, Command, Setup, init_variables, keys, random_init, train_arm
+from lth.harness.run import setup as run_setup
+from lth.harness.rundir import read_json, write_json
+from lth.harness.summary import arm_entry
+from lth.models.zoo import family
+from lth.options import options, split_list
+from lth.pruning import masks as M
+from lth.pruning import prune as P
+from lth.pruning import sparsity as SP
+from lth.pruning.at_init import layer_plan
+from lth.registry import SCORES
+from lth.studies.plots import accuracy_vs_density
+from lth.studies.tables import lottery_table
+from lth.training.loop import device_data
+
+# This study's section of the config.
+OPTIONS = {"lottery": options(
+    levels=(6, "IMP levels after the dense level 0"),
+    rewind=("0it", "rewind point k: 0 = original LTH, >0 = late rewinding"),
+    rewind_mode=("weights", "weights (rewind to step k) | lr (keep trained weights, replay schedule from k)"),
+    controls=("reinit,random_prune", "comma list of reinit | random_prune | shuffle ('' = none)"),
+    reinit=("", "regex of param paths drawn afresh at every level (BERT: classifier/.*)"),
+)}
 
 
 # ----- IMP's own pieces: the dense level, the rewind point, re-drawn leaves ----------------------
 def rewind_path(run_dir: str) -> str:
-    return L.rewind(run_dir)
+    return paths.rewind(run_dir)
 
 
 def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
@@ -43,7 +61,7 @@ def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
         if not checkpoint.exists(path):
             checkpoint.save(path, {"params": st.params, "model_state": st.model_state})
 
-    return train_arm(s, L.level(run_dir, 0), init_params, init_ms, M.ones_like(init_params), 0, data,
+    return train_arm(s, paths.level(run_dir, 0), init_params, init_ms, M.ones_like(init_params), 0, data,
                      captures={s.duration(s.cfg.lottery.rewind, "lottery.rewind"): save_rewind}, label="level 0")
 
 
@@ -77,7 +95,7 @@ CONTROLS = {"reinit": _reinit, "random_prune": _random_prune, "shuffle": _shuffl
 
 
 def controls_of(cfg) -> tuple:
-    return tuple(c.strip() for c in cfg.lottery.controls.split(",") if c.strip())
+    return tuple(split_list(cfg.lottery.controls))
 
 
 def validate(cfg) -> None:
@@ -88,8 +106,9 @@ def validate(cfg) -> None:
         raise UserError(f"lottery.levels {cfg.lottery.levels} is negative; allowed: 0 or more")
     check_choice("prune.scope", cfg.prune.scope, ("global", "layerwise", *SP.DISTRIBUTIONS))
     if cfg.prune.scope in SP.DISTRIBUTIONS and cfg.prune.layer_fractions:
-        raise UserError(f"prune.layer_fractions {cfg.prune.layer_fractions!r} with prune.scope {cfg.prune.scope!r}: the "
-                        f"distribution sets every layer's density; allowed: one of them (set prune.layer_fractions=)")
+        raise UserError(f"prune.layer_fractions {cfg.prune.layer_fractions!r} with prune.scope {cfg.prune.scope!r}: "
+                        f"the distribution sets every layer's density; "
+                        f"allowed: one of them (set prune.layer_fractions=)")
     check_choice("prune.of", cfg.prune.of, ("remaining", "original"))
     if cfg.prune.of == "original" and cfg.prune.fraction * cfg.lottery.levels >= 1 - 1e-9:
         raise UserError(f"prune.fraction {cfg.prune.fraction} of the original weights for {cfg.lottery.levels} levels "
@@ -97,7 +116,7 @@ def validate(cfg) -> None:
     check_choice("lottery.rewind_mode", cfg.lottery.rewind_mode, ("weights", "lr"))
     for c in controls_of(cfg):
         check_choice("control", c, CONTROLS)
-    S.get(cfg.prune.score)
+    SCORES.get(cfg.prune.score)
     for pat, f in P.parse_layer_fractions(cfg.prune.layer_fractions):
         if cfg.prune.of == "original" and f * cfg.lottery.levels >= 1 - 1e-9:
             raise UserError(f"prune.layer_fractions {pat}={f} of the original weights for {cfg.lottery.levels} levels "
@@ -113,13 +132,9 @@ def level_density(cfg, level: int) -> float:
 def distribution_plan(s: Setup, density: float) -> list:
     """`P.prune` layer overrides keeping each prunable layer at the density the distribution
     `prune.scope` gives for `density` (layers in network order)."""
-    from lth.models.registry import network_order
-    from lth.pruning_at_init import layer_plan
 
-    params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
-    paths = [p for p, pr in zip(M.leaf_paths(params), jax.tree.leaves(s.prunable)) if pr]
-    return layer_plan({"params": params}, s.prunable, density, s.cfg.prune.scope,
-                      network_order(s.trainer.model, s.input_shape, paths), s.cfg.model.name.startswith("resnet"))
+    return layer_plan({"params": s.param_shapes}, s.prunable, density, s.cfg.prune.scope, s.prunable_order,
+                      family(s.cfg.model.name).residual)
 
 
 def collapsed_layers(masks, prunable) -> dict:
@@ -144,9 +159,10 @@ def check_rewind(s: Setup) -> int:
 def check(s: Setup) -> None:
     """IMP's checks once the model is known: rewind point, reinit regex, layer overrides."""
     check_rewind(s)
-    params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
+    params = s.param_shapes
     if s.cfg.lottery.reinit and not any(jax.tree.leaves(M.prunable_tree(params, s.cfg.lottery.reinit))):
-        raise UserError(f"lottery.reinit {s.cfg.lottery.reinit!r} matches no parameter; params: {', '.join(M.leaf_paths(params))}")
+        raise UserError(f"lottery.reinit {s.cfg.lottery.reinit!r} matches no parameter; "
+                        f"params: {', '.join(M.leaf_paths(params))}")
     P.plan_groups(M.leaf_paths(params), jax.tree.leaves(s.prunable), s.cfg.prune.fraction, False,
                   P.parse_layer_fractions(s.cfg.prune.layer_fractions))
 
@@ -162,22 +178,20 @@ PLOT_FILE = "accuracy_vs_density.png"
 
 
 def describe(s: Setup) -> str:
-    return f"{s.cfg.model.name} on {s.cfg.data.name}, {s.total} iterations/level, {s.cfg.lottery.levels} levels, R={s.replicates}"
+    return (f"{s.cfg.model.name} on {s.cfg.data.name}, {s.total} iterations/level, {s.cfg.lottery.levels} levels, "
+            f"R={s.replicates}")
 
 
 def table(summary) -> str:
-    from analysis.tables import lottery_table
     return lottery_table(summary)
 
 
 def plot(summary, path) -> str:
-    from analysis.plots import accuracy_vs_density
     return accuracy_vs_density(summary, path)
 
 
 def setup(cfg) -> Setup:
     """The harness's setup for IMP (validated, data loaded, nothing written)."""
-    from lth.run import setup as run_setup
 
     return run_setup(cfg, COMMAND)
 
@@ -210,7 +224,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
     init_params, init_ms = init_variables(s, keys(s, "init"))
     rewind = check_rewind(s)
     layer_fractions = P.parse_layer_fractions(cfg.prune.layer_fractions)
-    summary = {"config": read_json(L.config(run_dir))["config"], "levels": [],
+    summary = {"config": read_json(paths.config(run_dir))["config"], "levels": [],
                "controls": {c: [] for c in controls_of(cfg)}}
     masks, final = M.ones_like(init_params), None
     units = cfg.prune.structure == "units"
@@ -247,7 +261,7 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             src = final if cfg.lottery.rewind_mode == "lr" else rw
             params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
             ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]
-            final, rows = train_arm(s, L.level(run_dir, level), params, ms, masks, rewind, arm_data,
+            final, rows = train_arm(s, paths.level(run_dir, level), params, ms, masks, rewind, arm_data,
                                     label=f"level {level}")
         rows = mark_dead(rows, dead, level)
         for r, row in enumerate(rows):
@@ -261,11 +275,11 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             rw_params, rw_ms = rw["params"], rw["model_state"]
             for c in controls_of(cfg):
                 c_params, c_ms, c_masks = CONTROLS[c](s, level, masks, rw_params, rw_ms)
-                _, c_rows = train_arm(s, L.level(run_dir, level, c), c_params, c_ms,
+                _, c_rows = train_arm(s, paths.level(run_dir, level, c), c_params, c_ms,
                                       c_masks, rewind, arm_data, label=f"{c} {level}")
                 summary["controls"][c].append(level_entry(level, mark_dead(c_rows, dead, level + 1)))
                 log(_line(f"  {c}", summary["controls"][c][-1]))
-        write_json(L.summary(run_dir), summary)
+        write_json(paths.summary(run_dir), summary)
     return summary
 
 
@@ -275,4 +289,5 @@ def _line(name, e):
     acc = f"{e['test_accuracy']:.4f}" + (f" ± {e['test_accuracy_std']:.4f}" if len(e["replicates"]) > 1 else "")
     if e.get("diverged"):
         acc += f" ({e['diverged']} diverged)"
-    return f"{name:<16} density {e['density']:.4f}  test acc {acc}  early-stop step {e.get('best_val_loss_step', float('nan')):.0f}"
+    return (f"{name:<16} density {e['density']:.4f}  test acc {acc}  "
+            f"early-stop step {e.get('best_val_loss_step', float('nan')):.0f}")

@@ -10,20 +10,37 @@ import math
 
 import jax
 
-from lth import layout as L, masks as M, pruning_at_init as pai, prune as P
 from lth.errors import UserError, check_choice
-from lth.experiment import read_json, write_json
-from lth.fit import device_data
-from lth.models.registry import network_order
-from lth.run import BASE_SECTIONS, Command, init_variables, keys, random_init, train_arm
-from lth.scores import SCORES
-from lth.summary import arm_entry
+from lth.harness import paths
+from lth.harness.run import BASE_SECTIONS, Command, init_variables, keys, random_init, train_arm
+from lth.harness.rundir import read_json, write_json
+from lth.harness.summary import arm_entry
+from lth.models.zoo import family
+from lth.options import options, split_list
+from lth.pruning import at_init as pai
+from lth.pruning import masks as M
+from lth.pruning import prune as P
+from lth.registry import SCORES
+from lth.studies.plots import accuracy_vs_compression
+from lth.studies.tables import pai_table
+from lth.training.loop import device_data
+
+# This study's section of the config (the scores add their own options to it: lth/scores).
+OPTIONS = {"pai": options(
+    methods=("synflow,snip,grasp,magnitude,random", "comma list of scores (see lth/scores)"),
+    compression=("10^1", "target: kept = total / compression; a ratio or 10^x, or a comma list (a sweep)"),
+    rounds=(0, "score-and-prune rounds; 0 = method default (synflow 100, others 1)"),
+    schedule=("exponential", "density per round: exponential | linear"),
+    scope=("global", "global | layerwise | a layer-density distribution: uniform_plus, er, erk, smart_ratio "
+                     "(lth/pruning/sparsity.py; ranked within layers at its densities: random + erk = random ERK)"),
+    sanity=("", "comma list of shuffle | reinit | invert, each run beside its method"),
+)}
 
 
 def variants(cfg) -> list[tuple[str, str, str | None]]:
     """[(name, method, sanity check or None)] from pai.methods × ('' + pai.sanity)."""
-    methods = [m.strip() for m in cfg.pai.methods.split(",") if m.strip()]
-    checks = [c.strip() for c in cfg.pai.sanity.split(",") if c.strip()]
+    methods = split_list(cfg.pai.methods)
+    checks = split_list(cfg.pai.sanity)
     if not methods:
         raise UserError("pai.methods is empty; allowed: a comma list of " + ", ".join(sorted(SCORES)))
     for m in methods:
@@ -68,12 +85,10 @@ def describe(s) -> str:
 
 
 def table(summary) -> str:
-    from analysis.tables import pai_table
     return pai_table(summary)
 
 
 def plot(summary, path) -> str:
-    from analysis.plots import accuracy_vs_compression
     return accuracy_vs_compression(summary, path)
 
 
@@ -85,20 +100,21 @@ def run(s, run_dir: str, log=print) -> dict:
     cfg = s.cfg
     data = device_data(s.trainer, s.dataset)
     params, ms = init_variables(s, keys(s, "init"))
-    summary = {"config": read_json(L.config(run_dir))["config"], "arms": []}
+    summary = {"config": read_json(paths.config(run_dir))["config"], "arms": []}
     for compression in check(s):
         found = {}   # method → its masks [R] at this compression (reinit and shuffle start from them)
         for name, method, sanity in variants(cfg):
             arm = arm_name(name, compression)
-            adir = L.named_arm(run_dir, arm)
-            done = L.done(adir)
+            adir = paths.named_arm(run_dir, arm)
+            done = paths.done(adir)
             if done:
                 masks = M.ones_like(params)   # train_arm loads the finished arm (its masks included)
             elif sanity in ("reinit", "shuffle") and method in found:
                 masks = found[method] if sanity == "reinit" else _shuffled(s, found[method])
             else:
                 masks = _masks(s, method, sanity, params, ms, 1.0 / compression)
-            p, m = random_init(s, keys(s, "reinit")) if sanity == "reinit" else (params, ms)  # a random (not pretrained) net
+            # a random (not pretrained) net
+            p, m = random_init(s, keys(s, "reinit")) if sanity == "reinit" else (params, ms)
             state, rows = train_arm(s, adir, p, m, masks, 0, data, label=arm)
             if sanity is None:
                 found[method] = state.masks
@@ -107,7 +123,7 @@ def run(s, run_dir: str, log=print) -> dict:
             summary["arms"].append(e)
             acc = f"{e['test_accuracy']:.4f}" if "test_accuracy" in e else "diverged"
             log(f"{arm:<28} density {e['density']:.5f}  test acc {acc}")
-            write_json(L.summary(run_dir), summary)
+            write_json(paths.summary(run_dir), summary)
     return summary
 
 
@@ -121,13 +137,12 @@ def _masks(s, method, sanity, params, ms, density):
     p = s.cfg.pai
     rounds = p.rounds or pai.default_rounds(method)
     score_keys = keys(s, "pai_score")
-    order = network_order(s.trainer.model, s.input_shape, [q for q, pr in zip(M.leaf_paths(s.prunable),
-                                                                              jax.tree.leaves(s.prunable)) if pr])
+    order = s.prunable_order
     out = []
     for r in range(s.replicates):
         v = {"params": M.index(params, r), **M.index(ms, r)}
         m = pai.prune_at_init(s.scorer(method, v), v, s.prunable, density, rounds=rounds, schedule=p.schedule,
                               scope=p.scope, rng=score_keys[r], invert=sanity == "invert", order=order,
-                              resnet=s.cfg.model.name.startswith("resnet"), units=s.cfg.prune.structure == "units")
+                              resnet=family(s.cfg.model.name).residual, units=s.cfg.prune.structure == "units")
         out.append(m)
     return _shuffled(s, M.stack(out)) if sanity == "shuffle" else M.stack(out)

