@@ -34,11 +34,11 @@ lint: $(BIN)/.installed
 
 # The fast tier: every invariant, under ~6 minutes on 2 cores (tests over ~20 s are marked slow).
 test: $(BIN)/.minilm lint
-	$(BIN)/python -m pytest -q -n auto --dist loadscope -m "not slow" tests
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow" tests
 
 # The slow tier (CI runs it after `make test`).
 test-all: $(BIN)/.minilm
-	$(BIN)/python -m pytest -q -n auto --dist loadscope -m slow tests
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m slow tests
 
 docs: $(BIN)/.docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml

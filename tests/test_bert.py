@@ -329,6 +329,7 @@ def test_pai_scores_prune_bert(method):
         assert scorer.precision == "float64"  # LayerNorm and softmax: not homogeneous, so no rescaling
 
 
+@pytest.mark.slow
 def test_synflow_on_bert_is_not_a_path_sum():
     """SynFlow's linearization (|θ|, an all-ones input = token id 1 everywhere) keeps LayerNorm, softmax
     and GELU: R does not scale with the product of per-layer scales as it does on a ReLU network."""

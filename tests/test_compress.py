@@ -19,6 +19,8 @@ from lth.models.inits import Init
 from lth.pruning import masks as M
 from lth.studies import compress as C
 
+pytestmark = pytest.mark.xdist_group("compress")   # its module fixture is computed once, on one worker
+
 
 def sparse_mlp(density=0.3, seed=0):
     model = zoo.build("lenet_64_32", 10, Init("kaiming_normal"), (40,), 1.0)

@@ -14,6 +14,8 @@ from conftest import ROOT
 from lth.errors import UserError
 from lth.training.devices import layout
 
+pytestmark = pytest.mark.xdist_group("devices")   # its module fixture is computed once, on one worker
+
 SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])

@@ -234,6 +234,7 @@ def test_partial_last_batch_equals_pytorch_dataloader():
     assert checked == len(jax.tree.leaves(variables))
 
 
+@pytest.mark.slow
 def test_grasp_equals_synflow_code_prunable_weights_only():
     """lth's `grasp` (through the Scorer, as every command runs it) equals the SynFlow code's GraSP
     (Pruners/pruners.py class GraSP, restated in make_torch_reference.py) on VGG-11-BN with conv

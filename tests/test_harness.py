@@ -323,3 +323,19 @@ def test_identity_holds_non_default_fields_and_legacy_directories_are_found(tmp_
     rundir.check_run_dir(str(old), cfg, lottery.COMMAND)           # no "another config" error
     with pytest.raises(UserError, match="holds a run of another config"):
         rundir.check_run_dir(str(old), tiny_config("train.lr=0.3"), lottery.COMMAND)
+
+
+def test_only_process_zero_writes_json(tmp_path, monkeypatch):
+    """In a run of several processes, process 0 alone writes JSON (the others would race it on the
+    same files); the end-to-end two-process run is in the slow tier (tests/test_processes.py)."""
+    import jax
+
+    from lth.harness import rundir
+
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    rundir.write_json(str(tmp_path / "a.json"), {"x": 1})
+    assert not (tmp_path / "a.json").exists()
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    rundir.write_json(str(tmp_path / "a.json"), {"x": float("nan")})
+    assert open(tmp_path / "a.json").read().replace(" ", "").replace("\n", "") == '{"x":null}'
+

@@ -14,6 +14,8 @@ from lth.pruning import masks as M
 from lth.pruning import prune as P
 from lth.studies import lottery
 
+pytestmark = pytest.mark.xdist_group("lottery")   # its module fixture is computed once, on one worker
+
 REWIND = ["lottery.rewind=20it", "lottery.controls=reinit,random_prune"]
 
 

@@ -29,6 +29,7 @@ def test_any_hidden_widths_and_lenet5_shapes():
     assert M.num_params(v["params"]) == 156 + 2416 + 48120 + 10164 + 850
 
 
+@pytest.mark.slow
 def test_lenet5_learns_real_digits_through_the_public_api():
     """The conv path on real images (mnist_5k, offline): a 50% magnitude ticket of LeNet-5 trained
     100 steps by lth.train_masked classifies held-out digits far above chance (10%)."""
@@ -95,7 +96,11 @@ def test_unknown_dataset_and_bad_validation_size():
         D.load(data_cfg("mnist1d", validation_size=4000))
 
 
-@pytest.mark.parametrize("kernel,stride,pad,hw", [(3, 1, 1, 8), (3, 2, 1, 9), (1, 2, 0, 8), (5, 1, 2, 7)])
+GEMM_SLOW = [(3, 1, 1, 8), (3, 2, 1, 9), (5, 1, 2, 7)]   # `make test-all`; the 1×1 strided case stays in the fast tier
+
+
+@pytest.mark.parametrize("kernel,stride,pad,hw", [(1, 2, 0, 8)] + [pytest.param(*c, marks=pytest.mark.slow)
+                                                                   for c in GEMM_SLOW])
 def test_gemm_convolution_equals_xla_forward_and_gradients(kernel, stride, pad, hw):
     """lth.models.conv: im2col + GEMM equals XLA's convolution (strides, padding, 1×1 shortcuts),
     and so do both gradients; chunked batches give the same result (on the strided case)."""

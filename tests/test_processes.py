@@ -16,6 +16,8 @@ from conftest import DEMO, ROOT, TINY
 
 from lth.cli import main
 
+pytestmark = pytest.mark.xdist_group("processes")   # its module fixture is computed once, on one worker
+
 SETS = TINY + ["replicates=2", "lottery.levels=1", "lottery.controls="]
 
 
@@ -80,6 +82,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(runs):
     """Level 0, trained by the two processes without a break, and the rest, equal one process's run."""
     assert [e["density"] for e in runs["resumed"]["levels"]] == [e["density"] for e in runs["one"]["levels"]]
@@ -87,6 +90,7 @@ def test_two_processes_equal_one(runs):
     assert "| level |" in runs["printed"][0] and "| level |" not in runs["printed"][1]   # process 0 alone reports
 
 
+@pytest.mark.slow
 def test_a_killed_process_stops_the_other_in_one_line_and_both_resume(runs):
     rc, _, err = runs["survivor"]
     lines = err.strip().splitlines()

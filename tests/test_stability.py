@@ -15,6 +15,8 @@ from conftest import DEMO, TINY
 from lth.cli import main
 from lth.studies import stability
 
+pytestmark = pytest.mark.xdist_group("stability")   # its module fixture is computed once, on one worker
+
 STAB = ["stability.rewind_points=0it,20it", "stability.alphas=5", "replicates=2"]
 
 
