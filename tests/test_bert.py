@@ -304,7 +304,7 @@ def test_head_importance_is_mean_absolute_per_example_gradient(pretrained):
 
 # ----- pruning-at-init scores on a transformer ---------------------------------------------------
 # grasp/obd: same Hessian code as on VGG; magnitude, random: model-agnostic
-@pytest.mark.parametrize("method", [pytest.param("synflow", marks=pytest.mark.slow), "snip"])
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) for m in ("synflow", "snip")])
 def test_pai_scores_prune_bert(method):
     from lth.pruning import at_init as pai
     model = Bert(ONE_LAYER, 3)

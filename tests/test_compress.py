@@ -164,6 +164,7 @@ def test_compress_bad_input_one_line_exit_2_nothing_written(capsys, finished_run
     assert not any(k.startswith("compress") and k not in before for k in after)
 
 
+@pytest.mark.slow
 def test_physical_stages_shrunk_factorized_and_timed(capsys, finished_run):
     """`lth compress` with every physical stage on the tiny ticket: the shrunk model scores as the
     masked one, the factorized one has fewer parameters and is fine-tuned, every stage is timed

@@ -250,6 +250,7 @@ def test_set_resumes_mid_schedule_bit_identically_and_replicates_are_independent
 
 
 # ----- the study ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sparse_study_runs_reuses_its_arms_and_refuses_bad_input(tmp_path, capsys):
     from conftest import DEMO, TINY, assert_refused
 

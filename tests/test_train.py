@@ -96,6 +96,7 @@ def test_sequential_replicates_equal_vmapped():
         np.testing.assert_allclose(u, v, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_distillation_alpha_one_is_plain_training_and_self_teacher_has_zero_gradient():
     """α = 1: the distilled step equals the plain step bit for bit. A teacher equal to the student at
     α = 0, T = 1: zero gradient at the teacher's weights (KL(p ‖ p) is flat there)."""
