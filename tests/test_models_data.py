@@ -161,3 +161,19 @@ def test_flat_drawn_initializers_equal_jax_variance_scaling_bit_for_bit():
     for name, (fn, _) in KERNEL.items():
         for shape in [(7, 5)] + [(2, 2, 3, 2)] * (name in conv):   # few 4-D draws: jax's own are slow to compile
             assert np.array_equal(np.asarray(fn(key, shape)), np.asarray(ref[name](key, shape))), (name, shape)
+
+
+def test_family_traits_are_declared_not_guessed_from_names():
+    """The traits the studies and `lth bench` read come from each family's registration: residual
+    (smart_ratio's ResNet formula), the inputs it is made for, the SynFlow code's init; a module's
+    own shrink rule is its SHRINK attribute."""
+    from lth.models.inits import Init
+
+    assert [zoo.family(n).residual for n in ("resnet20", "resnet18", "vgg16", "lenet_300_100", "bert_tiny")] == \
+        [True, True, False, False, False]
+    assert zoo.family("lenet5").inputs == ((28, 28, 1), 10, 60) and zoo.family("vgg11").inputs[0] == (32, 32, 3)
+    assert zoo.synflow_init("resnet18") == Init("kaiming_normal_fan_out", "torch_default", "ones", out="torch_default")
+    assert zoo.synflow_init("vgg16") == zoo.synflow_init("resnet20") == Init("kaiming_normal", "zeros", "ones")
+    assert zoo.synflow_init("lenet_300_100") == Init("torch_default", "torch_default", "ones")
+    assert [getattr(zoo.build(n, 10, "kaiming_normal", s), "SHRINK", "") for n, s in
+            (("lenet_8", (40,)), ("lenet5", (28, 28, 1)), ("vgg11", (32, 32, 3)))] == ["units", "units", ""]
