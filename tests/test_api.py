@@ -63,6 +63,7 @@ def test_public_names_and_user_errors(tmp_path):
     assert (cfg.lottery.levels, cfg.train.lr, cfg.name) == (3, 0.5, "mnist1d_mlp")
 
 
+@pytest.mark.slow
 def test_report_reads_every_study(tmp_path, capsys):
     """analysis.report works on a lottery run, a pai run and a collapse run (the latter two raised
     KeyError before it went through lth.open_run), and refuses a folder with no results."""

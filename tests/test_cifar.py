@@ -35,7 +35,8 @@ def test_parameter_counts(name):
         assert sum(x.size for x, p in zip(jax.tree.leaves(v["params"]), jax.tree.leaves(prunable)) if p) == kernels
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet20", pytest.param("resnet18", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["vgg11"] + [pytest.param(n, marks=pytest.mark.slow)
+                                               for n in ("resnet20", "resnet18")])
 def test_forward_shapes_and_batchnorm_modes(name):
     import dataclasses
 

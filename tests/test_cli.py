@@ -95,6 +95,7 @@ def test_rerun_skips_finished_levels_and_prints_table(capsys, finished_run):
     assert changed <= {"summary.json", "accuracy_vs_density.png"}  # nothing retrained
 
 
+@pytest.mark.slow
 def test_help_explains_every_option():
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-m", "lth.cli", "lottery", "--help"], capture_output=True, text=True,

@@ -161,6 +161,7 @@ def test_logits_grads_and_batchnorm_equal_pytorch(name):
     assert checked == len(jax.tree.leaves(variables))
 
 
+@pytest.mark.slow
 def test_flax_batchnorm_running_variance_would_differ():
     """The check above can fail: PyTorch's running variance uses the unbiased batch variance."""
     name = "resnet20"
