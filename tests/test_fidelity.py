@@ -18,7 +18,7 @@ from lth.models import zoo
 from lth.models.inits import Init
 from lth.pruning import masks as M
 from lth.scores import make_scorer
-from lth.training.step import TrainState
+from lth.training.state import TrainState
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))
 import make_torch_reference as R  # noqa: E402

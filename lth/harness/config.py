@@ -22,7 +22,7 @@ from lth.options import table as options_table
 from lth.pruning import prune as P
 from lth.registry import SCORES, STUDIES
 from lth.scores.score import SHARED
-from lth.training import distill, step
+from lth.training import distill, optim
 
 # The harness's own fields: the run's name and seeds (top level) and how it runs (`run`, never hashed).
 TOP = options(
@@ -48,7 +48,7 @@ def declarations() -> list[tuple[str, dict]]:
     """(section, {field: Option}) of every declared option, in the schema's order: the harness's,
     the model zoo's, the data's, training's, the prune rule's, each registered study's, each
     registered score's (`pai`), then `run`."""
-    out = [("", TOP), ("model", zoo.OPTIONS), ("data", catalog.OPTIONS), ("train", step.OPTIONS),
+    out = [("", TOP), ("model", zoo.OPTIONS), ("data", catalog.OPTIONS), ("train", optim.OPTIONS),
            ("train.distill", distill.OPTIONS), ("prune", P.OPTIONS)]
     for _, study in STUDIES.items():
         out += list(getattr(study, "OPTIONS", {}).items())

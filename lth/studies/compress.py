@@ -1,5 +1,5 @@
 """`lth compress`: how small and how accurate can a ticket be — int8 quantization (post-training and
-quantization-aware), knowledge distillation, and honest sizes in bytes (lth.quantize: qwix, sizes).
+quantization-aware), knowledge distillation, and honest sizes in bytes (lth.compression.quantize: qwix, sizes).
 
 Stages of one level: the f32 ticket; int8 PTQ; and, with `compress.qat_duration` > 0, quantization-
 aware fine-tuning through the one training loop over qwix's QAT model (fake quantization with
@@ -23,14 +23,13 @@ import numpy as np
 from lth.compression import quantize as Q
 from lth.errors import UserError, check_choice
 from lth.harness import checkpoint, paths
-from lth.harness.config import apply_overrides, base, parse_duration
+from lth.harness.config import apply_overrides, base
 from lth.harness.run import BASE_SECTIONS, Command, setup, train_arm
 from lth.harness.rundir import read_json, write_json
 from lth.harness.teacher import own_level
-from lth.harness.trainer import trainer_from_config
 from lth.options import options
 from lth.pruning import masks as M
-from lth.studies import compress_stages
+from lth.studies import compress_quant, compress_stages
 from lth.training.loop import device_data
 
 ACTIVATIONS = ("none", "dynamic", "static")
@@ -187,44 +186,6 @@ def level_results_dir(run_dir: str, cfg, level: int) -> str:
 
 
 # ----- the command -----------------------------------------------------------------------------------
-def ptq_stage(s, quantizer, params, model_state, masks, calib, split) -> dict:
-    """PTQ of every replicate: test accuracy, zero-stays-zero check, sizes (means over replicates)."""
-    accs, size_rows, zeros_kept = [], [], True
-    for r in range(s.replicates):
-        p, ms, m = M.index(params, r), M.index(model_state, r), M.index(masks, r)
-        qp = quantizer(p, ms, calib)
-        q = Q.quantized_leaves(qp)
-        if not q:
-            raise UserError(f"qwix quantized no layer of model {s.cfg.model.name!r}; allowed: models whose layers are "
-                            f"matmuls (MLPs, BERTs)")
-        mask_of = dict(zip(M.leaf_paths(m), jax.tree.leaves(m)))
-        for path, leaf in q.items():
-            zeros_kept &= not np.any(np.asarray(leaf.qvalue)[~np.asarray(mask_of[path])])
-        accs.append(quantizer.accuracy(qp, ms, split))
-        size_rows.append(Q.sizes(p, m, s.prunable, q, ms))
-    keys = ("dense_f32", "sparse_f32", "sparse_int8")
-    return {"test_accuracy": accs, "zeros_kept": bool(zeros_kept), "quantized_layers": sorted(q),
-            **{k: float(np.mean([row[k] for row in size_rows])) for k in keys}, "leaves": size_rows[0]["leaves"]}
-
-
-def qat_setup(s, model):
-    """A Setup whose trainer runs qwix's QAT model for compress.qat_duration at compress.qat_lr."""
-    import qwix
-
-
-    cfg = s.cfg
-    t = ml_collections.ConfigDict(cfg.train.to_dict())
-    t.duration = cfg.compress.qat_duration
-    t.lr = cfg.compress.qat_lr or cfg.train.lr / 10
-    t.schedule, t.warmup = "constant", "0it"
-    qat = qwix.quantize_model(model, qwix.QtProvider(Q.rules(cfg, for_qat=True)))
-    trainer = trainer_from_config(qat, t, len(s.dataset.y_train), augment=s.trainer.augment, mesh=s.trainer.mesh,
-                           replicates=s.trainer.replicate_mode)
-    spe = trainer.steps_per_epoch
-    total = parse_duration(t.duration, spe, "compress.qat_duration")
-    return dataclasses.replace(s, trainer=trainer, total=total, eval_every=total, _scorers={})
-
-
 def run(job: Job, out_dir: str, log=print) -> dict:
     """The study (lth/studies/__init__.py): every stage of the job's level, written to `out_dir`."""
     return stages(job.setup, job.run_dir, job.level, out_dir, log=log, plan=job.plan)
@@ -256,7 +217,7 @@ def stages(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> d
     f32 = [float(a) for a in np.asarray(t.evaluate(final, split)[1])]
     stages = {"dense_f32": {"test_accuracy": dense_acc, "test_accuracy_std": dense_std}}
     quantizer = Q.Quantizer(model, cfg, calib[0])   # one PTQ model and compiled predictor for every stage
-    ptq = ptq_stage(s, quantizer, final.params, final.model_state, final.masks, calib, split)
+    ptq = compress_quant.ptq_stage(s, quantizer, final.params, final.model_state, final.masks, calib, split)
     stages["ticket_f32"] = {"test_accuracy": f32}
     stages["ticket_int8_ptq"] = {k: v for k, v in ptq.items() if k != "leaves"}
     log(f"ticket f32 {np.mean(f32):.4f}; int8 PTQ ({cfg.compress.activations} activations) "
@@ -267,14 +228,14 @@ def stages(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> d
         if cfg.train.distill.teacher:
             arms.append(("ticket_int8_qat_kd", True))
     for name, kd in arms:
-        sq = qat_setup(s, model)
+        sq = compress_quant.qat_setup(s, model)
         arm_data = sq.distilling(data, run_dir, level) if kd else data
         if kd and arm_data.teacher is None:
             raise UserError(f"train.distill.teacher {cfg.train.distill.teacher!r} cannot teach level {level} (it is "
                             f"that level or a later one); allowed: an earlier level or another run's level")
         state, _ = train_arm(sq, os.path.join(out_dir, name), final.params, final.model_state, final.masks, 0,
                              arm_data, label=name)
-        out = ptq_stage(s, quantizer, state.params, state.model_state, state.masks, calib, split)
+        out = compress_quant.ptq_stage(s, quantizer, state.params, state.model_state, state.masks, calib, split)
         stages[name] = {k: v for k, v in out.items() if k != "leaves"}
         if kd:
             stages[name]["teacher"] = sq.teacher.path

@@ -10,7 +10,8 @@ import numpy as np
 
 from lth.training.hosts import to_host
 from lth.training.signals import Graceful, Stopped
-from lth.training.step import Trainer, TrainState
+from lth.training.state import TrainState
+from lth.training.step import Trainer
 
 
 @dataclasses.dataclass

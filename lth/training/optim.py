@@ -9,6 +9,28 @@ import jax.numpy as jnp
 import optax
 
 from lth.errors import UserError
+from lth.options import options
+
+# The `train` section of the config: make_optimizer, make_schedule and training.step.make_trainer read
+# it; its durations ('500it', '2ep') are turned into step counts by lth.harness.trainer.
+OPTIONS = options(
+    optimizer=("sgd", "sgd (with momentum) | adam | adamw"),
+    lr=(0.1, "peak learning rate"),
+    momentum=(0.9, "sgd momentum (0 = plain SGD)"),
+    nesterov=(False, "sgd Nesterov momentum"),
+    weight_decay=(0.0, "L2 added to the gradient (sgd, adam); decoupled for adamw"),
+    batch_size=(128, "examples per training step"),
+    duration=("20ep", "training length"),
+    schedule=("constant", "constant | step | cosine | linear (decay to 0)"),
+    milestones=("", "step schedule: comma-separated durations, e.g. '80ep,120ep'"),
+    gamma=(0.1, "step schedule: factor at each milestone"),
+    warmup=("0it", "linear warmup from 0 to lr over this duration"),
+    eval_every=("1ep", "evaluate validation and test sets this often (and at the end)"),
+    eval_batch_size=(1000, "examples per evaluation chunk"),
+    clip_norm=(0.0, "clip the gradient to this global norm (0 = no clipping)"),
+    max_loss=(0.0, "divergence guard: a training loss above this (0 = off), like a non-finite one, stops that "
+                   "replicate (params frozen, diverged_at_step recorded)"),
+)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "linear")

@@ -16,12 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lth.errors import UserError
 from lth.models.layers import example_weights
-from lth.options import options
 from lth.pruning import masks as M
 from lth.pruning.sparse_train import reset_slots
 from lth.training.devices import axis_size
@@ -30,39 +28,7 @@ from lth.training.evaluation import Evaluation, _slice
 from lth.training.hosts import multi, to_host
 from lth.training.losses import weighted_mean
 from lth.training.optim import make_optimizer, make_schedule
-
-# The `train` section of the config: make_trainer reads it; its durations ('500it', '2ep') are
-# turned into step counts by lth.harness.trainer.
-OPTIONS = options(
-    optimizer=("sgd", "sgd (with momentum) | adam | adamw"),
-    lr=(0.1, "peak learning rate"),
-    momentum=(0.9, "sgd momentum (0 = plain SGD)"),
-    nesterov=(False, "sgd Nesterov momentum"),
-    weight_decay=(0.0, "L2 added to the gradient (sgd, adam); decoupled for adamw"),
-    batch_size=(128, "examples per training step"),
-    duration=("20ep", "training length"),
-    schedule=("constant", "constant | step | cosine | linear (decay to 0)"),
-    milestones=("", "step schedule: comma-separated durations, e.g. '80ep,120ep'"),
-    gamma=(0.1, "step schedule: factor at each milestone"),
-    warmup=("0it", "linear warmup from 0 to lr over this duration"),
-    eval_every=("1ep", "evaluate validation and test sets this often (and at the end)"),
-    eval_batch_size=(1000, "examples per evaluation chunk"),
-    clip_norm=(0.0, "clip the gradient to this global norm (0 = no clipping)"),
-    max_loss=(0.0, "divergence guard: a training loss above this (0 = off), like a non-finite one, stops that "
-                   "replicate (params frozen, diverged_at_step recorded)"),
-)
-
-
-
-class TrainState(struct.PyTreeNode):
-    params: Any
-    model_state: Any      # non-param collections (e.g. batch_stats); {} when the model has none
-    opt_state: Any
-    masks: Any
-    step: jax.Array       # int32: global iteration (levels that rewind to k start at k)
-    rng: jax.Array        # key for per-step randomness (dropout, augmentation)
-    data_rng: jax.Array   # key of the data order: epoch e is permutation(fold_in(data_rng, e))
-    diverged: jax.Array   # int32: the step whose training loss was non-finite (or over max_loss); -1 = healthy
+from lth.training.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -294,7 +260,7 @@ def make_trainer(model, train_cfg, num_train: int, *, total: int, warmup: int = 
                  drop_last: bool = True) -> Trainer:
     """The trainer of `model` for `num_train` examples: optimizer and batch sizes from `train_cfg`,
     the schedule over `total` steps with `warmup` steps and step-schedule `milestones` (step counts;
-    lth.harness.run.trainer_from_config converts a config's durations). `teacher` (variables, x) →
+    lth.harness.trainer.trainer_from_config converts a config's durations). `teacher` (variables, x) →
     logits: distill with `train_cfg.distill`'s alpha and temperature. `drop_last` False: epochs of
     ceil(N / B) steps, the last batch partial."""
     if train_cfg.batch_size < 1 or train_cfg.batch_size > num_train:
