@@ -96,8 +96,7 @@ class Setup:
     @functools.cached_property
     def prunable_order(self) -> list[str]:
         """The prunable leaf paths in network order (the order the forward pass first calls them)."""
-        names = [p for p, pr in zip(M.leaf_paths(self.prunable), jax.tree.leaves(self.prunable)) if pr]
-        return zoo.network_order(self.trainer.model, self.input_shape, names)
+        return prunable_order(self.trainer.model, self.input_shape, self.prunable)
 
     def apply_fn(self, variables, x):
         """Eval-mode logits: the model as the scores see it."""
@@ -139,6 +138,13 @@ class Setup:
     def shuffle(self):
         """(masks [R], keys [R]) → layerwise-shuffled masks (jit, vmapped)."""
         return jax.jit(jax.vmap(lambda m, k: P.shuffle(m, self.prunable, k)))
+
+
+def prunable_order(model, input_shape, prunable) -> list[str]:
+    """The paths of the prunable leaves (a bool tree) in network order: the order the forward pass
+    first calls their modules."""
+    names = [p for p, pr in zip(M.leaf_paths(prunable), jax.tree.leaves(prunable)) if pr]
+    return zoo.network_order(model, input_shape, names)
 
 
 def validate(cfg, command: Command) -> None:
@@ -190,8 +196,8 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
         pretrained = load_weights(resolve(cfg.model.pretrained), params, getattr(model, "cfg", None))
     prunable = M.prunable_tree(params, cfg.prune.prunable)
     if cfg.prune.structure == "units":   # the output layer's units are the classes: never removed
-        names = [p for p, pr in zip(M.leaf_paths(prunable), jax.tree.leaves(prunable)) if pr]
-        last = zoo.network_order(model, ds.input_shape, names)[-1] if names else None
+        order = prunable_order(model, ds.input_shape, prunable)
+        last = order[-1] if order else None
         prunable = jax.tree_util.tree_map_with_path(lambda p, pr: pr and M.path_str(p) != last, prunable)
     if not any(jax.tree.leaves(prunable)):
         raise UserError(f"prune.prunable {cfg.prune.prunable!r} matches no parameter; "

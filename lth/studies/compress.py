@@ -140,13 +140,6 @@ class Job:
 def from_run(run_dir: str, overrides=(), level: int | None = None, progress: bool = True):
     """(job, results dir): the run's config with `overrides`, every check done (the physical stages'
     too: lth/studies/compress_stages.py), nothing written."""
-    s, level, out_dir, plan = prepare(run_dir, overrides, level, progress)
-    return Job(s, run_dir, level, plan), out_dir
-
-
-def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
-    """(setup, level, results dir, physical plan or None) of `from_run`."""
-
     if not os.path.isdir(run_dir):
         raise UserError(f"--run-dir {run_dir!r} does not exist; allowed: a run directory of `lth lottery`")
     cfg = run_config(run_dir)
@@ -170,7 +163,7 @@ def prepare(run_dir: str, overrides, level: int | None, progress: bool = True):
     if compress_stages.enabled(cfg):
         final = load_level(s, run_dir, level)
         plan = compress_stages.plan(s, final, *compress_stages.gates(s, final))
-    return s, level, level_results_dir(run_dir, cfg, level), plan
+    return Job(s, run_dir, level, plan), level_results_dir(run_dir, cfg, level)
 
 
 def load_level(s, run_dir: str, level: int):
@@ -202,7 +195,7 @@ def files(result) -> list:
 
 def stages(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> dict:
     """Every stage of one level: f32 ticket, int8 PTQ, int8 QAT (and QAT + KD with a teacher), and
-    with `plan` (from prepare) the physical stages with their speed."""
+    with `plan` (from from_run) the physical stages with their speed."""
 
     cfg, t = s.cfg, s.trainer
     model = t.model
