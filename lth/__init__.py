@@ -4,13 +4,15 @@ The public API (everything in `__all__`; the rest is internal):
 
 studies, one function per registered study (lth.registry.STUDIES), each returning a `Result` (run_dir,
 summary, table(), plot()) and resuming what is on disk:
-    lottery, pai, sparse, compare, stability, heads, collapse, compress, and any study registered with
+    lottery, pai, sparse, compare, stability, heads, collapse, compress, oneshot, and any study registered with
     lth.register('study', NAME, module); run_study(NAME, ...) runs one by name; open_run reads a finished one
 configs:
     load_config (a configs/*.py path or name, a ConfigDict or a dict, plus overrides)
 building blocks:
-    build_model, load_data, score, prune_at_init, train_masked, and the modules masks (bool pytrees
+    build_model, load_data, score, prune_at_init, train_masked, prune_oneshot (magnitude / Wanda /
+    SparseGPT after training, unstructured or N:M), and the modules masks (bool pytrees
     shaped like params), prune (scores → masks: exact top-k, global / layerwise, overrides),
+    surgeons (one layer: sparsegpt, wanda_metric / wanda_keep, magnitude_keep, nm_keep),
     sparsity (layer density distributions: uniform, uniform_plus, er, erk, smart_ratio) and sparse_train
     (GMP, SET and RigL mask updates: schedules, drop and grow, MaskUpdate for the training loop);
     compression: shrink (a ticket's dead units, switched-off heads / MLPs removed from the arrays),
@@ -34,13 +36,14 @@ __version__ = "0.1.0"
 _FROM = {
     **{name: "lth.api" for name in ("open_run", "Result", "load_config", "build_model", "load_data", "score",
                                     "prune_at_init", "train_masked", "run_study")},
+    "prune_oneshot": "lth.surgeons.model",
     "UserError": "lth.errors",
     "Option": "lth.options",
 }
 _MODULES = {"masks": "lth.pruning.masks", "prune": "lth.pruning.prune", "sparsity": "lth.pruning.sparsity",
             "sparse_train": "lth.pruning.sparse_train", "shrink": "lth.compression.shrink",
             "factorize": "lth.compression.factorize", "speed": "lth.compression.speed",
-            "tables": "lth.studies.tables", "plots": "lth.studies.plots"}
+            "surgeons": "lth.surgeons", "tables": "lth.studies.tables", "plots": "lth.studies.plots"}
 __all__ = sorted([*_FROM, *_MODULES, "register", *STUDIES.names()])
 
 

@@ -8,9 +8,9 @@ import dataclasses
 import os
 
 from lth.data import load
-from lth.errors import UserError
+from lth.errors import Corrupt, UserError, first_line
 from lth.harness import paths, run, rundir
-from lth.harness.config import base, load_config, override_items, parse_duration
+from lth.harness.config import base, check_values, load_config, override_items, parse_duration
 from lth.harness.rundir import read_json
 from lth.harness.trainer import trainer_from_config
 from lth.models import build
@@ -73,8 +73,10 @@ def prepare_from_run(study: str, run_dir, level=None, overrides=None, progress=F
     return mod.from_run(os.fspath(run_dir), override_items(overrides), level, bool(progress))
 
 
-def execute(study: str, s, run_dir: str, log=print) -> Result:
-    """Run `study` in its locked run directory (resuming what is there) and return its Result."""
+def execute(study: str, s, run_dir: str, log=print, repair: bool = False) -> Result:
+    """Run `study` in its locked run directory (resuming what is there) and return its Result.
+    `repair`: a corrupt or partial arm of this run (errors.Corrupt) is moved to RUN/quarantine/ and
+    recomputed from what it depends on (the study resumes around it); else Corrupt is raised."""
     mod = STUDIES.get(study)
     # several processes: process 0 takes the lock and records the config, the others wait for it
     if not hosts.is_main():
@@ -85,7 +87,7 @@ def execute(study: str, s, run_dir: str, log=print) -> Result:
         lock = rundir.open_run_dir(run_dir, s.cfg, mod.COMMAND)
     hosts.barrier(f"open {run_dir}")
     try:
-        out = mod.run(s, run_dir, log=log if hosts.is_main() else (lambda *_: None))
+        out = _run_repairing(mod, s, run_dir, log if hosts.is_main() else (lambda *_: None), repair)
     finally:
         if lock is not None:
             lock.release()
@@ -93,36 +95,54 @@ def execute(study: str, s, run_dir: str, log=print) -> Result:
     return Result(study, where, out)
 
 
+def _run_repairing(mod, s, run_dir, log, repair):
+    """mod.run, with each Corrupt arm quarantined and the run resumed (at most once per arm)."""
+    done = set()
+    while True:
+        try:
+            return mod.run(s, run_dir, log=log)
+        except Corrupt as e:
+            if not repair or e.redo is None or e.redo in done:
+                raise
+            done.add(e.redo)
+            moved = rundir.quarantine(run_dir, e.redo)
+            hosts.barrier(f"quarantine {e.redo}")
+            log(f"repair: {e.path} is {e.reason.split(' (')[0]}; {os.path.relpath(e.redo, run_dir)} moved to "
+                f"{os.path.relpath(moved, run_dir)}, recomputing it")
+
+
 def run_study(study: str, cfg=None, overrides=None, *, run_dir=None, out=None, replicates=None, progress=False,
-              log=None, level=None) -> Result:
+              log=None, level=None, repair=False) -> Result:
     """Any registered study by name (lth.registry.STUDIES, or one added with lth.register('study', ...));
     `cfg` defaults to the study's DEFAULT_CONFIG, else mnist1d_mlp. A study of a finished run (FROM_RUN,
-    e.g. compress) takes that run's directory as `run_dir` (and a `level` of it) instead of a config."""
+    e.g. compress) takes that run's directory as `run_dir` (and a `level` of it) instead of a config.
+    `repair=True`: corrupt arms are quarantined and recomputed (see `execute`)."""
     mod = STUDIES.get(study)
     quiet = log or (lambda *_: None)
     if getattr(mod, "FROM_RUN", False):
         if run_dir is None:
             raise UserError(f"`{study}` needs run_dir, a finished `lth lottery` run directory")
-        return execute(study, *prepare_from_run(study, run_dir, level, overrides, progress), log=quiet)
+        return execute(study, *prepare_from_run(study, run_dir, level, overrides, progress), log=quiet, repair=repair)
     cfg = getattr(mod, "DEFAULT_CONFIG", "mnist1d_mlp") if cfg is None else cfg
     s, rd = prepare(study, load_config(cfg, overrides), run_dir=run_dir, out=out, replicates=replicates,
                     progress=progress)
-    return execute(study, s, rd, log=quiet)
+    return execute(study, s, rd, log=quiet, repair=repair)
 
 
 def study_function(study: str):
     """`lth.NAME` for a registered study: NAME(cfg=its default, overrides=None, *, run_dir, out, replicates,
-    progress, log) → Result; for a study of a finished run, NAME(run_dir, level=None, overrides=None, *,
-    progress, log)."""
+    progress, log, repair) → Result; for a study of a finished run, NAME(run_dir, level=None, overrides=None, *,
+    progress, log, repair)."""
     mod = STUDIES.get(study)
     if getattr(mod, "FROM_RUN", False):
-        def fn(run_dir, level=None, overrides=None, *, progress=False, log=None) -> Result:
-            return run_study(study, None, overrides, run_dir=run_dir, progress=progress, log=log, level=level)
+        def fn(run_dir, level=None, overrides=None, *, progress=False, log=None, repair=False) -> Result:
+            return run_study(study, None, overrides, run_dir=run_dir, progress=progress, log=log, level=level,
+                             repair=repair)
     else:
         def fn(cfg=getattr(mod, "DEFAULT_CONFIG", "mnist1d_mlp"), overrides=None, *, run_dir=None, out=None,
-               replicates=None, progress=False, log=None) -> Result:
+               replicates=None, progress=False, log=None, repair=False) -> Result:
             return run_study(study, cfg, overrides, run_dir=run_dir, out=out, replicates=replicates, progress=progress,
-                             log=log)
+                             log=log, repair=repair)
     fn.__name__ = fn.__qualname__ = study
     fn.__doc__ = f"{mod.HELP} (`lth {study}`).\n\n{getattr(mod, 'DESCRIPTION', '')}\n\n{study_function.__doc__}"
     return fn
@@ -150,19 +170,23 @@ def open_run(run_dir) -> Result:
 def build_model(name: str, num_classes: int, input_shape, init="kaiming_normal", width: float = 1.0):
     """A Flax Linen model from the zoo (`lth models` lists the names); `init` a kernel-init name or an
     lth.models.Init. apply(variables, x, train) → logits."""
-    return build(name, num_classes, init, tuple(input_shape), width)
+    return build(name, num_classes, init, input_shape, width)
 
 
 def load_data(name: str = "mnist1d", **data_options):
     """A Dataset (whole numpy arrays, train / validation / test) by name, with `data.*` options
     (e.g. validation_size=500, normalize='train')."""
 
-    cfg = base().data
-    cfg.name = name
-    for k, v in data_options.items():
+    full = base()
+    cfg = full.data
+    for k, v in {"name": name, **data_options}.items():
         if k not in cfg:
             raise UserError(f"unknown data option {k!r}; allowed: {', '.join(sorted(cfg))}")
-        cfg[k] = v
+        try:
+            cfg[k] = v
+        except (TypeError, ValueError):   # ml_collections refuses a value of another type
+            raise UserError(f"bad value {v!r} for data.{k}; allowed: a {type(cfg[k]).__name__}") from None
+    check_values(full)
     return load(cfg)
 
 
@@ -179,14 +203,53 @@ def score(name: str, apply_fn, variables, masks=None, batch=None, rng=None, prun
     shape = batch[0].shape[1:] if batch is not None else input_shape
     if shape is None and name == "synflow":
         raise UserError("score 'synflow' without a batch needs input_shape=(...) (the shape of one input)")
+    _check_input(name, apply_fn, variables, batch, shape)
     scorer = make_scorer(name, apply_fn, variables, prunable, batch, tuple(shape or ()), **options)
     masks = M.ones_like(variables["params"]) if masks is None else masks
     return scorer(variables, masks, jax.random.PRNGKey(0) if rng is None else rng)
 
 
 def _prunable(variables, prunable):
-    """A bool tree of the prunable leaves: given, or from a path regex."""
-    return M.prunable_tree(variables["params"], prunable) if isinstance(prunable, str) else prunable
+    """A bool tree of the prunable leaves: given, or from a path regex (a UserError when it matches none)."""
+    import jax
+
+    if not isinstance(variables, dict) or "params" not in variables:
+        raise UserError(f"variables of type {type(variables).__name__}; allowed: the model's variables, a dict "
+                        f"with 'params' (model.init(...))")
+    tree = M.prunable_tree(variables["params"], prunable) if isinstance(prunable, str) else prunable
+    if isinstance(prunable, str) and not any(jax.tree.leaves(tree)):
+        raise UserError(f"prunable {prunable!r} matches no parameter; params: "
+                        f"{', '.join(M.leaf_paths(variables['params']))}")
+    return tree
+
+
+def _check_input(name, apply_fn, variables, batch, shape):
+    """A UserError when the model cannot take `batch` (x, y), or (SynFlow, no batch) inputs of `shape`."""
+    import jax
+    import jax.numpy as jnp
+
+    if batch is not None:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2 or len(batch[0]) != len(batch[1]) \
+                or not len(batch[1]):
+            raise UserError("batch: allowed: a pair (x, y) of arrays with the same number (>= 1) of examples")
+        x = jax.ShapeDtypeStruct((1, *batch[0].shape[1:]), batch[0].dtype)
+    elif shape is not None:
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            dims = None
+        if dims is None or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+            raise UserError(f"input_shape {shape!r}; allowed: a tuple of positive integers (one input's shape)")
+        if name != "synflow":   # only SynFlow feeds inputs (ones of input_shape) through the model without data
+            return
+        x = jax.ShapeDtypeStruct((1, *dims), jnp.float32)
+    else:
+        return
+    try:
+        jax.eval_shape(lambda v: apply_fn(v, jnp.zeros(x.shape, x.dtype)), variables)
+    except Exception as e:   # flax / lax raise several types for a shape mismatch
+        raise UserError(f"inputs of shape {tuple(x.shape[1:])} do not fit the model ({first_line(e)}); "
+                        f"allowed: the shape of one input the model was built for") from None
 
 
 def prune_at_init(name: str, apply_fn, variables, density: float, *, batch=None, prunable=".*kernel", rounds=0,
@@ -200,6 +263,7 @@ def prune_at_init(name: str, apply_fn, variables, density: float, *, batch=None,
     shape = batch[0].shape[1:] if batch is not None else input_shape
     if shape is None:
         raise UserError("prune_at_init without a batch needs input_shape=(...)")
+    _check_input(name, apply_fn, variables, batch, shape)
     scorer = make_scorer(name, apply_fn, variables, prunable, batch, tuple(shape), **options)
     return run_rounds(scorer, variables, prunable, density, rounds=rounds or default_rounds(name), schedule=schedule,
                       scope=scope, rng=jax.random.PRNGKey(0) if rng is None else rng)

@@ -5,6 +5,18 @@ class UserError(ValueError):
     """A problem with the user's input (config, arguments, files), reported without a traceback."""
 
 
+class Corrupt(UserError):
+    """A checkpoint or record of a run that cannot be read back as written (torn, truncated, bit-flipped
+    or of another config). `redo`: the directory that, moved to RUN/quarantine/, is recomputed from what
+    it depends on by a rerun with --repair (None when this command cannot recompute it)."""
+
+    def __init__(self, path: str, reason: str, redo: str | None = None):
+        self.path, self.reason, self.redo = path, reason, redo
+        todo = ("rerun with --repair to move it to the run's quarantine/ and recompute it" if redo
+                else "recompute it with the command that made it (with --repair)")
+        super().__init__(f"{path} is {reason}; {todo}")
+
+
 def check_choice(what: str, value, allowed) -> None:
     """Raise UserError unless `value` is one of `allowed`."""
     allowed = sorted(allowed)

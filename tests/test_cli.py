@@ -2,7 +2,6 @@
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -14,9 +13,12 @@ from lth.cli import main
 
 
 def snapshot(path):
+    """{file: sha256} under `path`, but the run's log (every command appends to it)."""
     out = {}
     for d, _, files in os.walk(path):
         for f in files:
+            if f.startswith("lth.log"):
+                continue
             p = os.path.join(d, f)
             out[os.path.relpath(p, path)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
     return out
@@ -68,20 +70,6 @@ def test_run_dir_of_another_config_is_refused_untouched(capsys, finished_run):
     before = snapshot(finished_run)
     fails(capsys, BASE + ["--set", "train.lr=0.01", "--run-dir", finished_run], "another config", finished_run)
     assert snapshot(finished_run) == before
-
-
-def test_corrupt_checkpoint_is_reported_untouched(capsys, finished_run, tmp_path):
-    run = shutil.copytree(finished_run, tmp_path / "run")
-    final = run / "level_0" / "final"
-    for d, _, files in os.walk(final):
-        for f in files:
-            if not f.startswith("_"):
-                with open(os.path.join(d, f), "wb") as fh:
-                    fh.write(b"garbage")
-    before = snapshot(run)
-    fails(capsys, BASE + ["--set", "lottery.levels=1", "--set", "lottery.controls=", "--run-dir", str(run)],
-          "unreadable", "level_0")
-    assert snapshot(run) == before
 
 
 def test_rerun_skips_finished_levels_and_prints_table(capsys, finished_run):
@@ -250,3 +238,20 @@ def test_layer_collapse_experiment_script(capsys, tmp_path, monkeypatch):
     out = capsys.readouterr().out
     assert "| lenet_12 | synflow | 10^" in out and "| synthetic |" in out
     assert (tmp_path / "runs" / "collapse_lenet_12_w1" / "summary.json").exists()
+
+
+def test_oneshot_refuses_bad_targets_in_one_line_writing_nothing(finished_run, capsys):
+    before = sorted(os.listdir(finished_run))
+    for sets, needle in [("oneshot.patterns=3:8", "M=8 does not divide the input dimension 12"),
+                         ("oneshot.patterns=4:4", "0 < N < M"),
+                         ("oneshot.sparsities=1.5", "strictly between 0 and 1"),
+                         ("oneshot.calibration=0", "oneshot.calibration 0 out of range"),
+                         ("oneshot.methods=obd", "unknown oneshot.methods entry 'obd'"),
+                         (("oneshot.blocksize=6", "oneshot.patterns=2:4"), "blocksize 6: allowed: a multiple of M=4"),
+                         ("oneshot.patterns=4:8", "pattern 4:8 for out/kernel: M=8 does not divide")]:
+        sets = [sets] if isinstance(sets, str) else list(sets)
+        assert main(["oneshot", "--run-dir", finished_run, "--no-progress"] + [a for x in sets for a in ("--set", x)]) \
+            == 2, sets
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (sets, err)
+    assert sorted(os.listdir(finished_run)) == before

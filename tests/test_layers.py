@@ -12,7 +12,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Layer of each top-level piece of lth, from the bottom. A module may import its own layer and below.
 LAYERS = {
     "lth.errors": 0, "lth.registry": 0, "lth.options": 0,                           # foundation
-    "lth.pruning": 1, "lth.scores": 1, "lth.models": 1, "lth.data": 1,              # library
+    "lth.pruning": 1, "lth.scores": 1, "lth.models": 1, "lth.data": 1, "lth.surgeons": 1,   # library
     "lth.training": 2,
     "lth.compression": 3,
     "lth.harness": 4,

@@ -94,8 +94,8 @@ def test_two_processes_equal_one(runs):
 def test_a_killed_process_stops_the_other_in_one_line_and_both_resume(runs):
     rc, _, err = runs["survivor"]
     lines = err.strip().splitlines()
-    assert rc == 5 and "another process of this jax.distributed run stopped" in lines[-1] and "rerun every process" \
-        in lines[-1] and not any("Traceback" in l for l in lines), err[-2000:]
+    assert rc == 5 and len(lines) == 1 and "another process of this jax.distributed run stopped" in lines[0] \
+        and "rerun every process" in lines[0], err[-2000:]
     assert runs["kept"]       # the last checkpoint of the cut level stays
     np.testing.assert_allclose(per_replicate(runs["resumed"]), per_replicate(runs["one"]), rtol=1e-5)
 

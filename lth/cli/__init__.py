@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from lth.cli import commands
-from lth.errors import DISK_FULL_EXIT, UserError, disk_full
-from lth.harness import distributed
+from lth.errors import DISK_FULL_EXIT, UserError, disk_full, first_line
+from lth.harness import distributed, runlog
 from lth.harness.distributed import peer_failure
 from lth.registry import STUDIES
 from lth.training.signals import raise_on_sigterm
 
 PEER_EXIT = 5   # a process of a several-process run died: the others stop with one line
 
+REPAIR_HELP = ("move a corrupt or partial arm (a checkpoint failing its checksums, an unreadable metrics.json) to "
+               "RUN/quarantine/ and recompute it from what it depends on")
 EPILOG = "Config keys: docs/guide (or lth.harness.config.keys_table()); configs/*.py hold ready-made experiments."
 
 
@@ -29,7 +32,7 @@ class Parser(argparse.ArgumentParser):
 def study_options(p, mod) -> None:
     """Options of a study subcommand: --config (required unless the study has a default), --set, its
     FLAGS (each sets one config key), --out, --run-dir and, for studies that train, --replicates and
-    --no-progress. A study of a finished run (FROM_RUN) takes --run-dir (required) and --level instead
+    --no-progress, and --repair. A study of a finished run (FROM_RUN) takes --run-dir (required) and --level instead
     of a config."""
     if getattr(mod, "FROM_RUN", False):
         p.add_argument("--run-dir", required=True, help="a run directory of `lth lottery`")
@@ -37,6 +40,7 @@ def study_options(p, mod) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="settings that leave the trained run as it is, e.g. compress.qat_duration=2ep")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--repair", action="store_true", help=REPAIR_HELP)
         return
     default = getattr(mod, "DEFAULT_CONFIG", None)
     p.add_argument("--config", required=default is None,
@@ -55,6 +59,7 @@ def study_options(p, mod) -> None:
     p.add_argument("--run-dir", help="exact run directory (default: <out>/<name>-<config hash>)")
     if getattr(mod, "TRAINS", True):
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--repair", action="store_true", help=REPAIR_HELP)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,16 +122,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _line(text: str, always_log: bool = False) -> None:
+    """The command's one line on the terminal, with the log's location once the run has one (or,
+    `always_log`, the temporary file that holds the detail so far)."""
+    where = runlog.location()
+    if where and os.path.exists(where) and (always_log or os.path.basename(where).startswith(runlog.LOG)):
+        text += f" (log: {where})"
+    print(f"lth: error: {text}", file=runlog.terminal(), flush=True)
+
+
 def _peer_stopped(why: str) -> None:
     """Another process of a several-process run died: one line, and exit now (background save
     threads waiting on the dead process would otherwise hold the exit)."""
-    print(f"lth: error: another process of this jax.distributed run stopped ({why}); rerun every "
-          f"process with the same command to resume", file=sys.stderr, flush=True)
+    _line(f"another process of this jax.distributed run stopped ({why}); rerun every process with the same "
+          f"command to resume")
     sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(PEER_EXIT)
 
 
 def main(argv=None) -> int:
+    """The `lth` program (argv None: sys.argv) or, in-process, the same with these arguments. A study
+    command runs with stderr captured into its run's lth.log (lth.harness.runlog): the terminal gets
+    stdout, the progress bar and at most one `lth: error:` line. Exit codes: 0 done, 1 internal error,
+    2 bad input or unreadable state, 3 a replicate diverged, 4 disk full, 5 another process died,
+    128 + N stopped by signal N."""
     import logging
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # tfds/orbax chatter, not the user's business
@@ -135,29 +155,55 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         p.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.func is not commands.study:   # data, bench, models: no run directory, nothing to capture
+        return _run(args)
+    with runlog.Capture(keep=argv is None) as cap:   # the program keeps it to the end (shutdown reports)
+        code = _run(args)
+        if code in (0, 2) and not cap.attached:
+            cap.discard()
+    return code
 
+
+def _full_where(e: BaseException) -> str:
+    """The file a full disk stopped: the OSError's, else the checkpoint tensorstore names in its
+    message (orbax's temporary folder name mapped back to the checkpoint's), else the run directory."""
+    if getattr(e, "filename", None):
+        return e.filename
+    m = re.search(r'local file "([^"]+)"', str(e))
+    if m:
+        return re.sub(r"\.orbax-checkpoint-tmp.*", "", m.group(1))
+    where = runlog.location()
+    return os.path.dirname(where) if where and os.path.basename(where) == runlog.LOG else "the run directory"
+
+
+def _run(args) -> int:
     raise_on_sigterm()
     try:
         if distributed.initialize(args.coordinator, args.num_processes, args.process_id, args.join_timeout):
             distributed.watch_peers(_peer_stopped)
         return args.func(args)
-    except UserError as e:
-        print(f"lth: error: {e}", file=sys.stderr)
+    except UserError as e:   # bad input (nothing written), or state that cannot be read back (Corrupt)
+        runlog.log_exception(e)
+        _line(str(e))
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C, or signals.Stopped for SIGINT / SIGTERM (state saved at the step)
+        signum = getattr(e, "signum", 2)
+        runlog.log_exception(e)
+        _line(f"stopped by {'SIGTERM' if signum == 15 else 'SIGINT'} (the state at the last step is saved); "
+              f"rerun the same command to resume")
+        return 128 + signum
     except Exception as e:
+        runlog.log_exception(e)
         peer = peer_failure(e)
         if peer is not None:
             _peer_stopped(peer)
         full = disk_full(e)
-        if full is None:
-            raise
-        where = getattr(full, "filename", None) or "the run directory"
-        print(f"lth: error: disk full while writing {where}; free space and rerun the same command to resume "
-              f"(finished arms and the last good checkpoint are kept)", file=sys.stderr)
-        return DISK_FULL_EXIT
-    except KeyboardInterrupt as e:  # Ctrl-C, or signals.Stopped for SIGINT / SIGTERM (state saved at the step)
-        signum = getattr(e, "signum", 2)
-        print(f"\nlth: stopped by {'SIGTERM' if signum == 15 else 'SIGINT'}; rerun the same command to resume",
-              file=sys.stderr)
-        return 128 + signum
-
+        if full is not None:
+            where = _full_where(full)
+            _line(f"disk full while writing {where}; free space and rerun the same command to resume "
+                  f"(finished arms and the last good checkpoint are kept)")
+            return DISK_FULL_EXIT
+        _line(f"internal error ({type(e).__name__}: {first_line(e, 160)}); the traceback is in the log; "
+              f"please report it", always_log=True)
+        return 1

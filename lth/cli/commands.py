@@ -14,6 +14,7 @@ from lth.data import shapes as data_shapes
 from lth.data.text import GLUE
 from lth.errors import UserError, check_choice
 from lth.harness import bench as B
+from lth.harness import runlog
 from lth.harness.summary import any_diverged
 from lth.models import names, zoo
 from lth.registry import DATASETS, STUDIES
@@ -34,9 +35,10 @@ def study(args) -> int:
         s, run_dir = api.prepare(args.study, cfg, run_dir=args.run_dir or getattr(args, "out_dir", None),
                                  out=getattr(args, "out", None), replicates=getattr(args, "replicates", None),
                                  progress=False if getattr(args, "no_progress", False) else None)
+    runlog.attach(run_dir, args.argv)   # stderr → RUN/lth.log from here on
     print(f"run directory: {run_dir}  ({mod.describe(s)})", flush=True)
     t0 = time.time()
-    result = api.execute(args.study, s, run_dir, log=print)
+    result = api.execute(args.study, s, run_dir, log=print, repair=args.repair)
     if not is_main():   # process 0 prints the table and writes the plot
         return 0
     print()
@@ -57,8 +59,8 @@ def diverged_exit(summary) -> int:
 
     n = any_diverged(summary)
     if n:
-        print(f"lth: {n} arm(s) had a diverged replicate (non-finite or too large training loss); "
-              f"see diverged_at_step in summary.json", file=sys.stderr)
+        print(f"lth: error: {n} arm(s) had a diverged replicate (non-finite or too large training loss); "
+              f"see diverged_at_step in summary.json", file=runlog.terminal(), flush=True)
         return 3
     return 0
 

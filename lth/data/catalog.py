@@ -146,7 +146,8 @@ def parse_stats(spec: str, channels: int):
         mean, std = ([float(v) for v in part.split(",")] for part in spec.split("/"))
     except ValueError:
         mean = std = None
-    if not mean or not std or len(mean) != len(std) or len(mean) not in (1, channels) or min(std) <= 0:
+    if (not mean or not std or len(mean) != len(std) or len(mean) not in (1, channels) or not min(std) > 0
+            or not np.all(np.isfinite(mean + std))):
         raise UserError(f"bad data.normalize {spec!r}; allowed: train | 'MEAN/STD' with 1 or {channels} "
                         f"comma-separated values each and STD > 0, e.g. '0.1307/0.3081'")
     return np.asarray(mean, np.float32), np.asarray(std, np.float32)
@@ -175,6 +176,8 @@ def load(cfg) -> Dataset:
     spec = cfg.get("normalize", "train")
     if spec != "train":
         parse_stats(spec, 3)  # format check before reading anything
+    if cfg.get("split_seed", 0) < 0:
+        raise UserError(f"data.split_seed {cfg.split_seed} out of range; allowed: 0 or more")
     (xtr, ytr), (xte, yte), num_classes, *meta = DATASETS.get(cfg.name).load(cfg)
     xtr, ytr, xva, yva = split_validation(xtr, ytr, cfg.validation_size, cfg.split_seed)
     (xtr, xva, xte), zero = normalize(xtr, xva, xte, spec=spec)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import os
 import re
 
@@ -73,13 +74,19 @@ def keys_table() -> str:
     return "\n".join(rows)
 
 
+MAX_STEPS = 1e12   # a duration beyond this is a typo, not a run
+
+
 def parse_duration(text: str, steps_per_epoch: int, what: str = "duration") -> int:
     """'500it' | '2ep' | '500' → iterations."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(it|ep)?\s*", str(text))
     if not m:
         raise UserError(f"bad {what} {text!r}; expected e.g. '500it' or '2ep'")
     value, unit = float(m.group(1)), m.group(2) or "it"
-    return int(round(value * steps_per_epoch)) if unit == "ep" else int(value)
+    steps = value * steps_per_epoch if unit == "ep" else value
+    if not steps <= MAX_STEPS:   # also inf, from a number too long for a float
+        raise UserError(f"{what} {str(text).strip()[:40]!r} out of range; allowed: at most {MAX_STEPS:.0e} iterations")
+    return int(round(steps)) if unit == "ep" else int(value)
 
 
 def apply_overrides(cfg, items) -> None:
@@ -103,16 +110,48 @@ def apply_overrides(cfg, items) -> None:
         else:
             try:
                 value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 value = raw
             if isinstance(current, bool) and raw.lower() in ("true", "false"):
                 value = raw.lower() == "true"
             if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:   # an integer beyond the float range
+                    raise UserError(f"bad value {raw!r} for {key} (out of the float range)") from None
         try:
             node[last] = value
         except TypeError:
             raise UserError(f"bad value {raw!r} for {key} (expected {type(current).__name__})") from None
+
+
+def check_values(cfg) -> None:
+    """A UserError naming the first declared field whose value is not of its declared type (a bool,
+    an int, a float — an int is one too — or a string), or is a NaN or infinite float: what a config
+    built in Python (cfg.train.lr = float('nan'), cfg.seed = None) can hold that `--set` refuses."""
+    allowed = {bool: "True or False", int: "an integer", float: "a finite number", str: "a string"}
+    for section, declared in declarations():
+        node = cfg
+        for part in [p for p in section.split(".") if p]:
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if not isinstance(node, ml_collections.ConfigDict):
+            continue
+        for key, opt in declared.items():
+            if key not in node:
+                continue
+            value, kind = node[key], type(opt.default)
+            if kind not in allowed:
+                continue
+            if kind is float:
+                ok = (isinstance(value, int) and not isinstance(value, bool)
+                      or isinstance(value, float) and math.isfinite(value))
+            elif kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                where = f"{section}.{key}" if section else key
+                raise UserError(f"bad value {value!r} for {where}; allowed: {allowed[kind]}")
 
 
 def all_keys(cfg, prefix="") -> list[str]:

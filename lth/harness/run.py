@@ -26,9 +26,10 @@ from lth.data.augment import make as make_augment
 from lth.errors import UserError, check_choice, first_line
 from lth.harness import checkpoint, events, paths
 from lth.harness import teacher as T
-from lth.harness.config import parse_duration
+from lth.harness.config import check_values, parse_duration
 from lth.harness.identity import Command  # noqa: F401  (a study's identity; re-exported for the studies)
 from lth.harness.rundir import read_json, write_json
+from lth.harness.runlog import terminal
 from lth.harness.trainer import trainer_from_config
 from lth.models import zoo
 from lth.models.bert import check_tokens
@@ -38,7 +39,7 @@ from lth.options import split_list
 from lth.pruning import masks as M
 from lth.pruning import prune as P
 from lth.scores import Scorer
-from lth.training import distill, hosts
+from lth.training import distill, hosts, optim
 from lth.training.devices import make_mesh, replicate_mode
 from lth.training.loop import fit, summarize
 
@@ -59,6 +60,7 @@ PURPOSES = {
 }
 
 BASE_SECTIONS = ("name", "seed", "replicates", "model", "data", "train")
+SEED_LIMIT = 2 ** 31   # seed + r must fit the int32 a jitted call takes a Python int as
 DISTILLING = ("lottery", "compress")   # the commands that take train.distill.teacher
 
 
@@ -149,8 +151,14 @@ def prunable_order(model, input_shape, prunable) -> list[str]:
 
 def validate(cfg, command: Command) -> None:
     """Checks of the sections every command reads (model, data, replicates), then the command's own."""
+    check_values(cfg)
     if cfg.replicates < 1:
         raise UserError(f"replicates {cfg.replicates} out of range; allowed: 1 or more")
+    if not 0 <= cfg.seed <= SEED_LIMIT - cfg.replicates:   # replicate r draws its keys from seed + r (uint32)
+        raise UserError(f"seed {cfg.seed} out of range with {cfg.replicates} replicates; "
+                        f"allowed: 0 <= seed <= {SEED_LIMIT - cfg.replicates} (seed + replicates <= 2^31)")
+    M.check_pattern("prune.prunable", cfg.prune.prunable)
+    optim.validate(cfg.train)
     check_choice("dataset", cfg.data.name, D.names())
     written_for = split_list(cfg.data.recipe_for)
     if written_for and cfg.data.name not in written_for:
@@ -269,7 +277,8 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
     state = t.new_state(params, model_state, masks, start, train_keys, data_keys)
     metrics_path = paths.metrics(adir)
     if os.path.exists(metrics_path):
-        return checkpoint.load_final(adir, state), read_json(metrics_path)["replicates"]
+        rows = read_json(metrics_path, redo=adir)["replicates"]
+        return checkpoint.load_final(adir, state), rows
     with checkpoint.Rolling(paths.rolling(adir)) as rolling:   # closed on every way out (errors, stops)
         history, pending = [], None
         latest = rolling.latest(state)
@@ -278,7 +287,7 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
             state, meta = latest
             history, pending, seconds = meta["history"], meta["pending"], meta.get("seconds", 0.0)
         started = time.perf_counter()
-        bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label,
+        bar = tqdm(total=s.total - start, initial=int(np.asarray(state.step)[0]) - start, desc=label, file=terminal(),
                    disable=None if s.cfg.run.progress else True, leave=False, dynamic_ncols=True)
 
         def on_checkpoint(st, hist, pend):
@@ -290,7 +299,7 @@ def train_arm(s: Setup, adir: str, params, model_state, masks, start: int, data,
                              captures=captures, progress=bar, pending=pending)
         seconds += time.perf_counter() - started
         bar.close()
-    checkpoint.save(paths.final(adir), state)
+    checkpoint.save(paths.final(adir), state, redo=adir)
     rows = summarize(history)
     dens, per_layer = M.density(state.masks, s.prunable, axis=0)
     dens_all, _ = M.density(state.masks, jax.tree.map(lambda _: True, s.prunable), axis=0)  # every parameter

@@ -6,8 +6,9 @@ import json
 import math
 import os
 import tempfile
+import time
 
-from lth.errors import UserError
+from lth.errors import Corrupt, UserError, first_line
 from lth.harness import paths
 from lth.training.hosts import is_main
 
@@ -70,6 +71,27 @@ def open_run_dir(path: str, cfg, command) -> RunLock:
     return lock
 
 
+QUARANTINE = "quarantine"
+
+
+def quarantine(run_dir: str, target: str) -> str:
+    """Move `target` (a directory of the run) to RUN/quarantine/<its path>-<time>, where it is kept
+    (never deleted) and out of the way of the rerun that recomputes it. Returns the new path."""
+    root, target = os.path.abspath(run_dir), os.path.abspath(target)
+    rel = os.path.relpath(target, root)
+    if rel == "." or rel.startswith("..") or rel.split(os.sep)[0] == QUARANTINE:
+        raise UserError(f"{target} is not a part of the run directory {root} that can be recomputed; "
+                        f"move it away by hand")
+    dest = os.path.join(root, QUARANTINE, f"{rel}-{time.strftime('%Y%m%d-%H%M%S')}")
+    n, base = 1, dest
+    while os.path.exists(dest):
+        n, dest = n + 1, f"{base}.{n}"
+    if is_main() and os.path.exists(target):
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(target, dest)
+    return dest
+
+
 def strict(obj):
     """obj with every non-finite float (NaN, ±Infinity) replaced by None: strict JSON readers (jq,
     JavaScript) reject those tokens. numpy scalars and arrays become Python numbers and lists."""
@@ -101,9 +123,11 @@ def write_json(path: str, obj) -> None:
         raise
 
 
-def read_json(path: str):
+def read_json(path: str, redo: str | None = None):
+    """The JSON at `path`; Corrupt (naming `redo`, the directory a --repair rerun recomputes) if it
+    does not parse."""
     try:
         with open(path) as f:
             return json.load(f)
     except ValueError as e:
-        raise UserError(f"{path} is corrupt ({e}); move it away to recompute it") from None
+        raise Corrupt(path, f"corrupt ({first_line(e, 80)})", redo) from None

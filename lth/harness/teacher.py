@@ -63,7 +63,7 @@ def load(spec: str, run_dir: str, data_cfg, dataset, replicates: int) -> Teacher
     r = tcfg.replicates
     rngs = jax.random.split(jax.random.PRNGKey(0), r)
     params, ms = trainer.init_replicates(rngs, dataset.input_shape)
-    state = checkpoint.load_final(path, trainer.new_state(params, ms, M.ones_like(params), 0, rngs, rngs))
+    state = checkpoint.load_final(path, trainer.new_state(params, ms, M.ones_like(params), 0, rngs, rngs), own=False)
     variables = {"params": state.params, **state.model_state}
     if r != replicates:
         if r != 1:

@@ -10,6 +10,7 @@ Outside lth/models the code sees a model only through `init(rng, x)` and
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from typing import Callable
 
@@ -53,6 +54,8 @@ def names() -> list[str]:
 
 
 def _match(name: str):
+    if not isinstance(name, str):
+        raise UserError(f"model name {name!r} is not a string; allowed: {'; '.join(names())}")
     for _, fam in MODELS.items():
         for pat, (builder, _) in fam.patterns.items():
             m = re.fullmatch(pat, name)
@@ -75,12 +78,21 @@ def build(name: str, num_classes: int, init: Init | str, input_shape, width: flo
     """The Flax module called `name` for inputs of `input_shape` (no batch axis); `init` (an Init, or
     a kernel-init name with zero biases and BatchNorm γ = 1) says how parameters are drawn; `width`
     scales every layer's channels / units."""
-    if not 0 < width <= 64:
-        raise UserError(f"model.width {width} out of range; allowed: 0 < width <= 64")
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not 0 < width <= 64:
+        raise UserError(f"model.width {width!r} out of range; allowed: 0 < width <= 64")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise UserError(f"num_classes {num_classes!r} out of range; allowed: an integer, 1 or more")
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if shape is None or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
+        raise UserError(f"input_shape {input_shape!r}; allowed: a tuple of positive integers (one input's shape, "
+                        f"without the batch axis)")
     init = coerce(init)
     builder, m = find(name)
     try:
-        return builder(m, num_classes, init, tuple(input_shape), width)
+        return builder(m, num_classes, init, tuple(int(d) for d in shape), width)
     except ValueError as e:
         raise UserError(f"model {name!r}: {e}") from None
 

@@ -10,6 +10,7 @@ enough that the host loop costs nothing measurable.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import time
 
@@ -22,6 +23,7 @@ from lth.pruning import prune as P
 from lth.pruning import sparsity as SP
 from lth.registry import DISTRIBUTIONS, SCORES
 from lth.scores import Scorer
+from lth.scores.scorer import check_options
 
 SCHEDULES = ("exponential", "linear")
 SANITY = ("shuffle", "reinit", "invert")
@@ -70,7 +72,9 @@ def default_rounds(method: str) -> int:
 
 
 def validate_options(p) -> None:
-    """Checks of the `pai` options every prune-at-init study reads: schedule, scope, rounds."""
+    """Checks of the `pai` options every prune-at-init study reads: schedule, scope, rounds, the
+    scores' options (lth.scores.scorer.RANGES and each score's allowed values)."""
+    check_options(p)
     check_choice("pai.schedule", p.schedule, SCHEDULES)
     check_choice("pai.scope", p.scope, ("global", "layerwise", *DISTRIBUTIONS))
     if p.rounds < 0:
@@ -111,7 +115,11 @@ def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds
     `scope`: global | layerwise | a registered distribution (a distribution: each round ranks within layers at its
     densities; `order` and
     `resnet` as `layer_plan`); `units`: whole neurons / filters (lth.prune.prune)."""
-
+    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0.0 < density <= 1.0:
+        raise UserError(f"density {density!r} out of range; allowed: a number with 0 < density <= 1")
+    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
+        raise UserError(f"rounds {rounds!r} out of range; allowed: an integer, 1 or more")
+    check_choice("scope", scope, ("global", "layerwise", *DISTRIBUTIONS))
     rng = jax.random.PRNGKey(0) if rng is None else rng
     masks = M.ones_like(variables["params"])
     regrow = SCORES.get(scorer.method).regrow   # FORCE: every round selects among all the weights

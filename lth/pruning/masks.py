@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth.errors import UserError
+
 
 def path_str(path) -> str:
     """'fc_0/kernel' for a tree path of dict keys (Flax params)."""
@@ -21,9 +23,20 @@ def leaf_paths(tree) -> list[str]:
     return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def prunable_tree(params, pattern: str):
+def check_pattern(what: str, pattern) -> re.Pattern:
+    """`pattern` compiled; a UserError naming `what` (the config key) when it is not a regular expression."""
+    if not isinstance(pattern, str):
+        raise UserError(f"bad {what} {pattern!r}; allowed: a regular expression of param paths, e.g. '.*kernel'")
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise UserError(f"bad {what} regex {pattern!r} ({e}); allowed: a regular expression of param paths, "
+                        f"e.g. '.*kernel'") from None
+
+
+def prunable_tree(params, pattern: str, what: str = "prunable"):
     """Pytree of Python bools: True where the leaf path matches `pattern` (re.fullmatch)."""
-    rx = re.compile(pattern)
+    rx = check_pattern(what, pattern)
     return jax.tree_util.tree_map_with_path(lambda p, _: bool(rx.fullmatch(path_str(p))), params)
 
 

@@ -24,6 +24,7 @@ Counts: a layer of n weights at density d keeps n − ⌊(1 − d)·n⌋ (rigl `
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -198,5 +199,9 @@ def parse_custom(spec: str) -> dict:
             d = math.nan
         if not sep or not 0.0 < d <= 1.0:
             raise UserError(f"bad custom density {item!r}; expected LAYER=DENSITY with 0 < DENSITY <= 1")
+        try:
+            re.compile(name.strip())
+        except re.error as e:
+            raise UserError(f"bad layer pattern {name.strip()!r} in custom density {item!r}: {e}") from None
         out[name.strip()] = d
     return out

@@ -8,6 +8,40 @@ from lth.errors import UserError, check_choice
 from lth.registry import SCORES
 from lth.scores.score import data_free
 
+# Ranges of the numeric `pai` fields: field → (test, what is allowed).
+RANGES = {
+    "batch_size": (lambda v: v >= 1, "1 or more examples"),
+    "batches": (lambda v: v >= 1, "1 or more batches"),
+    "obd_probes": (lambda v: v >= 1, "1 or more probes"),
+    "grasp_temperature": (lambda v: v > 0, "a positive temperature"),
+    "prospr_steps": (lambda v: v >= 1, "1 or more inner steps"),
+    "prospr_lr": (lambda v: v > 0, "a positive learning rate"),
+}
+
+
+def check_option(field: str, value, method: str | None = None) -> None:
+    """A UserError naming `pai.<field>` when `value` is out of its range (RANGES) or not one of the
+    values a registered score allows for it (Score.checks)."""
+    if field in RANGES:
+        test, allowed = RANGES[field]
+        try:
+            ok = not isinstance(value, (bool, str)) and bool(test(value))
+        except TypeError:
+            ok = False
+        if not ok:
+            raise UserError(f"pai.{field} {value!r} out of range; allowed: {allowed}")
+    for name, score in SCORES.items():
+        if method in (None, name):
+            for arg, allowed in score.checks.items():
+                if score.options.get(arg) == field:
+                    check_choice(f"pai.{field}", value, allowed)
+
+
+def check_options(options) -> None:
+    """check_option for every `pai` field in `options` (the config's `pai` section)."""
+    for field in options:
+        check_option(field, options[field])
+
 
 class Scorer:
     def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, options):
@@ -17,8 +51,8 @@ class Scorer:
             raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "
                             f"{', '.join(data_free())}")
         kw = {arg: options[key] for arg, key in score.options.items()}
-        for arg, allowed in score.checks.items():
-            check_choice(f"pai.{score.options[arg]}", kw[arg], allowed)
+        for arg, key in score.options.items():
+            check_option(key, kw[arg], method)
         if score.prepare is not None:
             kw = score.prepare(apply_fn, variables, prunable, tuple(input_shape), kw)
         self.method, self.batch, self.options = method, batch, kw

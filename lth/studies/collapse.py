@@ -61,15 +61,22 @@ def resolve_init(cfg) -> None:
     init.write(cfg.model)
 
 
+MAX_POINTS = 10_000   # sweep points per method (max_log10 / step)
+
+
 def validate(cfg) -> None:
     methods = methods_of(cfg)
     if not methods:
         raise UserError("collapse.methods is empty; allowed: a comma list of " + ", ".join(sorted(SCORES)))
     for m in methods:
         check_choice("score", m, SCORES)
-    if cfg.collapse.step <= 0 or cfg.collapse.max_log10 < 0:
+    if not cfg.collapse.step > 0 or not cfg.collapse.max_log10 >= 0:
         raise UserError(f"bad sweep 10^0..10^{cfg.collapse.max_log10} in steps of {cfg.collapse.step}; "
                         f"allowed: max_log10 >= 0, step > 0")
+    if cfg.collapse.max_log10 / cfg.collapse.step > MAX_POINTS:
+        raise UserError(f"collapse.step {cfg.collapse.step} makes {cfg.collapse.max_log10 / cfg.collapse.step:.3g} "
+                        f"sweep points up to 10^{cfg.collapse.max_log10}; allowed: at most {MAX_POINTS} "
+                        f"(a larger collapse.step or a smaller collapse.max_log10)")
     pai.validate_options(cfg.pai)
     check_choice("pai.scope (lth collapse)", cfg.pai.scope, ("global", "layerwise"))
 
@@ -80,7 +87,7 @@ def layer_sizes(s) -> dict[str, int]:
 
 def check(s) -> None:
     top = pai.max_compression(list(layer_sizes(s).values()))
-    if 10 ** s.cfg.collapse.max_log10 > top * (1 + 1e-9):
+    if s.cfg.collapse.max_log10 > math.log10(top * (1 + 1e-9)):   # compared as log10: 10^x overflows for large x
         raise UserError(f"compression 10^{s.cfg.collapse.max_log10} is beyond max compression 10^{math.log10(top):.3f} "
                         f"of {s.cfg.model.name} (one weight per layer); allowed: max_log10 <= {math.log10(top):.3f}")
 

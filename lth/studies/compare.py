@@ -50,10 +50,20 @@ def densities(cfg) -> list[float]:
         raise UserError(str(e).replace("sparse.densities", "compare.densities")) from None
 
 
+MAX_LEVELS = 10_000   # IMP levels compare.imp may train to reach its sparsest density
+
+
 def imp_levels(cfg) -> int:
     """IMP levels whose density reaches the sparsest target: (1 − f)^L ≤ d (prune.of = remaining),
     1 − L·f ≤ d (original); one more where layer overrides prune some layers slower."""
     f, d = cfg.prune.fraction, min(densities(cfg))
+    if not 0.0 < f < 1.0:
+        raise UserError(f"prune.fraction {f} out of range; allowed: 0 < fraction < 1")
+    per_level = f if cfg.prune.of == "original" else -math.log(1 - f)   # 0 when 1 - f rounds to 1
+    need = (1 - d) / per_level if cfg.prune.of == "original" else (-math.log(d) / per_level if per_level else math.inf)
+    if not need <= MAX_LEVELS:
+        raise UserError(f"prune.fraction {f} needs {need:.3g} IMP levels to reach density {d:g}; "
+                        f"allowed: at most {MAX_LEVELS} levels (a larger prune.fraction)")
     lv = math.ceil((1 - d) / f) if cfg.prune.of == "original" else math.ceil(math.log(d) / math.log(1 - f))
     return lv + (1 if cfg.prune.layer_fractions else 0)
 

@@ -171,7 +171,8 @@ def load_level(s, run_dir: str, level: int):
     t = s.trainer
     keys = jax.random.split(jax.random.PRNGKey(0), s.replicates)
     p0, ms0 = t.init_replicates(keys, s.input_shape)
-    return checkpoint.load_final(paths.level(run_dir, level), t.new_state(p0, ms0, M.ones_like(p0), 0, keys, keys))
+    return checkpoint.load_final(paths.level(run_dir, level), t.new_state(p0, ms0, M.ones_like(p0), 0, keys, keys),
+                                 own=False)
 
 
 def level_results_dir(run_dir: str, cfg, level: int) -> str:

@@ -73,6 +73,8 @@ def validate(cfg) -> None:
         F.check_energy(c.energy)
     if c.rank < 0:
         raise UserError(f"compress.rank {c.rank} out of range; allowed: 1 or more (0: use compress.energy)")
+    if c.factorize:
+        M.check_pattern("compress.factorize", c.factorize)
     if c.factorize and not (c.rank or c.energy):
         raise UserError(f"compress.factorize {c.factorize!r} needs compress.rank or compress.energy; "
                         f"allowed: one of them set")
@@ -94,7 +96,10 @@ def gates(s, state, log=print):
     c = s.cfg.compress
     if not (c.heads or c.mlps):
         return None, None
-    layers, per_layer = heads.check(s)
+    try:
+        layers, per_layer = heads.check(s)
+    except UserError as e:   # name the keys that asked for heads
+        raise UserError(f"compress.heads {c.heads} / compress.mlps {c.mlps}: {e}") from None
     n = min(s.cfg.heads.examples, len(s.dataset.y_train))
     split = s.trainer.chunked(s.dataset.x_train[:n], s.dataset.y_train[:n])
     g = {"heads": np.ones((s.replicates, layers, per_layer)), "mlps": np.ones((s.replicates, layers))}

@@ -33,6 +33,7 @@ from lth.pruning import prune as P
 from lth.pruning import sparsity as SP
 from lth.pruning.at_init import layer_plan
 from lth.registry import SCORES
+from lth.scores.scorer import check_option
 from lth.studies.plots import accuracy_vs_density
 from lth.studies.tables import lottery_table
 from lth.training.loop import device_data
@@ -59,7 +60,7 @@ def train_dense(s: Setup, run_dir: str, data, init_params, init_ms):
 
     def save_rewind(st):
         if not checkpoint.exists(path):
-            checkpoint.save(path, {"params": st.params, "model_state": st.model_state})
+            checkpoint.save(path, {"params": st.params, "model_state": st.model_state}, redo=paths.level(run_dir, 0))
 
     return train_arm(s, paths.level(run_dir, 0), init_params, init_ms, M.ones_like(init_params), 0, data,
                      captures={s.duration(s.cfg.lottery.rewind, "lottery.rewind"): save_rewind}, label="level 0")
@@ -116,7 +117,11 @@ def validate(cfg) -> None:
     check_choice("lottery.rewind_mode", cfg.lottery.rewind_mode, ("weights", "lr"))
     for c in controls_of(cfg):
         check_choice("control", c, CONTROLS)
-    SCORES.get(cfg.prune.score)
+    score = SCORES.get(cfg.prune.score)
+    for field in [*score.options.values(), *(("batch_size", "batches") if score.needs_data else ())]:
+        check_option(field, cfg.pai[field], cfg.prune.score)   # the `pai` options IMP's score reads
+    if cfg.lottery.reinit:
+        M.check_pattern("lottery.reinit", cfg.lottery.reinit)
     for pat, f in P.parse_layer_fractions(cfg.prune.layer_fractions):
         if cfg.prune.of == "original" and f * cfg.lottery.levels >= 1 - 1e-9:
             raise UserError(f"prune.layer_fractions {pat}={f} of the original weights for {cfg.lottery.levels} levels "
@@ -257,7 +262,8 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
                 stop = np.asarray([r in dead for r in range(s.replicates)])
                 masks = jax.tree.map(lambda new, old: jnp.where(stop.reshape(-1, *[1] * (new.ndim - 1)), old, new),
                                      masks, final.masks)
-            rw = checkpoint.load(rewind_path(run_dir), {"params": init_params, "model_state": init_ms})
+            rw = checkpoint.load(rewind_path(run_dir), {"params": init_params, "model_state": init_ms},
+                                 redo=paths.level(run_dir, 0))
             src = final if cfg.lottery.rewind_mode == "lr" else rw
             params = redraw(s, src.params if cfg.lottery.rewind_mode == "lr" else src["params"], level)
             ms = src.model_state if cfg.lottery.rewind_mode == "lr" else src["model_state"]

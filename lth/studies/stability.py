@@ -78,6 +78,9 @@ def validate(cfg) -> None:
     check_choice("stability.bn", cfg.stability.bn, BN_MODES)
     if cfg.stability.bn_batches < 1:
         raise UserError(f"stability.bn_batches {cfg.stability.bn_batches} out of range; allowed: 1 or more")
+    if cfg.stability.eval_examples < 0:
+        raise UserError(f"stability.eval_examples {cfg.stability.eval_examples} out of range; "
+                        f"allowed: 0 (all) or a positive count")
 
 
 def rewind_steps(s) -> list[int]:
@@ -246,15 +249,17 @@ def copy_keys(s):
 
 def trunk(s, run_dir, data, ks):
     """Weights (params, model_state) at each step in `ks` of the dense run from init."""
-    trunk = {k: os.path.join(run_dir, "trunk", f"k{k}") for k in ks}
+    folder = os.path.join(run_dir, "trunk")   # recomputed whole when one of its checkpoints is corrupt
+    trunk = {k: os.path.join(folder, f"k{k}") for k in ks}
     params, ms = init_variables(s, keys(s, "init"))
     like = {"params": params, "model_state": ms}
     if not all(checkpoint.exists(p) for p in trunk.values()):
         state = s.trainer.new_state(params, ms, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
         captures = {k: (lambda st, p=trunk[k]: checkpoint.exists(p) or
-                        checkpoint.save(p, {"params": st.params, "model_state": st.model_state})) for k in ks}
+                        checkpoint.save(p, {"params": st.params, "model_state": st.model_state}, redo=folder))
+                    for k in ks}
         fit(s.trainer, state, data, max(ks), eval_every=0, history=[], captures=captures)
-    return {k: checkpoint.load(p, like) for k, p in trunk.items()}
+    return {k: checkpoint.load(p, like, redo=folder) for k, p in trunk.items()}
 
 
 def level_masks(s, level: int, lottery_run: str, params, model_state):
@@ -262,7 +267,7 @@ def level_masks(s, level: int, lottery_run: str, params, model_state):
     if level == 0:
         return M.ones_like(params)
     like = s.trainer.new_state(params, model_state, M.ones_like(params), 0, keys(s, "train"), keys(s, "data"))
-    return checkpoint.load_final(paths.level(lottery_run, level), like).masks
+    return checkpoint.load_final(paths.level(lottery_run, level), like, own=False).masks
 
 
 def run(s, run_dir: str, log=print) -> dict:

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lth.errors import UserError
+from lth.errors import UserError, check_choice
 from lth.options import options
 
 # The `train` section of the config: make_optimizer, make_schedule and training.step.make_trainer read
@@ -41,8 +41,29 @@ def _matrices(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def validate(t) -> None:
+    """Checks of a `train` section that need no data: choices and ranges (one-line UserErrors)."""
+    check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    check_choice("train.schedule", t.schedule, SCHEDULES)
+    if not t.lr >= 0:
+        raise UserError(f"train.lr {t.lr} out of range; allowed: 0 or a positive learning rate")
+    if not 0 <= t.momentum < 1:
+        raise UserError(f"train.momentum {t.momentum} out of range; allowed: 0 <= momentum < 1 (0 = plain SGD)")
+    if not t.weight_decay >= 0:
+        raise UserError(f"train.weight_decay {t.weight_decay} out of range; allowed: 0 (off) or a positive rate")
+    if not t.gamma >= 0:
+        raise UserError(f"train.gamma {t.gamma} out of range; allowed: 0 or a positive factor")
+    if not t.clip_norm >= 0:
+        raise UserError(f"train.clip_norm {t.clip_norm} out of range; allowed: 0 (off) or a positive norm")
+    if not t.get("max_loss", 0.0) >= 0:
+        raise UserError(f"train.max_loss {t.max_loss} out of range; allowed: 0 (off) or a positive loss")
+    if t.eval_batch_size < 1:
+        raise UserError(f"train.eval_batch_size {t.eval_batch_size} out of range; allowed: 1 or more")
+
+
 def make_optimizer(t) -> optax.GradientTransformation:
     """The update direction at learning rate 1; the step scales it by schedule(step)."""
+    validate(t)
     if t.optimizer == "sgd":
         base = optax.sgd(1.0, momentum=t.momentum or None, nesterov=t.nesterov)
     elif t.optimizer == "adam":

@@ -1,0 +1,212 @@
+"""`lth oneshot`: post-training pruning of a trained network. The network is a finished level of an
+`lth lottery` run (level 0: the dense network, or a BERT fine-tuned from `model.pretrained`). Each
+one-shot method (lth/surgeons: magnitude, Wanda, SparseGPT) prunes it at each target: unstructured
+sparsities and N:M patterns. The calibration inputs are the first `oneshot.calibration` training
+examples. Each pruned network's test accuracy is measured before and after a short recovery
+fine-tune through the one training loop (`oneshot.recovery`; its pruned weights stay 0).
+
+Run layout: <run>/oneshot/level_<L>-<hash of oneshot.*>/results.json, and arms/<method>-<target>/ for
+each recovery fine-tune (resumable like every arm).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from lth.errors import UserError, check_choice
+from lth.harness import paths
+from lth.harness.config import apply_overrides, parse_duration
+from lth.harness.run import BASE_SECTIONS, Command, setup, train_arm
+from lth.harness.rundir import read_json, write_json
+from lth.harness.trainer import trainer_from_config
+from lth.options import options, split_list
+from lth.pruning import masks as M
+from lth.studies.compress import load_level, run_config
+from lth.surgeons import layer as L
+from lth.surgeons.model import METHODS, check, prune_oneshot
+from lth.training.loop import device_data
+
+OPTIONS = {"oneshot": options(
+    methods=("magnitude,wanda,sparsegpt", "comma list of one-shot methods: magnitude | wanda | sparsegpt"),
+    sparsities=("0.5,0.7,0.9", "comma list of unstructured targets: the fraction of each layer pruned"),
+    patterns=("2:4,4:8", "comma list of N:M targets (N kept of every M consecutive inputs; '' = none)"),
+    calibration=(128, "calibration examples (the first of the training set; a sequence is one)"),
+    recovery=("0it", "recovery fine-tune after pruning (duration; 0 = none), at oneshot.recovery_lr"),
+    recovery_lr=(0.0, "recovery learning rate, constant (0 = train.lr / 10)"),
+    blocksize=(128, "SparseGPT's lazy block of columns (a multiple of every N:M pattern's M)"),
+    percdamp=(0.01, "SparseGPT's damping: this fraction of the mean diagonal of H is added to it"),
+)}
+
+HELP = "one-shot pruning of a trained level: magnitude, Wanda, SparseGPT at sparsities and N:M, with recovery"
+DESCRIPTION = ("Prune a finished level of an `lth lottery` run after training (level 0 by default: the dense "
+               "network) with each one-shot method (oneshot.methods) at each target (oneshot.sparsities, "
+               "oneshot.patterns), calibrated on oneshot.calibration training examples; report test accuracy "
+               "before and after a recovery fine-tune (oneshot.recovery).")
+FROM_RUN = True
+RESULT_FILE = "results.json"
+SETTABLE = ("oneshot.", "run.")   # what --set may change on a finished run
+
+
+def targets(cfg) -> list[tuple[str, float, str]]:
+    """[(name, sparsity, pattern)]: the unstructured sparsities, then the N:M patterns."""
+    out = []
+    for v in split_list(cfg.oneshot.sparsities):
+        try:
+            sp = float(v)
+        except ValueError:
+            sp = float("nan")
+        if not 0.0 < sp < 1.0:
+            raise UserError(f"oneshot.sparsities {v!r}: allowed: numbers strictly between 0 and 1")
+        out.append((f"{sp:g}", sp, ""))
+    for v in split_list(cfg.oneshot.patterns):
+        nm = L.parse_pattern(v)
+        out.append((f"{nm[0]}:{nm[1]}", 0.5, v))
+    if not out:
+        raise UserError("oneshot.sparsities and oneshot.patterns are both empty; allowed: at least one target")
+    return out
+
+
+def validate(cfg) -> None:
+    o = cfg.oneshot
+    for m in split_list(o.methods) or [""]:
+        check_choice("oneshot.methods entry", m, METHODS)
+    targets(cfg)
+    if o.calibration < 1:
+        raise UserError(f"oneshot.calibration {o.calibration} out of range; allowed: 1 or more examples")
+    if o.blocksize < 1:
+        raise UserError(f"oneshot.blocksize {o.blocksize} out of range; allowed: 1 or more columns")
+    if not 0.0 <= o.percdamp < 1.0:
+        raise UserError(f"oneshot.percdamp {o.percdamp} out of range; allowed: 0 <= percdamp < 1")
+    if not (o.recovery_lr >= 0.0):
+        raise UserError(f"oneshot.recovery_lr {o.recovery_lr} out of range; allowed: 0 (train.lr / 10) or a rate > 0")
+
+
+COMMAND = Command("oneshot", BASE_SECTIONS + ("prune", "lottery", "oneshot"), validate=validate)
+RESULTS = Command("oneshot_results", ("oneshot",))   # the results directory's identity
+
+
+@dataclasses.dataclass
+class Job:
+    setup: object
+    run_dir: str
+    level: int
+
+    @property
+    def cfg(self):
+        return self.setup.cfg
+
+
+def from_run(run_dir: str, overrides=(), level: int | None = None, progress: bool = True):
+    """(job, results dir): every check done before anything is written; level defaults to 0."""
+    if not os.path.isdir(run_dir):
+        raise UserError(f"--run-dir {run_dir!r} does not exist; allowed: a run directory of `lth lottery`")
+    cfg = run_config(run_dir)
+    for item in overrides:
+        if not item.split("=", 1)[0].strip().startswith(SETTABLE):
+            raise UserError(f"--set {item!r} would change the trained run; "
+                            f"allowed: {', '.join(k + '*' for k in SETTABLE)}")
+    apply_overrides(cfg, overrides)
+    cfg.run.progress = cfg.run.progress and progress
+    level = 0 if level is None else level
+    if level not in paths.finished_levels(run_dir):
+        raise UserError(f"level {level} is not a finished level of {run_dir}; allowed: "
+                        f"{', '.join(map(str, paths.finished_levels(run_dir))) or 'none (run `lth lottery` first)'}")
+    s = setup(cfg, COMMAND)
+    s.duration(cfg.oneshot.recovery, "oneshot.recovery")
+    one = M.index(s.trainer.init_replicates(jax.random.split(jax.random.PRNGKey(0), 1), s.input_shape)[0], 0)
+    kernels = {p: leaf for p, leaf, on in zip(M.leaf_paths(one), jax.tree.leaves(one), jax.tree.leaves(s.prunable))
+               if on}
+    for method in split_list(cfg.oneshot.methods):
+        for _, sp, pattern in targets(cfg):
+            check(method, sp, L.parse_pattern(pattern), kernels, True, cfg.oneshot.blocksize)
+    out = RESULTS.dir_for(os.path.join(run_dir, "oneshot"), f"level_{level}", cfg)
+    return Job(s, run_dir, level), out
+
+
+def recovery_setup(s):
+    """A Setup whose trainer fine-tunes for oneshot.recovery at a constant oneshot.recovery_lr."""
+    cfg = s.cfg
+    t = ml_collections.ConfigDict(cfg.train.to_dict())
+    t.duration = cfg.oneshot.recovery
+    t.lr = cfg.oneshot.recovery_lr or cfg.train.lr / 10
+    t.schedule, t.warmup = "constant", "0it"
+    trainer = trainer_from_config(s.trainer.model, t, len(s.dataset.y_train), augment=s.trainer.augment,
+                                  mesh=s.trainer.mesh, replicates=s.trainer.replicate_mode)
+    total = parse_duration(t.duration, trainer.steps_per_epoch, "oneshot.recovery")
+    return dataclasses.replace(s, trainer=trainer, total=total, eval_every=total, _scorers={})
+
+
+def run(job: Job, out_dir: str, log=print) -> dict:
+    s, cfg = job.setup, job.cfg
+    t, ds = s.trainer, s.dataset
+    final = load_level(s, job.run_dir, job.level)
+    data = device_data(t, ds)
+    calib = np.asarray(ds.x_train[:cfg.oneshot.calibration])
+    apply_fn = lambda v, x: t.model.apply(v, x, train=False)  # noqa: E731
+    before = [float(a) for a in np.asarray(t.evaluate(final, data.test)[1])]
+    path = os.path.join(out_dir, RESULT_FILE)
+    result = read_json(path, redo=out_dir) if os.path.exists(path) else {}
+    result.update(run_dir=job.run_dir, level=job.level, calibration=int(len(calib)),
+                  density=float(np.mean(M.density(final.masks, s.prunable, axis=0)[0])),
+                  trained={"test_accuracy": float(np.mean(before)), "replicates": before})
+    rows = {(r["method"], r["target"]): r for r in result.get("rows", [])}
+    rs = recovery_setup(s) if s.duration(cfg.oneshot.recovery, "oneshot.recovery") > 0 else None
+    log(f"level {job.level}: test accuracy {np.mean(before):.4f}; calibration {len(calib)} examples")
+    for method in split_list(cfg.oneshot.methods):
+        for name, sp, pattern in targets(cfg):
+            if (method, name) in rows and (rs is None or "recovered_accuracy" in rows[(method, name)]):
+                continue
+            pruned = []
+            for r in range(s.replicates):
+                v = {"params": M.index(final.params, r), **M.index(final.model_state, r)}
+                pruned.append(prune_oneshot(apply_fn, v, method, sparsity=sp, pattern=pattern, x=calib,
+                                            prunable=s.prunable, masks=M.index(final.masks, r),
+                                            blocksize=cfg.oneshot.blocksize, percdamp=cfg.oneshot.percdamp))
+            params, masks = M.stack([p for p, _ in pruned]), M.stack([k for _, k in pruned])
+            state = final.replace(params=M.apply(params, masks), masks=masks)
+            accs = [float(a) for a in np.asarray(t.evaluate(state, data.test)[1])]
+            row = {"method": method, "target": name, "pattern": pattern or "unstructured",
+                   "density": float(np.mean(M.density(masks, s.prunable, axis=0)[0])),
+                   "test_accuracy": float(np.mean(accs)), "test_accuracy_std": float(np.std(accs)), "replicates": accs}
+            if rs is not None:
+                _, out = train_arm(rs, os.path.join(out_dir, "arms", f"{method}-{name.replace(':', 'of')}"),
+                                   state.params, final.model_state, masks, 0, data, label=f"{method} {name}")
+                rec = [o["test_accuracy"] for o in out]
+                row.update(recovered_accuracy=float(np.mean(rec)), recovered_accuracy_std=float(np.std(rec)),
+                           recovered_replicates=rec)
+            rows[(method, name)] = row
+            log(f"{method:<10} {name:<5} density {row['density']:.4f}  test acc {row['test_accuracy']:.4f}"
+                + (f"  after recovery {row['recovered_accuracy']:.4f}" if rs is not None else ""))
+            result["rows"] = list(rows.values())
+            write_json(path, result)
+    result["rows"] = list(rows.values())
+    write_json(path, result)
+    return result
+
+
+def describe(job: Job) -> str:
+    s = job.setup
+    return f"level {job.level} of {job.run_dir}: {s.cfg.model.name} on {s.cfg.data.name}, R={s.replicates}"
+
+
+def files(result) -> list:
+    return [f"results: {os.path.join(result.run_dir, RESULT_FILE)}"]
+
+
+def table(result) -> str:
+    rec = any("recovered_accuracy" in r for r in result.get("rows", []))
+    tr = result["trained"]["test_accuracy"]
+    lines = [f"level {result['level']}: trained test accuracy {100 * tr:.2f}%, density {100 * result['density']:.2f}%; "
+             f"calibration {result['calibration']} examples", "",
+             "| method | target | density % | test accuracy % |" + (" after recovery % |" if rec else ""),
+             "|---|---|---|---|" + ("---|" if rec else "")]
+    for r in result.get("rows", []):
+        line = f"| {r['method']} | {r['target']} | {100 * r['density']:.2f} | {100 * r['test_accuracy']:.2f} |"
+        if rec:
+            line += f" {100 * r['recovered_accuracy']:.2f} |" if "recovered_accuracy" in r else " |"
+        lines.append(line)
+    return "\n".join(lines)
