@@ -152,10 +152,13 @@ def open_run(run_dir) -> Result:
     """The Result of a finished (or partly finished) study from its directory: a run directory
     (summary.json), or a results folder a study writes its own file into (heads.json, results.json)."""
     d = os.fspath(run_dir)
-    for study, mod in STUDIES.items():
-        name = getattr(mod, "RESULT_FILE", paths.SUMMARY)
-        if name != paths.SUMMARY and os.path.exists(os.path.join(d, name)):
-            return Result(study, d, read_json(os.path.join(d, name)))
+    found = [(study, name) for study, mod in STUDIES.items()
+             if (name := getattr(mod, "RESULT_FILE", paths.SUMMARY)) != paths.SUMMARY
+             and os.path.exists(os.path.join(d, name))]
+    if found:   # several studies write results.json: the folder they live in names the study (RUN/<study>/...)
+        parent = os.path.basename(os.path.dirname(os.path.abspath(d)))
+        study, name = next((f for f in found if f[0] == parent), found[0])
+        return Result(study, d, read_json(os.path.join(d, name)))
     cfg, summary = paths.config(d), paths.summary(d)
     if not os.path.exists(cfg) or not os.path.exists(summary):
         raise UserError(f"{d!r} holds no lth results (no config.json and summary.json, heads.json or results.json); "

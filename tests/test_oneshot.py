@@ -120,5 +120,6 @@ def test_oneshot_study_prunes_recovers_and_resumes(finished_run, capsys):
     assert ticket < 0.81 and all(x["density"] <= min(ticket, 0.5) + 1e-6 for x in rows.values() if x["target"] == "2:4")
     assert all(np.isfinite(x["recovered_accuracy"]) for x in rows.values())
     assert "| sparsegpt | 2:4 |" in r.table()
+    assert os.path.getsize(r.plot()) > 10_000
     again = api.run_study("oneshot", None, sets, run_dir=finished_run, level=1)   # resumes: nothing recomputed
     assert again.summary["rows"] == r.summary["rows"]

@@ -25,6 +25,7 @@ from lth.harness.rundir import read_json, write_json
 from lth.harness.trainer import trainer_from_config
 from lth.options import options, split_list
 from lth.pruning import masks as M
+from lth.studies import plots
 from lth.studies.compress import load_level, run_config
 from lth.surgeons import layer as L
 from lth.surgeons.model import METHODS, check, prune_oneshot
@@ -48,6 +49,7 @@ DESCRIPTION = ("Prune a finished level of an `lth lottery` run after training (l
                "before and after a recovery fine-tune (oneshot.recovery).")
 FROM_RUN = True
 RESULT_FILE = "results.json"
+PLOT_FILE = "oneshot.png"
 SETTABLE = ("oneshot.", "run.")   # what --set may change on a finished run
 
 
@@ -194,7 +196,11 @@ def describe(job: Job) -> str:
 
 
 def files(result) -> list:
-    return [f"results: {os.path.join(result.run_dir, RESULT_FILE)}"]
+    return [f"results: {os.path.join(result.run_dir, RESULT_FILE)}", f"plot: {result.plot()}"]
+
+
+def plot(result: dict, path: str) -> str:
+    return plots.oneshot_accuracy(result, path)
 
 
 def table(result) -> str:

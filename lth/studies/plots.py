@@ -212,3 +212,36 @@ def compare_plot(summary: dict, path: str) -> str:
     targets = {round(100 * p["target_density"], 2) for m in summary["methods"].values() for p in m["points"]
                if p.get("target_density")}
     return _density_axis(fig, ax, summary, path, sorted(targets | {50.0, 80.0}))
+
+
+def oneshot_accuracy(result: dict, path: str) -> str:
+    """`lth oneshot`: test accuracy vs weights remaining, one line per method for the unstructured
+    targets and one marker per N:M pattern; dashed: after the recovery fine-tune."""
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    rows = result.get("rows", [])
+    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
+        color = f"C{i}"
+        mine = [r for r in rows if r["method"] == method]
+        flat = sorted((r for r in mine if r["pattern"] == "unstructured"), key=lambda r: -r["density"])
+        for key, style in (("test_accuracy", "-"), ("recovered_accuracy", "--")):
+            pts = [(100 * r["density"], 100 * r[key]) for r in flat if key in r]
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", ms=4, color=color,
+                        label=method + (" + recovery" if key == "recovered_accuracy" else ""))
+            for r in mine:
+                if r["pattern"] != "unstructured" and key in r:
+                    ax.plot(100 * r["density"], 100 * r[key], "s" if key == "test_accuracy" else "D", color=color,
+                            mfc="none" if key == "recovered_accuracy" else color)
+                    ax.annotate(r["target"], (100 * r["density"], 100 * r[key]), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points")
+    ax.axhline(100 * result["trained"]["test_accuracy"], color="k", lw=0.8, ls=":", label="trained network")
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"one-shot pruning of level {result['level']}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
