@@ -5,6 +5,10 @@ class UserError(ValueError):
     """A problem with the user's input (config, arguments, files), reported without a traceback."""
 
 
+class NotPrepared(UserError):
+    """A dataset whose files are not on this machine (a sweep that trains nothing may use stand-ins)."""
+
+
 class Corrupt(UserError):
     """A checkpoint or record of a run that cannot be read back as written (torn, truncated, bit-flipped
     or of another config). `redo`: the directory that, moved to RUN/quarantine/, is recomputed from what

@@ -81,6 +81,7 @@ def test_bad_patterns_are_one_line():
 
 
 # ----- a whole network, layer by layer --------------------------------------------------------------
+@pytest.mark.slow
 def test_each_layer_is_calibrated_through_the_pruned_layers_before_it():
     """Wanda on an MLP: layer 2's mask comes from the inputs it gets from the *pruned* layer 1 (the
     references' sequential drivers), not from the dense network's activations."""

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from lth.data import files, mnist1d, mnist5k, text, tfds_source
-from lth.errors import UserError
+from lth.errors import NotPrepared, UserError
 from lth.options import options
 from lth.registry import DATASETS
 
@@ -67,12 +67,12 @@ def image_files(name):
         try:
             import tensorflow_datasets  # noqa: F401
         except ImportError:
-            raise UserError(f"dataset {name!r} not found in {where}: looked for {files.looked_for(name, where)}; "
-                            f"set data.data_dir to the folder holding one of them") from None
+            raise NotPrepared(f"dataset {name!r} not found in {where}: looked for {files.looked_for(name, where)}; "
+                              f"set data.data_dir to the folder holding one of them") from None
         try:
             return tfds_source.load(name, cfg.data_dir or None)
-        except UserError as e:
-            raise UserError(f"{e} (also looked for {files.looked_for(name, where)})") from None
+        except NotPrepared as e:
+            raise NotPrepared(f"{e} (also looked for {files.looked_for(name, where)})") from None
     return load
 
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from lth.errors import UserError
+from lth.errors import NotPrepared
 
 PREPARE_HINT = ("prepare it on a machine with internet: pip install -e '.[prepare]' && "
                 "lth data prepare {name} --data-dir {dir}")
@@ -23,7 +23,7 @@ def read_split(name, split, data_dir):
         src = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # tfds raises several types for "not there" / "wrong format"
         where = data_dir or default_data_dir()
-        raise UserError(f"dataset {name!r} ({split}) is not prepared in {where} "
+        raise NotPrepared(f"dataset {name!r} ({split}) is not prepared in {where} "
                         f"({type(e).__name__}); " + PREPARE_HINT.format(name=name, dir=where)) from None
     return [src[i] for i in range(len(src))], tfds.builder(name, data_dir=data_dir).info
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from lth import data as D
 from lth.data.augment import AUGMENTATIONS
 from lth.data.augment import make as make_augment
-from lth.errors import UserError, check_choice, first_line
+from lth.errors import NotPrepared, UserError, check_choice, first_line
 from lth.harness import checkpoint, events, paths
 from lth.harness import teacher as T
 from lth.harness.config import check_values, parse_duration
@@ -177,6 +177,9 @@ def validate(cfg, command: Command) -> None:
         command.validate(cfg)
 
 
+SYNTHETIC_MAX = 1 << 16   # stand-in examples at most (a score batch larger than this is cut to it)
+
+
 def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     """Data, model, trainer and prunable set for `cfg` (validated first). `synthetic_ok`: an
     unprepared tfds dataset is replaced by N(0,1) inputs with random labels of its shapes (no
@@ -184,10 +187,11 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     validate(cfg, command)
     try:
         ds = D.load(cfg.data)
-    except UserError:
+    except NotPrepared:   # not a bad option: those are refused as they are
         if not synthetic_ok or cfg.data.name not in D.shapes():
             raise
-        ds = D.synthetic(cfg.data.name, max(cfg.pai.batch_size * cfg.pai.batches, cfg.train.batch_size, 2), cfg.seed)
+        n = max(cfg.pai.batch_size * cfg.pai.batches, cfg.train.batch_size, 2)
+        ds = D.synthetic(cfg.data.name, min(n, SYNTHETIC_MAX), cfg.seed)
     model = zoo.from_config(cfg.model, ds.num_classes, ds.input_shape)
     params = check_input(model, cfg.model.name, ds)
     mesh = make_mesh(cfg.run.devices, cfg.run.parallel, cfg.replicates)
