@@ -137,18 +137,25 @@ class Job:
         return self.setup.cfg
 
 
-def from_run(run_dir: str, overrides=(), level: int | None = None, progress: bool = True):
-    """(job, results dir): the run's config with `overrides`, every check done (the physical stages'
-    too: lth/studies/compress_stages.py), nothing written."""
+def finished_run_config(run_dir: str, overrides, settable, progress: bool):
+    """The config of a finished `lth lottery` run with `overrides` applied, each of which may only
+    change the keys starting with one of `settable` (what leaves the trained run as it is)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"--run-dir {run_dir!r} does not exist; allowed: a run directory of `lth lottery`")
     cfg = run_config(run_dir)
     for item in overrides:
-        if not item.split("=", 1)[0].strip().startswith(SETTABLE):
+        if not item.split("=", 1)[0].strip().startswith(settable):
             raise UserError(f"--set {item!r} would change the trained run; "
-                            f"allowed: {', '.join(k + '*' for k in SETTABLE)}")
+                            f"allowed: {', '.join(k + '*' for k in settable)}")
     apply_overrides(cfg, overrides)
     cfg.run.progress = cfg.run.progress and progress
+    return cfg
+
+
+def from_run(run_dir: str, overrides=(), level: int | None = None, progress: bool = True):
+    """(job, results dir): the run's config with `overrides`, every check done (the physical stages'
+    too: lth/studies/compress_stages.py), nothing written."""
+    cfg = finished_run_config(run_dir, overrides, SETTABLE, progress)
     cfg.model.conv_impl = "xla"   # qwix quantizes lax.conv_general_dilated (lth's GEMM path is plain matmuls)
     level = choose_level(run_dir, level)
     own = own_level(cfg.train.distill.teacher)

@@ -19,14 +19,14 @@ import numpy as np
 
 from lth.errors import UserError, check_choice
 from lth.harness import paths
-from lth.harness.config import apply_overrides, parse_duration
+from lth.harness.config import parse_duration
 from lth.harness.run import BASE_SECTIONS, Command, setup, train_arm
 from lth.harness.rundir import read_json, write_json
 from lth.harness.trainer import trainer_from_config
 from lth.options import options, split_list
 from lth.pruning import masks as M
 from lth.studies import plots
-from lth.studies.compress import load_level, run_config
+from lth.studies.compress import finished_run_config, load_level
 from lth.surgeons import layer as L
 from lth.surgeons.model import METHODS, check, prune_oneshot
 from lth.training.loop import device_data
@@ -104,15 +104,7 @@ class Job:
 
 def from_run(run_dir: str, overrides=(), level: int | None = None, progress: bool = True):
     """(job, results dir): every check done before anything is written; level defaults to 0."""
-    if not os.path.isdir(run_dir):
-        raise UserError(f"--run-dir {run_dir!r} does not exist; allowed: a run directory of `lth lottery`")
-    cfg = run_config(run_dir)
-    for item in overrides:
-        if not item.split("=", 1)[0].strip().startswith(SETTABLE):
-            raise UserError(f"--set {item!r} would change the trained run; "
-                            f"allowed: {', '.join(k + '*' for k in SETTABLE)}")
-    apply_overrides(cfg, overrides)
-    cfg.run.progress = cfg.run.progress and progress
+    cfg = finished_run_config(run_dir, overrides, SETTABLE, progress)
     level = 0 if level is None else level
     if level not in paths.finished_levels(run_dir):
         raise UserError(f"level {level} is not a finished level of {run_dir}; allowed: "
