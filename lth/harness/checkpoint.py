@@ -45,7 +45,10 @@ def _uncommitted(tree):
 
 
 def _unreadable(path, e, redo):
-    """The orbax / tensorstore exception to the run's log; one line for the user."""
+    """The orbax / tensorstore exception to the run's log; one line for the user. A read that failed
+    because another process of the run died is that, not a corrupt checkpoint: re-raised as it is."""
+    if distributed.peer_failure(e):
+        raise e
     log_exception(e)
     return Corrupt(f"checkpoint {path}", f"unreadable or of another config ({type(e).__name__})", redo)
 
