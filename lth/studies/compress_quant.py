@@ -2,17 +2,12 @@
 a ticket (accuracy, zero-stays-zero, sizes) and the setup of its quantization-aware fine-tuning."""
 from __future__ import annotations
 
-import dataclasses
-
 import jax
-import ml_collections
 import numpy as np
 import qwix
 
 from lth.compression import quantize as Q
 from lth.errors import UserError
-from lth.harness.config import parse_duration
-from lth.harness.trainer import trainer_from_config
 from lth.pruning import masks as M
 
 
@@ -39,13 +34,6 @@ def ptq_stage(s, quantizer, params, model_state, masks, calib, split) -> dict:
 def qat_setup(s, model):
     """A Setup whose trainer runs qwix's QAT model for compress.qat_duration at compress.qat_lr."""
     cfg = s.cfg
-    t = ml_collections.ConfigDict(cfg.train.to_dict())
-    t.duration = cfg.compress.qat_duration
-    t.lr = cfg.compress.qat_lr or cfg.train.lr / 10
-    t.schedule, t.warmup = "constant", "0it"
     qat = qwix.quantize_model(model, qwix.QtProvider(Q.rules(cfg, for_qat=True)))
-    trainer = trainer_from_config(qat, t, len(s.dataset.y_train), augment=s.trainer.augment, mesh=s.trainer.mesh,
-                           replicates=s.trainer.replicate_mode)
-    spe = trainer.steps_per_epoch
-    total = parse_duration(t.duration, spe, "compress.qat_duration")
-    return dataclasses.replace(s, trainer=trainer, total=total, eval_every=total, _scorers={})
+    return s.finetuning(qat, cfg.compress.qat_duration, cfg.compress.qat_lr or cfg.train.lr / 10,
+                        "compress.qat_duration")

@@ -14,15 +14,12 @@ import dataclasses
 import os
 
 import jax
-import ml_collections
 import numpy as np
 
 from lth.errors import UserError, check_choice
 from lth.harness import paths
-from lth.harness.config import parse_duration
 from lth.harness.run import BASE_SECTIONS, Command, setup, train_arm
 from lth.harness.rundir import read_json, write_json
-from lth.harness.trainer import trainer_from_config
 from lth.options import options, split_list
 from lth.pruning import masks as M
 from lth.studies import plots
@@ -111,9 +108,9 @@ def from_run(run_dir: str, overrides=(), level: int | None = None, progress: boo
                         f"{', '.join(map(str, paths.finished_levels(run_dir))) or 'none (run `lth lottery` first)'}")
     s = setup(cfg, COMMAND)
     s.duration(cfg.oneshot.recovery, "oneshot.recovery")
-    one = M.index(s.trainer.init_replicates(jax.random.split(jax.random.PRNGKey(0), 1), s.input_shape)[0], 0)
-    kernels = {p: leaf for p, leaf, on in zip(M.leaf_paths(one), jax.tree.leaves(one), jax.tree.leaves(s.prunable))
-               if on}
+    shapes = s.param_shapes
+    kernels = {p: leaf for p, leaf, on in zip(M.leaf_paths(shapes), jax.tree.leaves(shapes),
+                                              jax.tree.leaves(s.prunable)) if on}
     for method in split_list(cfg.oneshot.methods):
         for _, sp, pattern in targets(cfg):
             check(method, sp, L.parse_pattern(pattern), kernels, True, cfg.oneshot.blocksize)
@@ -124,14 +121,8 @@ def from_run(run_dir: str, overrides=(), level: int | None = None, progress: boo
 def recovery_setup(s):
     """A Setup whose trainer fine-tunes for oneshot.recovery at a constant oneshot.recovery_lr."""
     cfg = s.cfg
-    t = ml_collections.ConfigDict(cfg.train.to_dict())
-    t.duration = cfg.oneshot.recovery
-    t.lr = cfg.oneshot.recovery_lr or cfg.train.lr / 10
-    t.schedule, t.warmup = "constant", "0it"
-    trainer = trainer_from_config(s.trainer.model, t, len(s.dataset.y_train), augment=s.trainer.augment,
-                                  mesh=s.trainer.mesh, replicates=s.trainer.replicate_mode)
-    total = parse_duration(t.duration, trainer.steps_per_epoch, "oneshot.recovery")
-    return dataclasses.replace(s, trainer=trainer, total=total, eval_every=total, _scorers={})
+    return s.finetuning(s.trainer.model, cfg.oneshot.recovery, cfg.oneshot.recovery_lr or cfg.train.lr / 10,
+                        "oneshot.recovery")
 
 
 def run(job: Job, out_dir: str, log=print) -> dict:
