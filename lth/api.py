@@ -255,10 +255,12 @@ def _check_input(name, apply_fn, variables, batch, shape):
                         f"allowed: the shape of one input the model was built for") from None
 
 
-def prune_at_init(name: str, apply_fn, variables, density: float, *, batch=None, prunable=".*kernel", rounds=0,
-                  schedule="exponential", scope="global", rng=None, input_shape=None, **options):
+def prune_at_init(name: str, apply_fn, variables, density: float | None, *, batch=None, prunable=".*kernel",
+                  rounds=0, schedule="exponential", scope="global", rng=None, input_shape=None, pattern=None,
+                  **options):
     """Masks keeping `density` of the prunable weights after score-and-prune rounds of criterion
-    `name` (rounds=0: its default, 100 for synflow, else 1), exact counts per round."""
+    `name` (rounds=0: its default, 100 for synflow, else 1), exact counts per round. `pattern`
+    ('2:4'): N:M along each kernel's input axis (density None or N/M; lth/pruning/nm.py)."""
     import jax
 
 
@@ -269,7 +271,7 @@ def prune_at_init(name: str, apply_fn, variables, density: float, *, batch=None,
     _check_input(name, apply_fn, variables, batch, shape)
     scorer = make_scorer(name, apply_fn, variables, prunable, batch, tuple(shape), **options)
     return run_rounds(scorer, variables, prunable, density, rounds=rounds or default_rounds(name), schedule=schedule,
-                      scope=scope, rng=jax.random.PRNGKey(0) if rng is None else rng)
+                      scope=scope, rng=jax.random.PRNGKey(0) if rng is None else rng, pattern=pattern)
 
 
 def train_masked(model, variables, masks, dataset, *, seed: int = 0, log=None, **train_options):

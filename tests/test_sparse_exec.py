@@ -1,11 +1,11 @@
-"""`lth bench --sparse` (lth/sparse_exec.py): BCSR against dense matmul timing on a tiny kernel."""
+"""`lth bench --sparse` (lth/sparse_exec.py): BCSR and N:M against dense matmul timing on a tiny kernel."""
 import functools
 import json
 
 from lth import cli
 from lth.compression import sparse_exec
 
-TINY = dict(shapes=((32, 16),), densities=(1.0, 0.1), batches=(1,), repeats=2)
+TINY = dict(shapes=((32, 16),), densities=(1.0, 0.1), batches=(1,), repeats=2, nm_patterns=((2, 4),))
 
 
 def test_sparse_break_even_tiny():
@@ -19,6 +19,8 @@ def test_sparse_break_even_tiny():
     assert r["break_even"]["32x16@b1"] in (None, 1.0, 0.1)
     text = sparse_exec.sparse_table(r)
     assert text.count("\n| 32×16 | 1 |") == 2 and "break-even 32×16, batch 1: " in text
+    assert [(row["shape"], row["batch"], row["pattern"]) for row in r["nm_rows"]] == [([32, 16], 1, "2:4")]
+    assert "\n| 2:4 | 32×16 | 1 |" in text                                  # the N:M table after the BCSR one
 
 
 def test_cli_bench_sparse(monkeypatch, tmp_path, capsys):
@@ -30,6 +32,7 @@ def test_cli_bench_sparse(monkeypatch, tmp_path, capsys):
     assert "break-even 32×16, batch 1: " in printed and "| sparse ms |" in printed
     saved = json.loads(out.read_text())
     assert saved["kind"] == "sparse" and saved["repeats"] == 2 and len(saved["rows"]) == 2
+    assert len(saved["nm_rows"]) == 1 and "| N:M / dense |" in printed
 
 
 def test_break_even_is_the_largest_density_below_which_sparse_always_wins():

@@ -6,11 +6,12 @@ per output channel; a pruned weight is 0 and 0 / scale rounds to 0. Activations
 (`compress.activations`): none, dynamic (per batch at run time) or static (calibrated beforehand).
 
 Sizes: dense float32 = 4 bytes per parameter and per BatchNorm statistic. Each prunable leaf is
-stored in whichever of three formats takes fewest bytes: dense (every entry), a bitmask (the non-zero
-values plus ceil(n/8) bytes) or indices (the non-zero values plus 2 bytes each when the layer has at
-most 65,536 entries, else 4) — a dense or nearly dense layer is never charged more than its dense
-size. int8 values take 1 byte plus one float32 scale per output channel; leaves qwix does not
-quantize (embeddings, biases, norms) and BatchNorm statistics stay float32 and dense.
+stored in whichever format takes fewest bytes: dense (every entry), a bitmask (the non-zero values
+plus ceil(n/8) bytes), indices (the non-zero values plus 2 bytes each when the layer has at most
+65,536 entries, else 4) or, for a leaf whose non-zeros are N:M along axis -2 (lth.compression.nm),
+N:M (n·N/M values plus ceil(log2 M) bits each) — a dense or nearly dense layer is never charged more
+than its dense size. int8 values take 1 byte plus one float32 scale per output channel; leaves qwix
+does not quantize (embeddings, biases, norms) and BatchNorm statistics stay float32 and dense.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth.compression import nm as NM
 from lth.errors import UserError
 from lth.pruning import masks as M
 
@@ -104,36 +106,87 @@ def dequantize(q):
 
 
 # ----- sizes ---------------------------------------------------------------------------------------
-def storage(n: int, nnz: int, value_bytes: int) -> dict:
+def storage(n: int, nnz: int, value_bytes: int, nm: tuple[int, int] | None = None) -> dict:
     """Bytes of a leaf of n entries with nnz non-zeros in the cheapest format: dense (n values), a
-    bitmask (nnz values + ceil(n/8)) or indices (nnz values + 2 bytes each up to 65,536 entries,
-    else 4). Ties go to dense, then to the bitmask."""
-    options = {"dense": n * value_bytes, "bitmask": nnz * value_bytes + math.ceil(n / 8),
-               "indices": nnz * (value_bytes + (2 if n <= 65536 else 4))}
+    bitmask (nnz values + ceil(n/8)), indices (nnz values + 2 bytes each up to 65,536 entries, else 4)
+    or, when `nm` = (N, M) gives the leaf's N:M pattern (lth.compression.nm.nm_pattern_of), N:M
+    (n·N/M values + ceil(log2 M) bits each, lth.compression.nm.nm_bytes). Ties go to dense, then to
+    N:M (the format sparse hardware executes; 2:4 at exactly half density ties with the bitmask),
+    then to the bitmask. {"bytes", "how"} with how one of dense, n:m, bitmask, indices; "pattern"
+    ("2:4") when how is n:m."""
+    options = {"dense": n * value_bytes}
+    if nm is not None:
+        options["n:m"] = NM.nm_bytes(n, nm[0], nm[1], value_bytes)
+    options.update({"bitmask": nnz * value_bytes + math.ceil(n / 8),
+                    "indices": nnz * (value_bytes + (2 if n <= 65536 else 4))})
     how = min(options, key=options.get)
-    return {"bytes": options[how], "how": how}
+    out = {"bytes": options[how], "how": how}
+    if how == "n:m":
+        out["pattern"] = f"{nm[0]}:{nm[1]}"
+    return out
 
 
-def sizes(params, masks, prunable, quantized: dict, model_state=None) -> dict:
-    """Bytes of one replicate: dense f32, sparse f32, sparse int8 (quantized kernels), with per-leaf
-    detail. `quantized`: {path: QArray} (their scales are counted); `model_state` (BatchNorm
-    statistics) is counted at 4 bytes an entry in every column."""
+def _pattern(mask, nm):
+    """The N:M pattern `storage` may use for a prunable leaf: detected ("auto"), checked (a given
+    (N, M): the leaf's when it satisfies it) or none (None)."""
+    if nm is None:
+        return None
+    if nm == "auto":
+        return NM.nm_pattern_of(mask)
+    n, m = nm
+    return (int(n), int(m)) if NM.is_nm(mask, n, m) else None
+
+
+def _sizes(params, masks, prunable, scales: dict, model_state=None, nm="auto") -> dict:
+    """sizes() with the quantized leaves given as {path: number of float32 scales}."""
     dense = sparse32 = sparse8 = 0
     leaves = []
     for path, p, m, pr in zip(M.leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(masks),
                               jax.tree.leaves(prunable)):
         n = int(np.size(p))
-        nnz = int(np.count_nonzero(np.asarray(m))) if pr else n
-        q = quantized.get(path)
-        f32 = storage(n, nnz, 4)
-        i8 = storage(n, nnz, 1) if q is not None else f32
-        b8 = i8["bytes"] + (4 * int(np.size(q.scale)) if q is not None else 0)
+        mk = np.asarray(m)
+        nnz = int(np.count_nonzero(mk)) if pr else n
+        pattern = _pattern(np.broadcast_to(mk, np.shape(p)), nm) if pr else None
+        q = scales.get(path)
+        f32 = storage(n, nnz, 4, pattern)
+        i8 = storage(n, nnz, 1, pattern) if q is not None else f32
+        b8 = i8["bytes"] + (4 * q if q is not None else 0)
         dense, sparse32, sparse8 = dense + 4 * n, sparse32 + f32["bytes"], sparse8 + b8
         leaves.append({"path": path, "size": n, "nonzero": nnz, "f32_bytes": f32["bytes"], "int8_bytes": b8,
-                       "locate": f32["how"], "int8_locate": i8["how"], "int8": q is not None})
+                       "locate": f32["how"], "int8_locate": i8["how"], "int8": q is not None,
+                       "nm": None if pattern is None else f"{pattern[0]}:{pattern[1]}"})
     for path, v in zip(M.leaf_paths(model_state or {}), jax.tree.leaves(model_state or {})):
         n = int(np.size(v))
         dense, sparse32, sparse8 = dense + 4 * n, sparse32 + 4 * n, sparse8 + 4 * n
         leaves.append({"path": path, "size": n, "nonzero": n, "f32_bytes": 4 * n, "int8_bytes": 4 * n,
-                       "locate": "dense", "int8_locate": "dense", "int8": False, "statistic": True})
+                       "locate": "dense", "int8_locate": "dense", "int8": False, "statistic": True, "nm": None})
     return {"dense_f32": dense, "sparse_f32": sparse32, "sparse_int8": sparse8, "leaves": leaves}
+
+
+def sizes(params, masks, prunable, quantized: dict, model_state=None, nm="auto") -> dict:
+    """Bytes of one replicate: dense f32, sparse f32, sparse int8 (quantized kernels), with per-leaf
+    detail. `quantized`: {path: QArray} (their scales are counted); `model_state` (BatchNorm
+    statistics) is counted at 4 bytes an entry in every column. `nm`: "auto" (a prunable leaf whose
+    mask is N:M along axis -2 for one of lth.compression.nm.PATTERNS may be stored N:M), a pattern
+    (N, M) (only that one) or None (no N:M format). Each leaf's row names its pattern ("nm": "2:4")
+    whether or not N:M was its cheapest format."""
+    scales = {path: int(np.size(q.scale)) for path, q in quantized.items()}
+    return _sizes(params, masks, prunable, scales, model_state, nm)
+
+
+def model_bytes(params, masks=None, prunable=r".*kernel", model_state=None, quantized=None, nm="auto") -> dict:
+    """{dense_f32, sparse_f32, sparse_int8, leaves} of a pruned network, as `sizes` counts them.
+    `masks`: None → each prunable leaf's non-zeros (physically pruned params). `prunable`: a regex of
+    param paths (re.fullmatch) or a pytree of bools. `quantized`: {path: QArray} from qwix
+    (quantized_leaves) for exact int8 scales; None → every prunable leaf of 2 or more axes counted as
+    qwix quantizes lth's Dense and Conv kernels: int8 values plus one float32 scale per output channel
+    (its last axis). `nm` as in `sizes`."""
+    pr = M.prunable_tree(params, prunable) if isinstance(prunable, str) else prunable
+    if masks is None:
+        masks = jax.tree.map(lambda x, p: np.asarray(x) != 0 if p else np.ones(np.shape(x), bool), params, pr)
+    if quantized is not None:
+        scales = {path: int(np.size(q.scale)) for path, q in quantized.items()}
+    else:
+        scales = {path: int(np.shape(x)[-1]) for path, x, p in
+                  zip(M.leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(pr)) if p and np.ndim(x) >= 2}
+    return _sizes(params, masks, pr, scales, model_state, nm)

@@ -91,12 +91,13 @@ class Setup:
     def duration(self, text: str, what: str) -> int:
         return parse_duration(text, self.trainer.steps_per_epoch, what)
 
-    def finetuning(self, model, duration: str, lr: float, what: str) -> "Setup":
-        """This Setup with a trainer that fine-tunes `model` for `duration` at a constant `lr` (the
-        run's optimizer otherwise; its augmentation, mesh and replicate mode): `lth compress`'s QAT,
-        `lth oneshot`'s recovery. `what` names the duration's config key in errors."""
+    def finetuning(self, model, duration: str, lr: float, what: str, schedule: str = "constant") -> "Setup":
+        """This Setup with a trainer that fine-tunes `model` for `duration` from `lr` (constant, or
+        `schedule` such as linear: decayed to 0; the run's optimizer otherwise; its augmentation, mesh
+        and replicate mode): `lth compress`'s QAT, `lth oneshot`'s recovery and gradual intervals.
+        `what` names the duration's config key in errors."""
         t = ml_collections.ConfigDict(self.cfg.train.to_dict())
-        t.duration, t.lr, t.schedule, t.warmup = duration, lr, "constant", "0it"
+        t.duration, t.lr, t.schedule, t.warmup = duration, lr, schedule, "0it"
         trainer = trainer_from_config(model, t, len(self.dataset.y_train), augment=self.trainer.augment,
                                       mesh=self.trainer.mesh, replicates=self.trainer.replicate_mode)
         total = parse_duration(duration, trainer.steps_per_epoch, what)

@@ -2,7 +2,15 @@
 (a Scorer), single-shot or iterative (exponential or linear schedule), global or layerwise, to a
 target compression; sanity checks (shuffle, reinit, invert).
 
-Each round is one jit-compiled scoring call followed by exact selection (lth.prune). The loop over
+Each round is one jit-compiled scoring call followed by exact selection (lth.prune).
+
+With an N:M pattern (N kept of every M consecutive weights along a kernel's input axis) the target
+density is N/M, and every round is itself a per-group selection: round r, at the schedule's density
+d_r, keeps in every group the ceil(d_r · M) highest-scoring live weights (never fewer than N), so the
+rounds thin every group evenly, re-scoring in between, and the last round (d = N/M) keeps exactly N.
+One round (SNIP, GraSP, …) is exactly the N:M of its scores (`nm_keep`). An unstructured schedule
+with the pattern imposed only at the end could leave groups with fewer than N live weights, and so
+miss the pattern's density; per-group rounds cannot. The loop over
 rounds runs on the host: on XLA:CPU a convolution inside a compiled while loop runs ~16× slower
 than the same convolution in a plain compiled call (measured on ResNet-20), and a round is long
 enough that the host loop costs nothing measurable.
@@ -108,13 +116,35 @@ def layer_plan(variables, prunable, density: float, scope: str, order=None, resn
     return [(re.escape(p), 1.0 - d) for p, d in dens.items()]
 
 
-def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds=1, schedule="exponential",
+def nm_per_group(density: float, n: int, m: int) -> int:
+    """Weights a round at `density` keeps in each group of m under an n:m pattern: ceil(density · m),
+    at least n and at most m (the final round, at n/m, keeps n)."""
+    return min(m, max(n, math.ceil(density * m - 1e-9)))
+
+
+def prune_at_init(scorer: Scorer, variables, prunable, density: float | None, *, rounds=1, schedule="exponential",
                   scope="global", rng=None, invert=False, timings: dict | None = None, order=None,
-                  resnet: bool = False, units: bool = False):
+                  resnet: bool = False, units: bool = False, pattern=None):
     """Masks keeping `density` of the prunable weights after `rounds` rounds of score-and-prune;
     `scope`: global | layerwise | a registered distribution (a distribution: each round ranks within layers at its
     densities; `order` and
-    `resnet` as `layer_plan`); `units`: whole neurons / filters (lth.prune.prune)."""
+    `resnet` as `layer_plan`); `units`: whole neurons / filters (lth.prune.prune).
+    `pattern`: N:M ('2:4'; None / '' = unstructured): the masks end at exactly N of every M along each
+    prunable kernel's input axis, density N/M (`density` None or N/M; `scope` global or layerwise,
+    which are then the same). Round r keeps ceil(d_r · M) per group (`nm_per_group`), the last N."""
+    nm = P.as_nm(pattern)
+    if nm is not None:
+        n, m = nm
+        if density is None:
+            density = n / m
+        if units:
+            raise UserError(f"N:M pattern {n}:{m} with structure units; allowed: one of them")
+        if scope not in ("global", "layerwise"):
+            raise UserError(f"scope {scope!r} with N:M pattern {n}:{m}: the pattern sets every layer's density "
+                            f"to N/M; allowed: global or layerwise")
+        if isinstance(density, numbers.Real) and abs(density - n / m) > 1e-6:
+            raise UserError(f"density {density!r} with N:M pattern {n}:{m}: the pattern keeps N/M = {n / m:.6g}; "
+                            f"allowed: density {n / m:.6g} (or None)")
     if isinstance(density, bool) or not isinstance(density, numbers.Real) or not 0.0 < density <= 1.0:
         raise UserError(f"density {density!r} out of range; allowed: a number with 0 < density <= 1")
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
@@ -130,9 +160,13 @@ def prune_at_init(scorer: Scorer, variables, prunable, density: float, *, rounds
         if invert:
             scores = jax.tree.map(lambda s: -s, scores)
         t1 = time.perf_counter()
-        plan = layer_plan(variables, prunable, d, scope, order, resnet) if scope in DISTRIBUTIONS else ()
-        masks = P.prune(scores, M.ones_like(masks) if regrow else masks, prunable, density=d,
-                        layerwise=scope == "layerwise", layer_fractions=plan, units=units)
+        if nm is not None:
+            masks = P.prune_nm(scores, M.ones_like(masks) if regrow else masks, prunable, nm,
+                               per_group=nm_per_group(d, *nm))
+        else:
+            plan = layer_plan(variables, prunable, d, scope, order, resnet) if scope in DISTRIBUTIONS else ()
+            masks = P.prune(scores, M.ones_like(masks) if regrow else masks, prunable, density=d,
+                            layerwise=scope == "layerwise", layer_fractions=plan, units=units)
         jax.block_until_ready(masks)
         t_score, t_select = t_score + t1 - t0, t_select + time.perf_counter() - t1
     if timings is not None:

@@ -6,6 +6,9 @@ live, only over those inside a bracket found from a random sample; elsewhere (ji
 `keep_top_k`) by bisection over the bits of an order-preserving integer key (one counting pass per
 bit). Ties at the threshold are broken by flat index (lower index kept); both paths agree exactly.
 Already-pruned weights are never eligible, so they never come back.
+
+With an N:M `pattern` (lth/pruning/nm.py) the rule is per group of M consecutive weights along each
+prunable kernel's input axis instead: keep the N highest-scoring live weights of every group.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 from lth.errors import UserError
 from lth.options import options, split_list
 from lth.pruning import masks as M
+from lth.pruning import nm as NM
 
 # The `prune` section of the config (IMP's rule; `prune.prunable` for every study).
 OPTIONS = options(
@@ -33,6 +37,12 @@ OPTIONS = options(
     prunable=(r".*kernel", "regex fullmatching the param paths that may be pruned"),
     layer_fractions=("", "per-layer overrides 'LAYER=FRACTION,...' (own ranking group, own rate per level); "
                          "0 = never pruned"),
+    pattern=("", "'' (unstructured) | N:M, e.g. 2:4 or 4:8: every group of M consecutive weights along a "
+                 "prunable kernel's input axis keeps its N highest-scoring live weights (density N/M; "
+                 "fraction, of and scope do not apply; a layer set to 0 in layer_fractions stays dense). "
+                 "IMP: level 1 imposes the pattern from prune.score and later levels keep it, so "
+                 "lottery.levels=1 is the natural use; lth pai: the rounds end at the pattern "
+                 "(pai.compression must be M/N)"),
 )
 
 
@@ -256,8 +266,59 @@ def _live(x, m):
     return jnp.any(m, axis=tuple(range(np.ndim(m) - 1)))
 
 
+def as_nm(pattern):
+    """None (unstructured) or (N, M) from a pattern: None, '', 'unstructured', 'N:M' or (N, M)."""
+    if pattern is None:
+        return None
+    if isinstance(pattern, str):
+        return NM.parse_pattern(pattern)
+    n, m = pattern
+    NM.check_nm(n, m, m)
+    return int(n), int(m)
+
+
+def nm_leaves(paths, prunable, layer_fractions=()) -> list[int]:
+    """Indices of the leaves an N:M pattern applies to: the prunable ones, less those that
+    `layer_fractions` sets to 0 (they stay untouched)."""
+    return sorted(i for idx, _ in plan_groups(paths, prunable, 0.0, True, layer_fractions) for i in idx)
+
+
+def check_nm_fit(pattern, paths, shapes, prunable, layer_fractions=(), what: str = "pattern") -> None:
+    """One-line UserError (naming `what`, e.g. 'prune.pattern') unless every leaf the pattern applies
+    to (`nm_leaves`) is a kernel of 2+ dimensions whose input dimension (axis -2) M divides."""
+    nm = as_nm(pattern)
+    if nm is None:
+        return
+    n, m = nm
+    for i in nm_leaves(paths, prunable, layer_fractions):
+        shape = tuple(shapes[i])
+        if len(shape) < 2:
+            raise UserError(f"{what} {n}:{m} for {paths[i]} of shape {shape}: it has no input axis; allowed: "
+                            f"prunable kernels of 2 or more dimensions (narrow prune.prunable)")
+        NM.check_nm(n, m, shape[-2], f" ({what}) for {paths[i]}")
+
+
+def prune_nm(scores, masks, prunable, pattern, *, per_group=None, layer_fractions=()):
+    """N:M masks: in every group of M along each prunable kernel's input axis (-2), keep the
+    `per_group` (default N) highest scores among the live weights (`NM.nm_select`: a pruned weight is
+    never eligible; a group with fewer live keeps those). Leaves outside `prunable`, and those
+    `layer_fractions` sets to 0, keep their masks."""
+    n, m = as_nm(pattern)
+    k = n if per_group is None else int(per_group)
+    if not n <= k <= m:
+        raise ValueError(f"per_group={k}; allowed: {n} <= per_group <= {m}")
+    paths = M.leaf_paths(masks)
+    s_leaves, m_leaves = jax.tree.leaves(scores), jax.tree.leaves(masks)
+    pr = jax.tree.leaves(prunable)
+    check_nm_fit((n, m), paths, [np.shape(x) for x in m_leaves], pr, layer_fractions)
+    out = [jnp.asarray(x) for x in m_leaves]
+    for i in nm_leaves(paths, pr, layer_fractions):
+        out[i] = NM.nm_select(s_leaves[i], m_leaves[i], k, m)
+    return jax.tree.unflatten(jax.tree.structure(masks), out)
+
+
 def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=False, layer_fractions=(),
-          of="remaining", units=False):
+          of="remaining", units=False, pattern=None):
     """New masks keeping the highest-scoring live prunable weights (one replicate, no leading axis).
 
     `fraction`: each group keeps base − ceil(fraction · base) weights, where base is its live count
@@ -267,7 +328,15 @@ def prune(scores, masks, prunable, *, fraction=None, density=None, layerwise=Fal
     Leaves outside `prunable` keep their masks untouched.
     `units`: structured — the same rule counts and ranks whole units (`unit_view`) instead of
     weights, and a removed unit loses every weight.
+    `pattern`: N:M ('2:4' or (2, 4); None / '' = unstructured) — `prune_nm`: every group of M along a
+    prunable kernel's input axis keeps its N best live weights; `fraction`, `density`, `of` and
+    `layerwise` do not apply (give them or not) and `layer_fractions` only excludes (its 0 entries).
     """
+    nm = as_nm(pattern)
+    if nm is not None:
+        if units:
+            raise UserError(f"N:M pattern {nm[0]}:{nm[1]} with structure units; allowed: one of them")
+        return prune_nm(scores, masks, prunable, nm, layer_fractions=layer_fractions)
     if (fraction is None) == (density is None):
         raise ValueError("give exactly one of fraction or density")
     if units:
@@ -306,10 +375,18 @@ def prune_replicates(scores, masks, prunable, **kw):
     return M.stack([prune(M.index(scores, i), M.index(masks, i), prunable, **kw) for i in range(r)])
 
 
-def shuffle(masks, prunable, rng):
-    """Permute each prunable layer's mask entries at random: same per-layer counts, new positions."""
+def shuffle(masks, prunable, rng, pattern=None):
+    """Permute each prunable layer's mask entries at random: same per-layer counts, new positions.
+    With an N:M `pattern`, each group of M along the input axis is permuted on its own (the same count
+    in every group: an N:M mask stays N:M); a leaf the groups do not fit is permuted whole."""
+    nm = as_nm(pattern)
     leaves, treedef = jax.tree.flatten(masks)
     keys = jax.random.split(rng, len(leaves))
-    out = [jax.random.permutation(k, m.ravel()).reshape(m.shape) if p else m
-           for k, m, p in zip(keys, leaves, jax.tree.leaves(prunable))]
+
+    def one(k, m):
+        if nm is not None and m.ndim >= 2 and m.shape[-2] % nm[1] == 0:
+            return NM.group_shuffle(m, nm[1], k)
+        return jax.random.permutation(k, m.ravel()).reshape(m.shape)
+
+    out = [one(k, m) if p else m for k, m, p in zip(keys, leaves, jax.tree.leaves(prunable))]
     return jax.tree.unflatten(treedef, out)

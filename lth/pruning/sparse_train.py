@@ -18,6 +18,12 @@
           (momentum, Adam's moments) are zeroed; per-layer counts never change. On an update step
           no optimizer step is taken (rigl's RigL `apply_gradients`; jaxpruner's SET/RigL
           `skip_gradients`): the step only moves the mask.
+  srste  SR-STE (Zhou et al. 2021; aojunzz/NM-sparsity devkit/sparse_ops/sparse_ops.py `Sparse`):
+          N:M from scratch. The weights stay dense; every forward uses W ⊙ m(W), m keeping in each
+          group of M consecutive inputs (axis -2) the N largest |w| (sparse_ops: the M − N first of
+          an ascending stable sort are zeroed, so ties prune the lower index), and the backward is
+          straight-through plus the sparse-refined decay: ∂L/∂W = G + λ·(1 − m)·W. The mask is
+          fixed (made N:M, the params masked) only at the last step t₁, before its optimizer step.
 Update steps are t₀ ≤ t ≤ t₁ with (t − t₀) divisible by the interval ΔT (rigl's
 `is_mask_update_iter`; jaxpruner's when t₀ is a multiple of ΔT); GMP also updates at t₁ itself, so
 that it ends at its final density when t₁ − t₀ is not a multiple of ΔT.
@@ -25,8 +31,9 @@ that it ends at its final density when t₁ − t₀ is not a multiple of ΔT.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +62,37 @@ SPARSE_METHODS.add("gmp", Method("dense", "prune"))
 SPARSE_METHODS.add("static", Method("random"))
 SPARSE_METHODS.add("set", Method("random", "move", _random_grow))
 SPARSE_METHODS.add("rigl", Method("random", "move", lambda g, rng, p: jnp.abs(g)))
+SPARSE_METHODS.add("srste", Method("dense", "srste"))
+SPARSE_METHODS.add("movement_hard", Method("dense", "movement"))   # lth/pruning/movement.py
+SPARSE_METHODS.add("movement_soft", Method("dense", "movement"))
+
+
+def srste_mask(w, n: int, m: int):
+    """SR-STE's N:M keep-mask of w: in each group of m consecutive entries along axis -2, the m − n
+    first of a stable ascending sort of |w| are pruned (so ties prune the lower index)."""
+    a = jnp.moveaxis(jnp.abs(w), -2, -1)
+    g = a.reshape(*a.shape[:-1], a.shape[-1] // m, m)
+    rank = jnp.argsort(jnp.argsort(g, axis=-1, stable=True), axis=-1, stable=True)   # 0 = the smallest
+    return jnp.moveaxis((rank >= m - n).reshape(a.shape), -1, -2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def srste(w, n: int, m: int, decay: float):
+    """W ⊙ m(W) forward; backward G + decay·(1 − m)·W (sparse_ops.py Sparse.forward / backward)."""
+    return w * srste_mask(w, n, m).astype(w.dtype)
+
+
+def _srste_fwd(w, n, m, decay):
+    mask = srste_mask(w, n, m).astype(w.dtype)
+    return w * mask, (w, mask)
+
+
+def _srste_bwd(n, m, decay, res, g):
+    w, mask = res
+    return (g + decay * (1 - mask) * w,)
+
+
+srste.defvjp(_srste_fwd, _srste_bwd)
 
 
 def moves(method: str) -> bool:
@@ -109,6 +147,10 @@ class MaskUpdate:
     every: int
     alpha: float = 0.3
     scope: str = "layerwise"
+    pattern: tuple | None = None      # srste: (N, M)
+    decay: float = 2e-4               # srste: λ of the sparse-refined gradient
+    fix: int = -1                     # srste, movement: the step that fixes the mask (the last one)
+    rule: Any = None                  # movement: lth.pruning.movement.Movement
 
     @property
     def spec(self) -> Method:
@@ -117,12 +159,38 @@ class MaskUpdate:
     def is_update(self, step: int) -> bool:
         if self.spec.update is None:
             return False
+        if self.transforms:   # the mask is fixed once, at the last step
+            return step == self.fix
         on_grid = self.begin <= step <= self.end and (step - self.begin) % self.every == 0
         return on_grid or (self.spec.update == "prune" and step == self.end)   # GMP ends at its final density
 
     @property
     def skips_step(self) -> bool:
         return self.spec.update == "move"
+
+    @property
+    def transforms(self) -> bool:
+        """Whether the forward pass sees transformed weights until the mask is fixed (SR-STE's
+        W ⊙ m(W), movement pruning's W ⊙ Bin(S))."""
+        return self.spec.update in ("srste", "movement")
+
+    def transform(self, params, opt_state=None, step=None):
+        """The weights the forward pass uses (one replicate): SR-STE's N:M projection of each prunable
+        leaf, or movement pruning's W ⊙ Bin(S); the params as they are once the mask is fixed."""
+        if self.spec.update == "movement":
+            out = self.rule.forward(params, opt_state)
+        else:
+            n, m = self.pattern
+            leaves, treedef = jax.tree.flatten(params)
+            out = jax.tree.unflatten(treedef, [p if d is None else srste(p, n, m, self.decay)
+                                               for p, d in zip(leaves, self.density)])
+        if step is None:
+            return out
+        return jax.tree.map(lambda a, b: jnp.where(step > self.fix, a, b), params, out)
+
+    def wrap_tx(self, tx, schedule):
+        """The optimizer of an arm: `tx`, with movement pruning's scores and their Adam around it."""
+        return self.rule.wrap(tx, schedule) if self.spec.update == "movement" else tx
 
     def initial_masks(self, params, rng):
         """Masks to start from: all ones for gmp; random at the layers' densities (exact counts)
@@ -135,12 +203,21 @@ class MaskUpdate:
                for k, p, d in zip(ks, leaves, self.density)]
         return jax.tree.unflatten(treedef, out)
 
-    def new_masks(self, step, params, masks, grads, rng):
+    def new_masks(self, step, params, masks, grads, rng, opt_state=None):
         """The masks after the update at `step` (jittable; one replicate)."""
         p_leaves, treedef = jax.tree.flatten(params)
         m_leaves, g_leaves = jax.tree.leaves(masks), jax.tree.leaves(grads)
         idx = [i for i, d in enumerate(self.density) if d is not None]
         out = list(m_leaves)
+        if self.spec.update == "movement":
+            for i, b in enumerate(self.rule.masks(opt_state.scores, opt_state.count)):
+                if b is not None:
+                    out[i] = m_leaves[i] & b
+            return jax.tree.unflatten(treedef, out)
+        if self.spec.update == "srste":
+            for i in idx:
+                out[i] = m_leaves[i] & srste_mask(p_leaves[i], *self.pattern)
+            return jax.tree.unflatten(treedef, out)
         if self.spec.update == "prune":
             s_t = lambda d: gmp_sparsity(step + 1, 1.0 - d, self.begin, self.end)  # noqa: E731
             if self.scope == "global":

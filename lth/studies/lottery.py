@@ -6,6 +6,11 @@ weights) and trains (rewind weights at k) ⊙ mask_L from step k, with a fresh o
 schedule resumed at k. With rewind_mode='lr' it instead starts from level L-1's trained weights
 ⊙ mask_L (learning-rate rewinding). All replicates are trained together (leading axis R).
 
+With `prune.pattern` N:M, level 1 imposes the pattern from the score (in every group of M along a
+kernel's input axis, the N highest of level 0's trained weights) and later levels keep it: the N:M
+selection among an N:M mask's live weights is that mask (so `lottery.levels=1` is the natural use).
+The random_prune and shuffle controls then permute within each group (the mask stays N:M).
+
 Layout of a run directory (paths from lth/harness/paths.py):
   config.json, summary.json
   level_0/rewind                  params + model state at step k (orbax)
@@ -29,6 +34,7 @@ from lth.harness.summary import arm_entry
 from lth.models.zoo import family
 from lth.options import options, split_list
 from lth.pruning import masks as M
+from lth.pruning import nm as NM
 from lth.pruning import prune as P
 from lth.pruning import sparsity as SP
 from lth.pruning.at_init import layer_plan
@@ -82,14 +88,22 @@ def _reinit(s, level, masks, rw_params, rw_ms):
     return p, ms, masks
 
 
+def shuffled(s, masks, ks):
+    """Each replicate's masks [R] shuffled layer by layer with its key of `ks` [R]; with prune.pattern,
+    within each group of M (the mask stays N:M)."""
+    if not s.cfg.prune.pattern:
+        return s.shuffle(masks, ks)
+    return jax.vmap(lambda m, k: P.shuffle(m, s.prunable, k, pattern=s.cfg.prune.pattern))(masks, ks)
+
+
 def _random_prune(s, level, masks, rw_params, rw_ms):
     """Rewind weights, each layer's mask permuted: the same per-layer density at random positions."""
-    return redraw(s, rw_params, level), rw_ms, s.shuffle(masks, keys(s, "random_prune", level))
+    return redraw(s, rw_params, level), rw_ms, shuffled(s, masks, keys(s, "random_prune", level))
 
 
 def _shuffle(s, level, masks, rw_params, rw_ms):
     """Layerwise mask shuffle (Frankle et al. 2021): as random_prune, with its own key."""
-    return redraw(s, rw_params, level), rw_ms, s.shuffle(masks, keys(s, "shuffle", level))
+    return redraw(s, rw_params, level), rw_ms, shuffled(s, masks, keys(s, "shuffle", level))
 
 
 CONTROLS = {"reinit": _reinit, "random_prune": _random_prune, "shuffle": _shuffle}
@@ -99,8 +113,35 @@ def controls_of(cfg) -> tuple:
     return tuple(split_list(cfg.lottery.controls))
 
 
+def validate_pattern(cfg, scope: tuple) -> tuple | None:
+    """`prune.pattern` parsed ((N, M) or None), refused with prune.structure=units or with `scope`
+    (the config key and value given) a layer-density distribution: the pattern sets every density."""
+    nm = NM.parse_pattern(cfg.prune.pattern, "prune.pattern")
+    if nm is None:
+        return None
+    if cfg.prune.structure == "units":
+        raise UserError(f"prune.pattern {cfg.prune.pattern!r} with prune.structure 'units': N:M prunes weights "
+                        f"within units; allowed: one of them (prune.structure=weights or prune.pattern=)")
+    key, value = scope
+    if value not in ("global", "layerwise"):
+        raise UserError(f"{key} {value!r} with prune.pattern {cfg.prune.pattern!r}: the pattern sets every layer's "
+                        f"density to N/M; allowed: {key}=global or layerwise")
+    return nm
+
+
+def check_pattern_fit(s: Setup, layer_fractions=()) -> None:
+    """`prune.pattern`'s M divides the input dimension of every kernel it applies to (the prunable
+    ones less those `layer_fractions` sets to 0), from the model's shapes (one-line UserError)."""
+    if not s.cfg.prune.pattern:
+        return
+    params = s.param_shapes
+    P.check_nm_fit(s.cfg.prune.pattern, M.leaf_paths(params), [x.shape for x in jax.tree.leaves(params)],
+                   jax.tree.leaves(s.prunable), layer_fractions, what="prune.pattern")
+
+
 def validate(cfg) -> None:
     """IMP's config checks that need no data (one-line UserErrors)."""
+    nm = validate_pattern(cfg, ("prune.scope", cfg.prune.scope))
     if not 0.0 < cfg.prune.fraction < 1.0:
         raise UserError(f"prune.fraction {cfg.prune.fraction} out of range; allowed: 0 < fraction < 1")
     if cfg.lottery.levels < 0:
@@ -111,7 +152,7 @@ def validate(cfg) -> None:
                         f"the distribution sets every layer's density; "
                         f"allowed: one of them (set prune.layer_fractions=)")
     check_choice("prune.of", cfg.prune.of, ("remaining", "original"))
-    if cfg.prune.of == "original" and cfg.prune.fraction * cfg.lottery.levels >= 1 - 1e-9:
+    if nm is None and cfg.prune.of == "original" and cfg.prune.fraction * cfg.lottery.levels >= 1 - 1e-9:
         raise UserError(f"prune.fraction {cfg.prune.fraction} of the original weights for {cfg.lottery.levels} levels "
                         f"prunes everything; allowed: fraction · levels < 1")
     check_choice("lottery.rewind_mode", cfg.lottery.rewind_mode, ("weights", "lr"))
@@ -123,7 +164,7 @@ def validate(cfg) -> None:
     if cfg.lottery.reinit:
         M.check_pattern("lottery.reinit", cfg.lottery.reinit)
     for pat, f in P.parse_layer_fractions(cfg.prune.layer_fractions):
-        if cfg.prune.of == "original" and f * cfg.lottery.levels >= 1 - 1e-9:
+        if nm is None and cfg.prune.of == "original" and f * cfg.lottery.levels >= 1 - 1e-9:
             raise UserError(f"prune.layer_fractions {pat}={f} of the original weights for {cfg.lottery.levels} levels "
                             f"empties that layer; allowed: fraction · levels < 1 for every layer")
 
@@ -162,14 +203,16 @@ def check_rewind(s: Setup) -> int:
 
 
 def check(s: Setup) -> None:
-    """IMP's checks once the model is known: rewind point, reinit regex, layer overrides."""
+    """IMP's checks once the model is known: rewind point, reinit regex, layer overrides, the fit of
+    prune.pattern's groups to the kernels."""
     check_rewind(s)
     params = s.param_shapes
     if s.cfg.lottery.reinit and not any(jax.tree.leaves(M.prunable_tree(params, s.cfg.lottery.reinit))):
         raise UserError(f"lottery.reinit {s.cfg.lottery.reinit!r} matches no parameter; "
                         f"params: {', '.join(M.leaf_paths(params))}")
-    P.plan_groups(M.leaf_paths(params), jax.tree.leaves(s.prunable), s.cfg.prune.fraction, False,
-                  P.parse_layer_fractions(s.cfg.prune.layer_fractions))
+    layer_fractions = P.parse_layer_fractions(s.cfg.prune.layer_fractions)
+    P.plan_groups(M.leaf_paths(params), jax.tree.leaves(s.prunable), s.cfg.prune.fraction, False, layer_fractions)
+    check_pattern_fit(s, layer_fractions)
 
 
 COMMAND = Command("lottery", BASE_SECTIONS + ("prune", "lottery"), unhashed=("lottery.levels", "lottery.controls"),
@@ -246,7 +289,10 @@ def run(s: Setup, run_dir: str, log=print) -> dict:
             # level L removes ceil(f · live) of each group's live weights, or with prune.of='original'
             # ceil(L·f · n) of its n original weights (validated: L·f < 1 for every group)
             mult = 1 if cfg.prune.of == "remaining" else level
-            if cfg.prune.scope in SP.DISTRIBUTIONS:   # each layer at the distribution's density for level L
+            if cfg.prune.pattern:   # N:M from the score at level 1; an N:M mask is kept as it is after that
+                masks = P.prune_replicates(scores, final.masks, s.prunable, pattern=cfg.prune.pattern,
+                                           layer_fractions=layer_fractions)
+            elif cfg.prune.scope in SP.DISTRIBUTIONS:   # each layer at the distribution's density for level L
                 d = level_density(cfg, level)
                 masks = P.prune_replicates(scores, final.masks, s.prunable, density=d,
                                            layer_fractions=distribution_plan(s, d), units=units)

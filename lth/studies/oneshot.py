@@ -29,7 +29,10 @@ from lth.surgeons.model import METHODS, check, prune_oneshot
 from lth.training.loop import device_data
 
 OPTIONS = {"oneshot": options(
-    methods=("magnitude,wanda,sparsegpt", "comma list of one-shot methods: magnitude | wanda | sparsegpt"),
+    methods=("magnitude,wanda,sparsegpt", "comma list of one-shot methods: magnitude | wanda | sparsegpt | obs "
+                                          "(OBS with its update: WoodFisher / oBERT) | obs_noupdate | obd"),
+    scope=("layer", "layer (each layer at the sparsity) | global (one ranking): magnitude, obs, obs_noupdate, obd; "
+                    "wanda and sparsegpt always prune each layer"),
     sparsities=("0.5,0.7,0.9", "comma list of unstructured targets: the fraction of each layer pruned"),
     patterns=("2:4,4:8", "comma list of N:M targets (N kept of every M consecutive inputs; '' = none)"),
     calibration=(128, "calibration examples (the first of the training set; a sequence is one)"),
@@ -37,6 +40,13 @@ OPTIONS = {"oneshot": options(
     recovery_lr=(0.0, "recovery learning rate, constant (0 = train.lr / 10)"),
     blocksize=(128, "SparseGPT's lazy block of columns (a multiple of every N:M pattern's M)"),
     percdamp=(0.01, "SparseGPT's damping: this fraction of the mean diagonal of H is added to it"),
+    fisher_block=(50, "OBS: the empirical Fisher's block of B consecutive weights (oBERT: 50); divides every layer"),
+    damp=(1e-7, "OBS: the Fisher's dampening λ (F = λI + 1/m Σ ggᵀ; sparseml's default)"),
+    grad_batch=(8, "OBS: calibration examples per gradient (m = calibration / grad_batch gradients)"),
+    steps=(1, "pruning steps to each unstructured target: 1 = one-shot; K > 1 = gradual (oBERT): step k prunes to "
+              "s·(1 − (1 − k/K)³), each step but the last followed by oneshot.interval of fine-tuning"),
+    interval=("1ep", "gradual: the fine-tuning after each pruning step, its learning rate rewound to "
+                     "oneshot.recovery_lr and decayed linearly to 0 (oBERT's learning-rate rewinds)"),
 )}
 
 HELP = "one-shot pruning of a trained level: magnitude, Wanda, SparseGPT at sparsities and N:M, with recovery"
@@ -80,6 +90,15 @@ def validate(cfg) -> None:
         raise UserError(f"oneshot.blocksize {o.blocksize} out of range; allowed: 1 or more columns")
     if not 0.0 <= o.percdamp < 1.0:
         raise UserError(f"oneshot.percdamp {o.percdamp} out of range; allowed: 0 <= percdamp < 1")
+    if not 1 <= o.steps <= 1000:
+        raise UserError(f"oneshot.steps {o.steps} out of range; allowed: 1 (one-shot) to 1000 pruning steps")
+    if o.grad_batch < 1:
+        raise UserError(f"oneshot.grad_batch {o.grad_batch} out of range; allowed: 1 or more examples")
+    if any(m.startswith("obs") for m in split_list(o.methods)) and o.calibration < o.grad_batch:
+        raise UserError(f"oneshot.calibration {o.calibration} < oneshot.grad_batch {o.grad_batch}: no gradient for "
+                        f"OBS; allowed: calibration >= grad_batch")
+    if not (o.damp > 0.0):
+        raise UserError(f"oneshot.damp {o.damp} out of range; allowed: a dampening > 0")
     if not (o.recovery_lr >= 0.0):
         raise UserError(f"oneshot.recovery_lr {o.recovery_lr} out of range; allowed: 0 (train.lr / 10) or a rate > 0")
 
@@ -108,12 +127,16 @@ def from_run(run_dir: str, overrides=(), level: int | None = None, progress: boo
                         f"{', '.join(map(str, paths.finished_levels(run_dir))) or 'none (run `lth lottery` first)'}")
     s = setup(cfg, COMMAND)
     s.duration(cfg.oneshot.recovery, "oneshot.recovery")
+    if cfg.oneshot.steps > 1 and s.duration(cfg.oneshot.interval, "oneshot.interval") < 1:
+        raise UserError(f"oneshot.interval {cfg.oneshot.interval!r} is no step; allowed: a fine-tuning of at least "
+                        f"one step between gradual pruning steps")
     shapes = s.param_shapes
     kernels = {p: leaf for p, leaf, on in zip(M.leaf_paths(shapes), jax.tree.leaves(shapes),
                                               jax.tree.leaves(s.prunable)) if on}
     for method in split_list(cfg.oneshot.methods):
         for _, sp, pattern in targets(cfg):
-            check(method, sp, L.parse_pattern(pattern), kernels, True, cfg.oneshot.blocksize)
+            check(method, sp, L.parse_pattern(pattern), kernels, True, cfg.oneshot.blocksize,
+                  cfg.oneshot.fisher_block, cfg.oneshot.scope)
     out = RESULTS.dir_for(os.path.join(run_dir, "oneshot"), f"level_{level}", cfg)
     return Job(s, run_dir, level), out
 
@@ -123,6 +146,18 @@ def recovery_setup(s):
     cfg = s.cfg
     return s.finetuning(s.trainer.model, cfg.oneshot.recovery, cfg.oneshot.recovery_lr or cfg.train.lr / 10,
                         "oneshot.recovery")
+
+
+def interval_setup(s):
+    """A Setup whose trainer fine-tunes for oneshot.interval from oneshot.recovery_lr, decayed linearly to 0."""
+    cfg = s.cfg
+    return s.finetuning(s.trainer.model, cfg.oneshot.interval, cfg.oneshot.recovery_lr or cfg.train.lr / 10,
+                        "oneshot.interval", schedule="linear")
+
+
+def gradual_sparsities(final: float, steps: int) -> list[float]:
+    """The cubic schedule (Zhu & Gupta; oBERT): step k of K prunes to final · (1 − (1 − k/K)³)."""
+    return [final * (1.0 - (1.0 - k / steps) ** 3) for k in range(1, steps + 1)]
 
 
 def run(job: Job, out_dir: str, log=print) -> dict:
@@ -145,20 +180,34 @@ def run(job: Job, out_dir: str, log=print) -> dict:
         for name, sp, pattern in targets(cfg):
             if (method, name) in rows and (rs is None or "recovered_accuracy" in rows[(method, name)]):
                 continue
-            pruned = []
-            for r in range(s.replicates):
-                v = {"params": M.index(final.params, r), **M.index(final.model_state, r)}
-                pruned.append(prune_oneshot(apply_fn, v, method, sparsity=sp, pattern=pattern, x=calib,
-                                            prunable=s.prunable, masks=M.index(final.masks, r),
-                                            blocksize=cfg.oneshot.blocksize, percdamp=cfg.oneshot.percdamp))
-            params, masks = M.stack([p for p, _ in pruned]), M.stack([k for _, k in pruned])
-            state = final.replace(params=M.apply(params, masks), masks=masks)
+            label = f"{method}-{name.replace(':', 'of')}"
+            steps = cfg.oneshot.steps if not pattern else 1   # N:M targets are reached in one step
+            state = final
+            for k, sk in enumerate(gradual_sparsities(sp, steps) if steps > 1 else [sp], start=1):
+                if k > 1:   # fine-tune between steps, the learning rate rewound (oBERT)
+                    state, _ = train_arm(interval_setup(s), os.path.join(out_dir, "arms", f"{label}-step{k - 1}"),
+                                         state.params, final.model_state, state.masks, 0, data,
+                                         label=f"{method} {name} step {k - 1}")
+                    state = final.replace(params=state.params, masks=state.masks)
+                off = (k - 1) * len(calib) % max(1, len(ds.y_train) - len(calib) + 1)   # fresh examples each step
+                xs, ys = np.asarray(ds.x_train[off:off + len(calib)]), np.asarray(ds.y_train[off:off + len(calib)])
+                pruned = []
+                for r in range(s.replicates):
+                    v = {"params": M.index(state.params, r), **M.index(final.model_state, r)}
+                    pruned.append(prune_oneshot(apply_fn, v, method, sparsity=sk, pattern=pattern, x=xs,
+                                                prunable=s.prunable, masks=M.index(state.masks, r),
+                                                blocksize=cfg.oneshot.blocksize, percdamp=cfg.oneshot.percdamp,
+                                                y=ys, scope=cfg.oneshot.scope, fisher_block=cfg.oneshot.fisher_block,
+                                                damp=cfg.oneshot.damp, grad_batch=cfg.oneshot.grad_batch,
+                                                rng=jax.random.key(r)))
+                params, masks = M.stack([p for p, _ in pruned]), M.stack([q for _, q in pruned])
+                state = final.replace(params=M.apply(params, masks), masks=masks)
             accs = [float(a) for a in np.asarray(t.evaluate(state, data.test)[1])]
-            row = {"method": method, "target": name, "pattern": pattern or "unstructured",
+            row = {"method": method, "target": name, "pattern": pattern or "unstructured", "steps": steps,
                    "density": float(np.mean(M.density(masks, s.prunable, axis=0)[0])),
                    "test_accuracy": float(np.mean(accs)), "test_accuracy_std": float(np.std(accs)), "replicates": accs}
             if rs is not None:
-                _, out = train_arm(rs, os.path.join(out_dir, "arms", f"{method}-{name.replace(':', 'of')}"),
+                _, out = train_arm(rs, os.path.join(out_dir, "arms", label),
                                    state.params, final.model_state, masks, 0, data, label=f"{method} {name}")
                 rec = [o["test_accuracy"] for o in out]
                 row.update(recovered_accuracy=float(np.mean(rec)), recovered_accuracy_std=float(np.std(rec)),

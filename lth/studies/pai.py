@@ -21,6 +21,7 @@ from lth.pruning import at_init as pai
 from lth.pruning import masks as M
 from lth.pruning import prune as P
 from lth.registry import SCORES
+from lth.studies.lottery import check_pattern_fit, validate_pattern
 from lth.studies.plots import accuracy_vs_compression
 from lth.studies.tables import pai_table
 from lth.training.loop import device_data
@@ -53,7 +54,11 @@ def variants(cfg) -> list[tuple[str, str, str | None]]:
 def validate(cfg) -> None:
     variants(cfg)
     pai.validate_options(cfg.pai)
-    pai.parse_compressions(cfg.pai.compression)
+    cs = pai.parse_compressions(cfg.pai.compression)
+    nm = validate_pattern(cfg, ("pai.scope", cfg.pai.scope))
+    if nm is not None and any(abs(c * nm[0] / nm[1] - 1.0) > 1e-4 for c in cs):
+        raise UserError(f"pai.compression {cfg.pai.compression!r} with prune.pattern {cfg.prune.pattern!r}: the "
+                        f"pattern keeps N/M of the weights; allowed: pai.compression={nm[1] / nm[0]:.6g}")
 
 
 def prunable_sizes(s) -> list[int]:
@@ -66,10 +71,11 @@ def check(s) -> list[float]:
     cs = pai.parse_compressions(s.cfg.pai.compression)
     for c in cs:
         pai.check_target(c, prunable_sizes(s), s.cfg.pai.scope)
+    check_pattern_fit(s)
     return cs
 
 
-COMMAND = Command("pai", BASE_SECTIONS + ("prune.prunable", "pai"),
+COMMAND = Command("pai", BASE_SECTIONS + ("prune.prunable", "prune.structure", "prune.pattern", "pai"),
                   unhashed=("pai.methods", "pai.sanity", "pai.compression"), prefix="pai_",
                   validate=validate, check=check)
 
@@ -128,9 +134,11 @@ def run(s, run_dir: str, log=print) -> dict:
 
 
 def _shuffled(s, masks):
-    """Each replicate's masks shuffled layer by layer with its own `shuffle` key."""
+    """Each replicate's masks shuffled layer by layer with its own `shuffle` key (with prune.pattern,
+    within each group of M: the mask stays N:M)."""
     ks = keys(s, "shuffle")
-    return M.stack([P.shuffle(M.index(masks, r), s.prunable, ks[r]) for r in range(s.replicates)])
+    return M.stack([P.shuffle(M.index(masks, r), s.prunable, ks[r], pattern=s.cfg.prune.pattern)
+                    for r in range(s.replicates)])
 
 
 def _masks(s, method, sanity, params, ms, density):
@@ -138,11 +146,13 @@ def _masks(s, method, sanity, params, ms, density):
     rounds = p.rounds or pai.default_rounds(method)
     score_keys = keys(s, "pai_score")
     order = s.prunable_order
+    pattern = s.cfg.prune.pattern   # N:M: the density is N/M (validated: pai.compression = M/N)
     out = []
     for r in range(s.replicates):
         v = {"params": M.index(params, r), **M.index(ms, r)}
-        m = pai.prune_at_init(s.scorer(method, v), v, s.prunable, density, rounds=rounds, schedule=p.schedule,
-                              scope=p.scope, rng=score_keys[r], invert=sanity == "invert", order=order,
-                              resnet=family(s.cfg.model.name).residual, units=s.cfg.prune.structure == "units")
+        m = pai.prune_at_init(s.scorer(method, v), v, s.prunable, None if pattern else density, rounds=rounds,
+                              schedule=p.schedule, scope=p.scope, rng=score_keys[r], invert=sanity == "invert",
+                              order=order, resnet=family(s.cfg.model.name).residual,
+                              units=s.cfg.prune.structure == "units", pattern=pattern)
         out.append(m)
     return _shuffled(s, M.stack(out)) if sanity == "shuffle" else M.stack(out)

@@ -25,6 +25,8 @@ from lth.harness.summary import arm_entry
 from lth.models.zoo import family
 from lth.options import options, split_list
 from lth.pruning import masks as M
+from lth.pruning.movement import Movement
+from lth.pruning.nm import check_nm, parse_pattern
 from lth.pruning import sparsity as SP
 from lth.pruning.sparse_train import MaskUpdate, moves
 from lth.registry import SPARSE_METHODS
@@ -34,7 +36,10 @@ from lth.training.loop import device_data
 
 # This study's section of the config.
 OPTIONS = {"sparse": options(
-    methods=("gmp,static,set,rigl", "comma list: gmp (Zhu & Gupta) | static (random mask, fixed) | set | rigl"),
+    methods=("gmp,static,set,rigl", "comma list: gmp (Zhu & Gupta) | static (random mask, fixed) | set | rigl | "
+                                    "srste (N:M from scratch, sparse.pattern; one arm, not per density) | "
+                                    "movement_hard (top-k of learned scores, per density) | movement_soft (σ(S) > τ "
+                                    "with an l1 penalty; one arm per sparse.soft_lambdas, its density an outcome)"),
     distributions=("erk,uniform", "layer densities (lth/pruning/sparsity.py): uniform | uniform_plus | er | erk"),
     densities=("0.2,0.1,0.05", "final densities of the prunable weights, each in (0, 1)"),
     custom=("", "'LAYER=DENSITY,...': layers fixed at a density, outside the distribution's budget"),
@@ -43,6 +48,12 @@ OPTIONS = {"sparse": options(
     end=("75%", "t₁ / T_end: last update step; N% = of training (RigL paper: 75%)"),
     alpha=(0.3, "SET/RigL drop fraction at t = 0, cosine-decayed to 0 at T_end (rigl drop_fraction=0.3)"),
     gmp_scope=("layerwise", "gmp: layerwise (each layer to its distribution density) | global (one |θ| ranking)"),
+    pattern=("2:4", "srste: the N:M pattern (N kept of every M consecutive inputs of each prunable kernel)"),
+    decay=(2e-4, "srste: λ of the sparse-refined gradient G + λ(1 − m)W (NM-sparsity's default)"),
+    mask_lr=(1e-2, "movement: the scores' Adam learning rate (times the weights' schedule; emmental's default)"),
+    soft_initial=(0.0, "movement_soft: the threshold τ on σ(S) at sparse.begin (Sanh et al.'s soft: 0)"),
+    soft_final=(0.1, "movement_soft: τ from sparse.end on (Sanh et al.'s soft: 0.1)"),
+    soft_lambdas=("400", "movement_soft: comma list of the l1 penalty's final weight λ (one arm each)"),
 )}
 
 
@@ -66,6 +77,29 @@ def parse_densities(text: str) -> list[float]:
     return sorted(set(out), reverse=True)
 
 
+def srste_pattern(cfg) -> tuple[int, int]:
+    """(N, M) of sparse.pattern; a one-line UserError when it is not an N:M pattern."""
+    nm = parse_pattern(cfg.sparse.pattern, "sparse.pattern")
+    if nm is None:
+        raise UserError(f"sparse.pattern {cfg.sparse.pattern!r}: srste trains an N:M pattern; allowed: N:M such as 2:4")
+    return nm
+
+
+def soft_lambdas(cfg) -> list[float]:
+    out = []
+    for item in _list(cfg.sparse.soft_lambdas):
+        try:
+            lam = float(item)
+        except ValueError:
+            lam = float("nan")
+        if not lam >= 0.0:
+            raise UserError(f"sparse.soft_lambdas entry {item!r}: allowed: numbers >= 0, e.g. 400")
+        out.append(lam)
+    if not out:
+        raise UserError("sparse.soft_lambdas is empty; allowed: a comma list of penalty weights, e.g. 400")
+    return out
+
+
 def arms(cfg) -> list[tuple[str, str, str, float]]:
     """[(arm name, method, distribution, density)], densest first; GMP with a global scope has one
     arm per density (no distribution)."""
@@ -80,8 +114,18 @@ def arms(cfg) -> list[tuple[str, str, str, float]]:
     for d in dists:
         check_choice("sparse distribution", d, SP.DISTRIBUTIONS)
     out = []
+    if "srste" in methods:   # one arm: the pattern fixes the density
+        n, m = srste_pattern(cfg)
+        out.append((f"srste-{n}of{m}", "srste", "nm", n / m))
+    if "movement_soft" in methods:   # one arm per λ: the density is an outcome (recorded when trained)
+        out += [(f"movement_soft-l1={lam:g}", "movement_soft", f"l1={lam:g}", 1.0) for lam in soft_lambdas(cfg)]
     for dens in parse_densities(cfg.sparse.densities):
         for m in methods:
+            if m in ("srste", "movement_soft"):
+                continue
+            if m == "movement_hard":   # each layer keeps the same fraction of its scores
+                out.append((f"{m}-uniform@{dens:g}", m, "uniform", dens))
+                continue
             for dist in (["global"] if m == "gmp" and cfg.sparse.gmp_scope == "global" else dists):
                 out.append((f"{m}-{dist}@{dens:g}", m, dist, dens))
     return out
@@ -98,6 +142,13 @@ def when(text: str, total: int, steps_per_epoch: int, what: str) -> int:
 def validate(cfg) -> None:
     arms(cfg)
     check_choice("sparse.gmp_scope", cfg.sparse.gmp_scope, ("layerwise", "global"))
+    if not cfg.sparse.mask_lr > 0.0:
+        raise UserError(f"sparse.mask_lr {cfg.sparse.mask_lr} out of range; allowed: a learning rate > 0")
+    if not 0.0 <= cfg.sparse.soft_initial < 1.0 or not 0.0 < cfg.sparse.soft_final < 1.0:
+        raise UserError(f"sparse.soft_initial {cfg.sparse.soft_initial} / sparse.soft_final {cfg.sparse.soft_final}: "
+                        f"allowed: thresholds on σ(S) with 0 <= soft_initial < 1 and 0 < soft_final < 1")
+    if not cfg.sparse.decay >= 0.0:
+        raise UserError(f"sparse.decay {cfg.sparse.decay} out of range; allowed: λ >= 0")
     if not 0.0 < cfg.sparse.alpha <= 1.0:
         raise UserError(f"sparse.alpha {cfg.sparse.alpha} out of range; allowed: 0 < alpha <= 1")
     SP.parse_custom(cfg.sparse.custom)
@@ -145,12 +196,23 @@ def check(s) -> dict:
     shapes = layer_shapes(s)
     custom = custom_map(s, shapes)
     resnet = family(s.cfg.model.name).residual   # smart_ratio's ResNet formula
-    return {name: SP.densities(shapes, dens, "uniform" if dist == "global" else dist, custom, resnet)
-            for name, _, dist, dens in arms(s.cfg)}
+    out = {}
+    for name, method, dist, dens in arms(s.cfg):
+        if method == "srste":
+            n, m = srste_pattern(s.cfg)
+            for p, shape in shapes.items():
+                check_nm(n, m, shape[-2] if len(shape) >= 2 else 0, f" (sparse.pattern) for {p}")
+            out[name] = {p: dens for p in shapes}
+        elif method == "movement_soft":   # every prunable layer scored; no target density
+            out[name] = {p: 1.0 for p in shapes}
+        else:
+            out[name] = SP.densities(shapes, dens, "uniform" if dist == "global" else dist, custom, resnet)
+    return out
 
 
 COMMAND = Command("sparse", BASE_SECTIONS + ("prune.prunable", "sparse"),
-                  unhashed=("sparse.methods", "sparse.distributions", "sparse.densities"), prefix="sparse_",
+                  unhashed=("sparse.methods", "sparse.distributions", "sparse.densities", "sparse.pattern",
+                            "sparse.soft_lambdas"), prefix="sparse_",
                   validate=validate, check=check)
 
 HELP = "prune during training (GMP) and train sparse from scratch (static, SET, RigL) at each density"
@@ -172,11 +234,22 @@ def plot(summary, path) -> str:
     return sparse_accuracy_vs_density(summary, path)
 
 
-def mask_update(s, method: str, layer_density: dict, gmp_scope: str) -> MaskUpdate:
+def mask_update(s, method: str, layer_density: dict, gmp_scope: str, dist: str = "") -> MaskUpdate:
     """The rule of one arm, its per-leaf densities in params-leaf order."""
     begin, end, every = schedule(s)
     params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
     dens = tuple(layer_density.get(p) for p in M.leaf_paths(params))
+    if method.startswith("movement"):   # lth/pruning/movement.py; the mask is fixed at the last step
+        c, soft = s.cfg.sparse, method == "movement_soft"
+        rule = Movement(tuple(d is not None for d in dens), soft,
+                        c.soft_initial if soft else 1.0, c.soft_final if soft else next(d for d in dens if d),
+                        begin, end, float(dist.partition("=")[2]) if soft else 0.0, float(c.mask_lr),
+                        float(s.cfg.train.lr))
+        return MaskUpdate(method, dens, begin, end, every, fix=s.total - 1, rule=rule)
+    if method == "srste":   # dense weights, N:M forward; the mask is fixed at the last step
+        pattern = srste_pattern(s.cfg)
+        return MaskUpdate(method, dens, s.total - 1, s.total - 1, 1, pattern=pattern, decay=float(s.cfg.sparse.decay),
+                          fix=s.total - 1)
     return MaskUpdate(method, dens, begin, end, every, float(s.cfg.sparse.alpha), gmp_scope)
 
 
@@ -187,7 +260,7 @@ def run(s, run_dir: str, log=print) -> dict:
     summary = {"config": read_json(paths.config(run_dir))["config"], "arms": []}
     setups = {}   # one trainer (one compile) per SET / RigL rule: their steps read counts from the masks
     for name, method, dist, dens in arms(s.cfg):
-        mu = mask_update(s, method, layer_densities[name], "global" if dist == "global" else "layerwise")
+        mu = mask_update(s, method, layer_densities[name], "global" if dist == "global" else "layerwise", dist)
         adir = paths.named_arm(run_dir, name)
         # the starting mask: one per (distribution, density), shared by static, SET and RigL
         start = M.ones_like(params) if paths.done(adir) else jax.jit(jax.vmap(mu.initial_masks))(
@@ -198,12 +271,15 @@ def run(s, run_dir: str, log=print) -> dict:
         elif key not in setups:
             step_rule = dataclasses.replace(mu, density=tuple(None if d is None else 1.0 for d in mu.density)) \
                 if moves(method) else mu
-            sa = setups[key] = dataclasses.replace(s, trainer=dataclasses.replace(s.trainer, sparse=step_rule))
+            sa = setups[key] = dataclasses.replace(s, trainer=dataclasses.replace(
+                s.trainer, sparse=step_rule, tx=step_rule.wrap_tx(s.trainer.tx, s.trainer.schedule)))
         else:
             sa = setups[key]
         _, rows = train_arm(sa, adir, params, ms, start, 0, data, label=name)
         e = arm_entry(rows, arm=name, method=method, distribution=dist, target_density=dens,
                       seconds=read_json(paths.metrics(adir)).get("seconds"))
+        if method == "movement_soft":   # no target: its density is where the penalty took it
+            e["target_density"] = round(e["density"], 4)
         summary["arms"].append(e)
         acc = f"{e['test_accuracy']:.4f}" if "test_accuracy" in e else "diverged"
         log(f"{name:<24} density {e['density']:.4f}  test acc {acc}  ({e['seconds'] or 0:.1f} s)")

@@ -6,7 +6,8 @@ Calibration enters through one statistic, the Gram H = 2/nseq · XᵀX of the la
 Wanda reads its diagonal, SparseGPT all of it.
 
   * `nm_keep(scores, n, m)`: N:M — in each group of m consecutive inputs of an output, keep the n
-    highest scores (NVIDIA's 2:4 is n=2, m=4). Groups run along the input axis (-2).
+    highest scores (NVIDIA's 2:4 is n=2, m=4). Groups run along the input axis (-2). It lives in
+    lth/pruning/nm.py with `parse_pattern` and `check_nm` (IMP and pruning at init use them too).
   * `wanda`: |W| · ‖X_j‖ per weight, pruned per output (locuslab/wanda lib/prune.py prune_wanda,
     lib/layerwrapper.py WrappedGPT).
   * `sparsegpt`: OBS-style reconstruction column by column with lazy blocks (IST-DASLab/sparsegpt
@@ -23,39 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lth.errors import UserError
-
-
-def check_nm(n: int, m: int, fan_in: int, where: str = "") -> None:
-    """UserError unless 0 < n < m and m divides `fan_in` (the input dimension the groups run along)."""
-    if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
-        raise UserError(f"N:M pattern {n}:{m}{where}: allowed: integers 0 < N < M (e.g. 2:4, 4:8)")
-    if fan_in % m:
-        raise UserError(f"N:M pattern {n}:{m}{where}: M={m} does not divide the input dimension {fan_in}; "
-                        f"allowed: an M dividing every pruned layer's input dimension")
-
-
-def parse_pattern(spec: str):
-    """'' / 'unstructured' → None; 'N:M' → (N, M). UserError otherwise."""
-    spec = str(spec).strip()
-    if spec in ("", "unstructured"):
-        return None
-    try:
-        n, m = (int(v) for v in spec.split(":"))
-    except ValueError:
-        raise UserError(f"pattern {spec!r}: allowed: 'unstructured' or N:M such as 2:4 or 4:8") from None
-    if not 0 < n < m:
-        raise UserError(f"pattern {spec!r}: allowed: integers 0 < N < M (e.g. 2:4, 4:8)")
-    return n, m
-
-
-def nm_keep(scores, n: int, m: int):
-    """Keep-mask with the n highest scores of every group of m consecutive entries along axis -2
-    (the input axis of a Dense kernel (in, out) or a convolution's (kh, kw, in, out))."""
-    s = jnp.moveaxis(scores, -2, -1)
-    g = s.reshape(*s.shape[:-1], s.shape[-1] // m, m)
-    rank = jnp.argsort(jnp.argsort(-g, axis=-1, stable=True), axis=-1, stable=True)   # 0 = the highest
-    keep = (rank < n).reshape(s.shape)
-    return jnp.moveaxis(keep, -1, -2)
+from lth.pruning.nm import check_nm, nm_keep, parse_pattern  # noqa: F401  (lth.surgeons.layer.NAME)
 
 
 def gram(x, nseq: int):

@@ -19,7 +19,7 @@ def _slice(tree, i):
 
 
 class Evaluation:
-    """Mixed into lth.train.Trainer; uses its apply, shard, over_replicates, replicate_mode, mesh
+    """Mixed into lth.train.Trainer; uses its apply, forward_params, shard, over_replicates, replicate_mode, mesh
     and eval_batch_size."""
 
     @functools.cached_property
@@ -29,7 +29,8 @@ class Evaluation:
     def _evaluate(self, state, xs, ys, ws, model_kw):
         def chunk(args):
             xb, yb, wb = map(self.shard, args)
-            logits, _ = self.apply(state.params, state.model_state, xb, False, state.rng, **model_kw)
+            logits, _ = self.apply(self.forward_params(state.params, state), state.model_state, xb, False, state.rng,
+                                   **model_kw)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
             return jnp.sum(loss * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
 

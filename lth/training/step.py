@@ -94,6 +94,13 @@ class Trainer(Evaluation):
             return self.model.apply(variables, x, train=True, mutable=list(model_state), rngs={"dropout": rng}, **kw)
         return self.model.apply(variables, x, train=train, rngs={"dropout": rng}, **kw), model_state
 
+    def forward_params(self, params, state):
+        """The weights the forward pass uses: `params`, or their transform while a sparse rule shapes
+        them (SR-STE's N:M projection, movement pruning's W ⊙ Bin(S); lth/pruning/sparse_train.py)."""
+        if self.sparse is None or not self.sparse.transforms:
+            return params
+        return self.sparse.transform(params, state.opt_state, state.step)
+
     def new_state(self, params, model_state, masks, step, rng, data_rng) -> TrainState:
         """A fresh state (new optimizer state) for stacked replicates; params are masked."""
         return self._jit_new_state(params, model_state, masks, jnp.int32(step), rng, data_rng)
@@ -126,7 +133,7 @@ class Trainer(Evaluation):
 
         def loss_fn(params):
             with example_weights(weight):
-                logits, new_ms = self.apply(params, state.model_state, x, True, step_rng)
+                logits, new_ms = self.apply(self.forward_params(params, state), state.model_state, x, True, step_rng)
             if target is not None:
                 return distill_loss(logits, target, y, self.distill_alpha, self.distill_temperature, weight), new_ms
             return weighted_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), weight), new_ms
@@ -134,7 +141,8 @@ class Trainer(Evaluation):
         (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         masks = state.masks
         if update:   # the dense gradient (RigL's grow score) before it is masked
-            masks = self.sparse.new_masks(state.step, state.params, masks, grads, jax.random.fold_in(step_rng, 1))
+            masks = self.sparse.new_masks(state.step, state.params, masks, grads, jax.random.fold_in(step_rng, 1),
+                                          state.opt_state)
         if update and self.sparse.skips_step:
             activated = jax.tree.map(lambda n, o: n & ~o, masks, state.masks)
             opt_state = reset_slots(self.tx, state.opt_state, activated)
