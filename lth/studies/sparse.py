@@ -25,9 +25,9 @@ from lth.harness.summary import arm_entry
 from lth.models.zoo import family
 from lth.options import options, split_list
 from lth.pruning import masks as M
+from lth.pruning import sparsity as SP
 from lth.pruning.movement import Movement
 from lth.pruning.nm import check_nm, parse_pattern
-from lth.pruning import sparsity as SP
 from lth.pruning.sparse_train import MaskUpdate, moves
 from lth.registry import SPARSE_METHODS
 from lth.studies.plots import sparse_accuracy_vs_density

@@ -158,8 +158,8 @@ def prune_oneshot(apply_fn, variables, method: str, *, sparsity: float = 0.5, pa
     if not paths:
         raise UserError(f"prunable {prunable!r} matches no parameter; params: {', '.join(flat)}")
     nm = L.parse_pattern(pattern)
-    check(method, sparsity, nm, {p: flat[p] for p in paths}, x is not None and (method not in GRADIENT or y is not None),
-          blocksize, fisher_block, scope)
+    calibrated = x is not None and (method not in GRADIENT or y is not None)
+    check(method, sparsity, nm, {p: flat[p] for p in paths}, calibrated, blocksize, fisher_block, scope)
     masks = M.ones_like(params) if masks is None else masks
     if method in GRADIENT:
         return _prune_gradient(method, apply_fn, variables, masks, tree, sparsity, jnp.asarray(x), jnp.asarray(y),
