@@ -246,7 +246,12 @@ def test_oneshot_refuses_bad_targets_in_one_line_writing_nothing(finished_run, c
                          ("oneshot.patterns=4:4", "0 < N < M"),
                          ("oneshot.sparsities=1.5", "strictly between 0 and 1"),
                          ("oneshot.calibration=0", "oneshot.calibration 0 out of range"),
-                         ("oneshot.methods=obd", "unknown oneshot.methods entry 'obd'"),
+                         ("oneshot.methods=obc", "unknown oneshot.methods entry 'obc'"),
+                         (("oneshot.methods=obs", "oneshot.fisher_block=200", "oneshot.patterns="),
+                          "block 200 is larger than out/kernel (120 weights)"),
+                         (("oneshot.methods=obs", "oneshot.patterns=2:4"), "obs prunes unstructured"),
+                         (("oneshot.methods=obs", "oneshot.calibration=4"), "calibration 4 < oneshot.grad_batch 8"),
+                         ("oneshot.steps=0", "oneshot.steps 0 out of range"),
                          (("oneshot.blocksize=6", "oneshot.patterns=2:4"), "blocksize 6: allowed: a multiple of M=4"),
                          ("oneshot.patterns=4:8", "pattern 4:8 for out/kernel: M=8 does not divide")]:
         sets = [sets] if isinstance(sets, str) else list(sets)

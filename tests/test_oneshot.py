@@ -124,3 +124,27 @@ def test_oneshot_study_prunes_recovers_and_resumes(finished_run, capsys):
     assert os.path.getsize(r.plot()) > 10_000
     again = api.run_study("oneshot", None, sets, run_dir=finished_run, level=1)   # resumes: nothing recomputed
     assert again.summary["rows"] == r.summary["rows"]
+
+
+@pytest.mark.slow
+def test_gradient_surgeons_in_the_study_one_shot_and_gradual(finished_run):
+    """obs / obs_noupdate / obd reach the target in one global ranking; the OBS update is what separates
+    obs from obs_noupdate (same mask, different weights → different accuracy); gradual (steps=2) fine-tunes
+    once between its steps (the cubic schedule's first step at s·(1 − 1/8)) and ends at the target."""
+    from lth import api
+    from lth.studies.oneshot import gradual_sparsities
+
+    np.testing.assert_allclose(gradual_sparsities(0.8, 2), [0.8 * 7 / 8, 0.8])
+    sets = ["oneshot.methods=obs,obs_noupdate,obd", "oneshot.sparsities=0.8", "oneshot.patterns=",
+            "oneshot.scope=global", "oneshot.calibration=64", "oneshot.fisher_block=12"]
+    r = api.run_study("oneshot", None, sets, run_dir=finished_run, level=0)
+    rows = {x["method"]: x for x in r.summary["rows"]}
+    assert all(abs(x["density"] - 0.2) < 1e-3 for x in rows.values())
+    assert rows["obs"]["test_accuracy"] != rows["obs_noupdate"]["test_accuracy"]
+    g = api.run_study("oneshot", None, sets[:1] + sets[2:] + ["oneshot.methods=obs", "oneshot.sparsities=0.8",
+                                                             "oneshot.steps=2", "oneshot.interval=3it"],
+                      run_dir=finished_run, level=0)
+    (row,) = g.summary["rows"]
+    assert row["steps"] == 2 and abs(row["density"] - 0.2) < 1e-3
+    assert os.path.exists(os.path.join(g.run_dir, "arms", "obs-0.8-step1", "final"))
+    assert "obs (2 steps)" in g.table()

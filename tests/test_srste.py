@@ -94,3 +94,16 @@ def test_evaluation_sees_the_nm_projection_of_the_dense_weights(srste_trainer):
     c = np.asarray(s.trainer.evaluate(state, data.test)[0])
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not np.allclose(a, c)
+
+
+def test_sparse_refuses_bad_srste_and_movement_settings_in_one_line(capsys, tmp_path):
+    from conftest import TINY, assert_refused
+
+    assert_refused(capsys, "sparse", TINY, [
+        (("sparse.methods=srste", "sparse.pattern=4:4"), "sparse.pattern '4:4': allowed: integers 0 < N < M"),
+        (("sparse.methods=srste", "sparse.pattern=3:7"), "M=7 does not divide the input dimension"),
+        (("sparse.methods=srste", "sparse.pattern="), "srste trains an N:M pattern"),
+        (("sparse.methods=movement_soft", "sparse.soft_lambdas=-1"), "sparse.soft_lambdas entry '-1'"),
+        (("sparse.methods=movement_hard", "sparse.mask_lr=0"), "sparse.mask_lr 0.0 out of range"),
+        ("sparse.decay=-1", "sparse.decay -1.0 out of range"),
+    ], tmp_path)

@@ -16,6 +16,8 @@ import os
 import jax
 import numpy as np
 
+from lth.compression.quantize import model_bytes
+from lth.compression.sparse_exec import nm_speed
 from lth.errors import UserError, check_choice
 from lth.harness import paths
 from lth.harness.run import BASE_SECTIONS, Command, setup, train_arm
@@ -40,11 +42,13 @@ OPTIONS = {"oneshot": options(
     recovery_lr=(0.0, "recovery learning rate, constant (0 = train.lr / 10)"),
     blocksize=(128, "SparseGPT's lazy block of columns (a multiple of every N:M pattern's M)"),
     percdamp=(0.01, "SparseGPT's damping: this fraction of the mean diagonal of H is added to it"),
-    fisher_block=(50, "OBS: the empirical Fisher's block of B consecutive weights (oBERT: 50); divides every layer"),
+    fisher_block=(50, "OBS: the empirical Fisher's block of B consecutive weights (oBERT: 50; at most a layer's size, the last block padded)"),
     damp=(1e-7, "OBS: the Fisher's dampening λ (F = λI + 1/m Σ ggᵀ; sparseml's default)"),
     grad_batch=(8, "OBS: calibration examples per gradient (m = calibration / grad_batch gradients)"),
     steps=(1, "pruning steps to each unstructured target: 1 = one-shot; K > 1 = gradual (oBERT): step k prunes to "
               "s·(1 − (1 − k/K)³), each step but the last followed by oneshot.interval of fine-tuning"),
+    speed=(True, "time the network's prunable Dense kernels at batch 64 as dense and N:M compressed matmuls, for "
+                 "each N:M target (lth.compression.sparse_exec.nm_speed; there are no N:M kernels on CPU)"),
     interval=("1ep", "gradual: the fine-tuning after each pruning step, its learning rate rewound to "
                      "oneshot.recovery_lr and decayed linearly to 0 (oBERT's learning-rate rewinds)"),
 )}
@@ -155,6 +159,22 @@ def interval_setup(s):
                         "oneshot.interval", schedule="linear")
 
 
+def nm_speed_of(s, patterns) -> dict:
+    """Summed over the prunable Dense kernels (in network order): dense vs N:M compressed matmul at batch 64
+    (median ms per call), per pattern; kernels whose input dimension M does not divide are skipped."""
+    shapes = dict(zip(M.leaf_paths(s.param_shapes), (tuple(x.shape) for x in jax.tree.leaves(s.param_shapes))))
+    kernels = [shapes[p] for p in s.prunable_order if len(shapes[p]) == 2]
+    out = {}
+    for n, m in patterns:
+        rows = nm_speed(shapes=sorted(set(kernels)), patterns=((n, m),), batches=(64,), repeats=10)["rows"]
+        per = {tuple(r["shape"]): r for r in rows}
+        dense = sum(per[k]["dense_ms"] for k in kernels if k in per)
+        nm = sum(per[k]["nm_ms"] for k in kernels if k in per)
+        out[f"{n}:{m}"] = {"dense_ms": dense, "nm_ms": nm, "ratio": nm / dense if dense else None, "batch": 64,
+                           "kernels": sum(1 for k in kernels if k in per)}
+    return out
+
+
 def gradual_sparsities(final: float, steps: int) -> list[float]:
     """The cubic schedule (Zhu & Gupta; oBERT): step k of K prunes to final · (1 − (1 − k/K)³)."""
     return [final * (1.0 - (1.0 - k / steps) ** 3) for k in range(1, steps + 1)]
@@ -174,6 +194,11 @@ def run(job: Job, out_dir: str, log=print) -> dict:
                   density=float(np.mean(M.density(final.masks, s.prunable, axis=0)[0])),
                   trained={"test_accuracy": float(np.mean(before)), "replicates": before})
     rows = {(r["method"], r["target"]): r for r in result.get("rows", [])}
+    result["dense_bytes_f32"] = model_bytes(M.index(final.params, 0), None, s.prunable,
+                                            M.index(final.model_state, 0))["dense_f32"]
+    patterns = [L.parse_pattern(p) for _, _, p in targets(cfg) if p]
+    if cfg.oneshot.speed and patterns and "nm_speed" not in result:
+        result["nm_speed"] = nm_speed_of(s, patterns)
     rs = recovery_setup(s) if s.duration(cfg.oneshot.recovery, "oneshot.recovery") > 0 else None
     log(f"level {job.level}: test accuracy {np.mean(before):.4f}; calibration {len(calib)} examples")
     for method in split_list(cfg.oneshot.methods):
@@ -203,7 +228,10 @@ def run(job: Job, out_dir: str, log=print) -> dict:
                 params, masks = M.stack([p for p, _ in pruned]), M.stack([q for _, q in pruned])
                 state = final.replace(params=M.apply(params, masks), masks=masks)
             accs = [float(a) for a in np.asarray(t.evaluate(state, data.test)[1])]
+            size = model_bytes(M.index(state.params, 0), M.index(masks, 0), s.prunable,
+                               M.index(final.model_state, 0))
             row = {"method": method, "target": name, "pattern": pattern or "unstructured", "steps": steps,
+                   "bytes_f32": size["sparse_f32"], "bytes_int8": size["sparse_int8"],
                    "density": float(np.mean(M.density(masks, s.prunable, axis=0)[0])),
                    "test_accuracy": float(np.mean(accs)), "test_accuracy_std": float(np.std(accs)), "replicates": accs}
             if rs is not None:
@@ -238,13 +266,22 @@ def plot(result: dict, path: str) -> str:
 def table(result) -> str:
     rec = any("recovered_accuracy" in r for r in result.get("rows", []))
     tr = result["trained"]["test_accuracy"]
+    dense = result.get("dense_bytes_f32")
     lines = [f"level {result['level']}: trained test accuracy {100 * tr:.2f}%, density {100 * result['density']:.2f}%; "
-             f"calibration {result['calibration']} examples", "",
-             "| method | target | density % | test accuracy % |" + (" after recovery % |" if rec else ""),
-             "|---|---|---|---|" + ("---|" if rec else "")]
+             f"calibration {result['calibration']} examples" + (f"; dense float32 {dense:,} bytes" if dense else ""), "",
+             "| method | target | density % | test accuracy % |" + (" after recovery % |" if rec else "")
+             + " bytes f32 | × smaller |",
+             "|---|---|---|---|" + ("---|" if rec else "") + "---|---|"]
     for r in result.get("rows", []):
-        line = f"| {r['method']} | {r['target']} | {100 * r['density']:.2f} | {100 * r['test_accuracy']:.2f} |"
+        steps = f" ({r['steps']} steps)" if r.get("steps", 1) > 1 else ""
+        line = f"| {r['method']}{steps} | {r['target']} | {100 * r['density']:.2f} | {100 * r['test_accuracy']:.2f} |"
         if rec:
             line += f" {100 * r['recovered_accuracy']:.2f} |" if "recovered_accuracy" in r else " |"
+        b = r.get("bytes_f32")
+        line += f" {b:,} | {dense / b:.2f}× |" if b and dense else " | |"
         lines.append(line)
+    for pat, t in result.get("nm_speed", {}).items():
+        lines.append(f"\n{pat} as a compressed N:M matmul (values + indices; no N:M kernels on this CPU), the "
+                     f"{t['kernels']} Dense kernels at batch {t['batch']}: {t['nm_ms']:.3f} ms vs dense "
+                     f"{t['dense_ms']:.3f} ms ({t['ratio']:.2f}× dense's time)")
     return "\n".join(lines)
