@@ -21,10 +21,17 @@ def test_compare_reuses_the_studies_arms_and_counts_imps_trainings(tmp_path, cap
     imp = res.summary["methods"]["imp"]["points"]
     assert [q["level"] for q in imp] == [1, 2] and [q["cost_steps"] for q in imp] == [80, 120]   # L + 1 trainings
     assert imp[-1]["density"] <= 0.2 < imp[0]["density"]
-    assert set(res.summary["methods"]) == {"imp", "imp_reinit", "snip", "static-erk"}
+    assert set(res.summary["methods"]) == {"imp", "imp_reinit", "snip", "static-erk", "oneshot-magnitude",
+                                           "oneshot-obs"}
+    for m in ("oneshot-magnitude", "oneshot-obs"):   # the trained dense network (IMP's level 0) pruned after training
+        (q,) = res.summary["methods"][m]["points"]
+        assert abs(q["density"] - 0.2) < 1e-3 and q["cost_steps"] == 40 and q["target_density"] == 0.2
     table = res.table()
+    assert "| oneshot-obs | after training, one-shot | 1 |" in table
     assert "| imp | after training | 3 |" in table and "(L2, 15.9%)" in table and os.path.exists(res.plot())
     assert_refused(capsys, "compare", sets, [("compare.pai=snip,florce", "unknown compare.pai score 'florce'"),
                                              ("compare.densities=0.2,0", "compare.densities entry '0' out of range"),
-                                             ("compare.sparse=rigl,gmpp", "unknown compare.sparse method 'gmpp'")],
+                                             ("compare.sparse=rigl,gmpp", "unknown compare.sparse method 'gmpp'"),
+                                             ("compare.oneshot=obc", "unknown compare.oneshot method 'obc'"),
+                                             ("compare.imp=False", "compare.oneshot 'magnitude,obs' prunes IMP's")],
                    tmp_path)

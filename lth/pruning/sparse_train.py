@@ -72,7 +72,10 @@ def srste_mask(w, n: int, m: int):
     first of a stable ascending sort of |w| are pruned (so ties prune the lower index)."""
     a = jnp.moveaxis(jnp.abs(w), -2, -1)
     g = a.reshape(*a.shape[:-1], a.shape[-1] // m, m)
-    rank = jnp.argsort(jnp.argsort(g, axis=-1, stable=True), axis=-1, stable=True)   # 0 = the smallest
+    # the rank in a stable ascending sort, by m² comparisons (an argsort per group is ~10× slower on CPU)
+    i = jnp.arange(m)
+    below = (g[..., None, :] < g[..., :, None]) | ((g[..., None, :] == g[..., :, None]) & (i[None, :] < i[:, None]))
+    rank = jnp.sum(below, axis=-1)   # 0 = the smallest
     return jnp.moveaxis((rank >= m - n).reshape(a.shape), -1, -2)
 
 

@@ -8,9 +8,12 @@ with the same `train.*` — the same epochs. The arms are those of `lth lottery`
 arms of those studies with the same identity are reused as they are, and what is missing is run
 there (resumable). This study writes only its summary (`runs`: the three directories; `methods`:
 family, cost in training steps and points per method; `dense`) and its table and plot.
+After training, the one-shot surgeons of `compare.oneshot` (`lth oneshot`: magnitude, OBS, and Wanda /
+SparseGPT for Dense-only networks) prune IMP's trained dense network (level 0) to each density, with
+`compare.oneshot_recovery` of fine-tuning; their results live under the lottery run's oneshot/.
 Cost: one training is `train.duration` steps; IMP level L costs L + 1 trainings (L when it rewinds
-to k > 0 counts the steps from k), its reinit control the same; every other method one (scoring
-and mask updates are not counted).
+to k > 0 counts the steps from k), its reinit control the same; a one-shot surgeon one plus its
+recovery; every other method one (scoring and mask updates are not counted).
 """
 from __future__ import annotations
 
@@ -18,13 +21,17 @@ import copy
 import dataclasses
 import math
 
+import jax
+
 from lth.errors import UserError, check_choice
 from lth.harness import paths
 from lth.harness.run import BASE_SECTIONS, Command
 from lth.harness.run import validate as validate_base
-from lth.harness.rundir import check_run_dir, open_run_dir, read_json, write_json
+from lth.harness.rundir import RunLock, check_run_dir, open_run_dir, read_json, write_json
 from lth.options import options, split_list
+from lth.pruning import masks as M
 from lth.registry import DISTRIBUTIONS, SCORES, SPARSE_METHODS, STUDIES
+from lth.studies import oneshot
 from lth.studies.plots import compare_plot
 from lth.studies.sparse import parse_densities
 from lth.studies.tables import compare_table
@@ -36,6 +43,10 @@ OPTIONS = {"compare": options(
     pai=("synflow,snip,grasp,force,prospr,random", "prune-at-init scores (pai.* options apply; '' = none)"),
     sparse=("gmp,static,set,rigl", "pruning during / sparse training (sparse.* options apply; '' = none)"),
     distributions=("erk", "the sparse methods' layer densities (comma list)"),
+    oneshot=("magnitude,obs", "one-shot surgeons on IMP's trained dense network (level 0) at each density "
+                              "(lth oneshot; oneshot.* options apply; scope from prune.scope; '' = none; needs "
+                              "compare.imp)"),
+    oneshot_recovery=("0it", "their recovery fine-tune (lth oneshot's oneshot.recovery); counted in their cost"),
 )}
 
 
@@ -92,8 +103,21 @@ def sub_configs(cfg) -> dict:
     return out
 
 
+def oneshot_overrides(cfg) -> list[str]:
+    """The `lth oneshot` settings of the one-shot family (on the lottery run's level 0)."""
+    sparsities = ",".join(f"{1 - d:.10g}" for d in densities(cfg))
+    return [f"oneshot.methods={cfg.compare.oneshot}", f"oneshot.sparsities={sparsities}",
+            "oneshot.patterns=", f"oneshot.scope={'global' if cfg.prune.scope == 'global' else 'layer'}",
+            f"oneshot.recovery={cfg.compare.oneshot_recovery}", "oneshot.steps=1", "oneshot.speed=False"]
+
+
 def validate(cfg) -> None:
     densities(cfg)
+    for m in _list(cfg.compare.oneshot):
+        check_choice("compare.oneshot method", m, oneshot.METHODS)
+    if _list(cfg.compare.oneshot) and not cfg.compare.imp:
+        raise UserError(f"compare.oneshot {cfg.compare.oneshot!r} prunes IMP's trained dense network; allowed: "
+                        f"compare.imp = True, or compare.oneshot = ''")
     for m in _list(cfg.compare.pai):
         check_choice("compare.pai score", m, SCORES)
     for m in _list(cfg.compare.sparse):
@@ -120,13 +144,23 @@ def plan(s) -> dict:
         d = cmd.run_dir(sub)
         check_run_dir(d, sub, cmd)
         out[name] = (ss, d)
+    if "lottery" in out and _list(s.cfg.compare.oneshot):   # the one-shot surgeons' checks on the network's shapes
+        shapes = out["lottery"][0].param_shapes
+        kernels = {p: leaf for p, leaf, on in zip(M.leaf_paths(shapes), jax.tree.leaves(shapes),
+                                                  jax.tree.leaves(s.prunable)) if on}
+        scope = "global" if s.cfg.prune.scope == "global" else "layer"
+        for method in _list(s.cfg.compare.oneshot):
+            for d in densities(s.cfg):
+                oneshot.check(method, 1 - d, None, kernels, True, s.cfg.oneshot.blocksize, s.cfg.oneshot.fisher_block,
+                              scope)
+        s.duration(s.cfg.compare.oneshot_recovery, "compare.oneshot_recovery")
     return out
 
 
 COMMAND = Command("compare", BASE_SECTIONS + ("prune", "lottery.rewind", "lottery.rewind_mode", "pai", "sparse",
                                               "compare"),
                   unhashed=("compare.densities", "compare.imp", "compare.pai", "compare.sparse",
-                            "compare.distributions",
+                            "compare.distributions", "compare.oneshot", "compare.oneshot_recovery",
                             "pai.methods", "pai.sanity", "pai.compression", "sparse.methods", "sparse.distributions",
                             "sparse.densities"),
                   prefix="compare_", validate=validate, check=plan)
@@ -186,4 +220,26 @@ def run(s, run_dir: str, log=print) -> dict:
                 m["points"].append({**_point(e, e["target_density"]), "cost_steps": total,
                                     "seconds": e.get("seconds")})
         write_json(paths.summary(run_dir), summary)
+        if name == "lottery" and _list(cfg.compare.oneshot):
+            _oneshot(d, oneshot_overrides(cfg), summary, total, s.duration(cfg.compare.oneshot_recovery,
+                                                                           "compare.oneshot_recovery"), log)
+            write_json(paths.summary(run_dir), summary)
     return summary
+
+
+def _oneshot(lottery_dir, overrides, summary, total, recovery, log) -> None:
+    """The one-shot family: `lth oneshot` on the lottery run's level 0, its rows as points."""
+    job, out = oneshot.from_run(lottery_dir, overrides, 0, progress=False)
+    log(f"oneshot: {out}")
+    lock = RunLock(out)   # a results folder inside the lottery run, as `lth oneshot` locks it
+    try:
+        res = oneshot.run(job, out, log=lambda line: log("  " + line))
+    finally:
+        lock.release()
+    for r in res["rows"]:
+        m = summary["methods"].setdefault(f"oneshot-{r['method']}", {"family": "oneshot", "points": []})
+        acc = "recovered_accuracy" if "recovered_accuracy" in r else "test_accuracy"
+        reps = r.get("recovered_replicates" if acc == "recovered_accuracy" else "replicates", [])
+        m["points"].append({"density": r["density"], "test_accuracy": r[acc], "test_accuracy_std": r[acc + "_std"],
+                            "target_density": round(1 - float(r["target"]), 10), "replicates": reps,
+                            "cost_steps": total + recovery})

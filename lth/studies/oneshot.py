@@ -42,7 +42,8 @@ OPTIONS = {"oneshot": options(
     recovery_lr=(0.0, "recovery learning rate, constant (0 = train.lr / 10)"),
     blocksize=(128, "SparseGPT's lazy block of columns (a multiple of every N:M pattern's M)"),
     percdamp=(0.01, "SparseGPT's damping: this fraction of the mean diagonal of H is added to it"),
-    fisher_block=(50, "OBS: the empirical Fisher's block of B consecutive weights (oBERT: 50; at most a layer's size, the last block padded)"),
+    fisher_block=(50, "OBS: the empirical Fisher's block of B consecutive weights (oBERT: 50; at most a layer's "
+                      "size, the last block padded)"),
     damp=(1e-7, "OBS: the Fisher's dampening λ (F = λI + 1/m Σ ggᵀ; sparseml's default)"),
     grad_batch=(8, "OBS: calibration examples per gradient (m = calibration / grad_batch gradients)"),
     steps=(1, "pruning steps to each unstructured target: 1 = one-shot; K > 1 = gradual (oBERT): step k prunes to "
@@ -267,8 +268,9 @@ def table(result) -> str:
     rec = any("recovered_accuracy" in r for r in result.get("rows", []))
     tr = result["trained"]["test_accuracy"]
     dense = result.get("dense_bytes_f32")
-    lines = [f"level {result['level']}: trained test accuracy {100 * tr:.2f}%, density {100 * result['density']:.2f}%; "
-             f"calibration {result['calibration']} examples" + (f"; dense float32 {dense:,} bytes" if dense else ""), "",
+    lines = [f"level {result['level']}: trained test accuracy {100 * tr:.2f}%, density "
+             f"{100 * result['density']:.2f}%; calibration {result['calibration']} examples"
+             + (f"; dense float32 {dense:,} bytes" if dense else ""), "",
              "| method | target | density % | test accuracy % |" + (" after recovery % |" if rec else "")
              + " bytes f32 | × smaller |",
              "|---|---|---|---|" + ("---|" if rec else "") + "---|---|"]

@@ -184,7 +184,7 @@ def _density_axis(fig, ax, summary, path, ticks=None) -> str:
     return _finish(fig, ax, summary, path)
 
 
-FAMILY_COLOURS = {"imp": "Blues", "pai": "Oranges", "sparse": "Greens"}
+FAMILY_COLOURS = {"imp": "Blues", "pai": "Oranges", "sparse": "Greens", "oneshot": "Purples"}
 
 
 def compare_plot(summary: dict, path: str) -> str:

@@ -134,4 +134,5 @@ def compare_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-FAMILY_NAMES = {"imp": "after training", "pai": "at init", "sparse": "during training"}
+FAMILY_NAMES = {"imp": "after training", "pai": "at init", "sparse": "during training",
+                "oneshot": "after training, one-shot"}
