@@ -10,11 +10,13 @@ configs:
     load_config (a configs/*.py path or name, a ConfigDict or a dict, plus overrides)
 building blocks:
     build_model, load_data, score, prune_at_init, train_masked, prune_oneshot (magnitude / Wanda /
-    SparseGPT after training, unstructured or N:M), and the modules masks (bool pytrees
-    shaped like params), prune (scores → masks: exact top-k, global / layerwise, overrides),
-    surgeons (one layer: sparsegpt, wanda_metric / wanda_keep, magnitude_keep, nm_keep),
-    sparsity (layer density distributions: uniform, uniform_plus, er, erk, smart_ratio) and sparse_train
-    (GMP, SET and RigL mask updates: schedules, drop and grow, MaskUpdate for the training loop);
+    SparseGPT / OBS / OBD after training, unstructured or N:M), and the modules masks (bool pytrees
+    shaped like params), prune (scores → masks: exact top-k, global / layerwise, overrides, N:M),
+    nm (N:M patterns: nm_keep, nm_select, check_nm), surgeons (one layer: sparsegpt, wanda_metric /
+    wanda_keep, magnitude_keep; obs: the blocked Fisher inverse, scores, update, prune_obs),
+    sparsity (layer density distributions: uniform, uniform_plus, er, erk, smart_ratio), sparse_train
+    (GMP, SET, RigL and SR-STE mask updates: schedules, drop and grow, srste, MaskUpdate for the
+    training loop) and movement (movement pruning: binarizers, threshold schedule, the scores' optimizer);
     compression: shrink (a ticket's dead units, switched-off heads / MLPs removed from the arrays),
     factorize (truncated-SVD factors of kernels / embeddings: plan, factorize, low_rank) and speed
     (latency and throughput of several models side by side, accuracy); tables and plots (what the
@@ -41,6 +43,7 @@ _FROM = {
     "Option": "lth.options",
 }
 _MODULES = {"masks": "lth.pruning.masks", "prune": "lth.pruning.prune", "sparsity": "lth.pruning.sparsity",
+            "nm": "lth.pruning.nm", "movement": "lth.pruning.movement",
             "sparse_train": "lth.pruning.sparse_train", "shrink": "lth.compression.shrink",
             "factorize": "lth.compression.factorize", "speed": "lth.compression.speed",
             "surgeons": "lth.surgeons", "tables": "lth.studies.tables", "plots": "lth.studies.plots"}
