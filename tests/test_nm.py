@@ -104,6 +104,7 @@ def test_imp_with_a_pattern_imposes_it_at_level_1_and_keeps_it_after():
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(level1), jax.tree.leaves(level2)))
 
 
+@pytest.mark.slow
 def test_shuffle_with_a_pattern_permutes_within_each_group():
     params = tree(4)
     prunable = M.prunable_tree(params, r"(fc|conv)/kernel")

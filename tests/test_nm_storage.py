@@ -92,6 +92,7 @@ def test_nm_matmul_equals_the_masked_dense_product(n, m):
     np.testing.assert_array_equal(np.asarray(NM.nm_densify(values, indices, n, m)), w * mask)
 
 
+@pytest.mark.slow
 def test_nm_speed_rows_tiny():
     r = sparse_exec.nm_speed(shapes=((12, 8),), batches=(1,), repeats=2)     # 8 ∤ 12: no 4:8 row
     assert [(row["shape"], row["pattern"]) for row in r["rows"]] == [([12, 8], "2:4")]

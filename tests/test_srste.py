@@ -77,6 +77,7 @@ def test_weights_stay_dense_until_the_last_step_which_fixes_an_nm_mask(srste_tra
     assert outside_moved
 
 
+@pytest.mark.slow
 def test_evaluation_sees_the_nm_projection_of_the_dense_weights(srste_trainer):
     """The forward (training and evaluation) uses W ⊙ m(W): evaluating the dense state with the SR-STE
     trainer equals evaluating its projection with the plain trainer."""
@@ -106,4 +107,5 @@ def test_sparse_refuses_bad_srste_and_movement_settings_in_one_line(capsys, tmp_
         (("sparse.methods=movement_soft", "sparse.soft_lambdas=-1"), "sparse.soft_lambdas entry '-1'"),
         (("sparse.methods=movement_hard", "sparse.mask_lr=0"), "sparse.mask_lr 0.0 out of range"),
         ("sparse.decay=-1", "sparse.decay -1.0 out of range"),
+        ("prune.pattern=2:4", "allowed in lth sparse: ''"),
     ], tmp_path)
