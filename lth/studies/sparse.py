@@ -141,8 +141,8 @@ def when(text: str, total: int, steps_per_epoch: int, what: str) -> int:
 
 def validate(cfg) -> None:
     if str(cfg.prune.pattern).strip():
-        raise UserError(f"prune.pattern {cfg.prune.pattern!r} is IMP's and pruning at init's; allowed in lth sparse: '' "
-                        f"(N:M from scratch: sparse.methods=srste with sparse.pattern)")
+        raise UserError(f"prune.pattern {cfg.prune.pattern!r} is IMP's and pruning at init's; allowed in lth sparse: "
+                        f"'' (N:M from scratch: sparse.methods=srste with sparse.pattern)")
     arms(cfg)
     check_choice("sparse.gmp_scope", cfg.sparse.gmp_scope, ("layerwise", "global"))
     if not cfg.sparse.mask_lr > 0.0:
