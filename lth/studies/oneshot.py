@@ -202,6 +202,11 @@ def run(job: Job, out_dir: str, log=print) -> dict:
         result["nm_speed"] = nm_speed_of(s, patterns)
     rs = recovery_setup(s) if s.duration(cfg.oneshot.recovery, "oneshot.recovery") > 0 else None
     log(f"level {job.level}: test accuracy {np.mean(before):.4f}; calibration {len(calib)} examples")
+    m = len(calib) // cfg.oneshot.grad_batch
+    if any(x.startswith("obs") for x in split_list(cfg.oneshot.methods)) and m < cfg.oneshot.fisher_block:
+        log(f"note: OBS from m = {m} gradients in Fisher blocks of {cfg.oneshot.fisher_block}: each block's Fisher has "
+            f"rank <= {m}, so its inverse is ~1/damp off that span and the scores rank little but the gradients' "
+            f"scale (oBERT uses m = 1024); raise oneshot.calibration or lower oneshot.fisher_block")
     for method in split_list(cfg.oneshot.methods):
         for name, sp, pattern in targets(cfg):
             if (method, name) in rows and (rs is None or "recovered_accuracy" in rows[(method, name)]):
