@@ -275,7 +275,7 @@ def test_sparse_study_runs_reuses_its_arms_and_refuses_bad_input(tmp_path, capsy
     assert_refused(capsys, "sparse", sets, [
         ("sparse.densities=0.1,1.5", "sparse.densities entry '1.5' out of range"),
         ("sparse.end=60it", "sparse.end '60it' = step 60 is not before the end of training"),
-        ("sparse.distributions=erx", "unknown sparse distribution 'erx'"),
+        ("sparse.distributions=erx", "unknown sparse.distributions entry 'erx'"),
         ("sparse.custom=fc_9=0.5", "sparse.custom layer 'fc_9' is not a prunable layer")], tmp_path)
     assert json.load(open(os.path.join(res.run_dir, "summary.json")))["arms"][0]["arm"] == "rigl-erk@0.1"
 

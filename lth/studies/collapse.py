@@ -69,7 +69,7 @@ def validate(cfg) -> None:
     if not methods:
         raise UserError("collapse.methods is empty; allowed: a comma list of " + ", ".join(sorted(SCORES)))
     for m in methods:
-        check_choice("score", m, SCORES)
+        check_choice("collapse.methods entry", m, SCORES)
     if not cfg.collapse.step > 0 or not cfg.collapse.max_log10 >= 0:
         raise UserError(f"bad sweep 10^0..10^{cfg.collapse.max_log10} in steps of {cfg.collapse.step}; "
                         f"allowed: max_log10 >= 0, step > 0")

@@ -157,7 +157,7 @@ def validate(cfg) -> None:
                         f"prunes everything; allowed: fraction · levels < 1")
     check_choice("lottery.rewind_mode", cfg.lottery.rewind_mode, ("weights", "lr"))
     for c in controls_of(cfg):
-        check_choice("control", c, CONTROLS)
+        check_choice("lottery.controls entry", c, CONTROLS)
     score = SCORES.get(cfg.prune.score)
     for field in [*score.options.values(), *(("batch_size", "batches") if score.needs_data else ())]:
         check_option(field, cfg.pai[field], cfg.prune.score)   # the `pai` options IMP's score reads

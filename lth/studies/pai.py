@@ -45,9 +45,9 @@ def variants(cfg) -> list[tuple[str, str, str | None]]:
     if not methods:
         raise UserError("pai.methods is empty; allowed: a comma list of " + ", ".join(sorted(SCORES)))
     for m in methods:
-        check_choice("score", m, SCORES)
+        check_choice("pai.methods entry", m, SCORES)
     for c in checks:
-        check_choice("sanity check", c, pai.SANITY)
+        check_choice("pai.sanity entry", c, pai.SANITY)
     return [(m, m, None) for m in methods] + [(f"{m}+{c}", m, c) for m in methods for c in checks]
 
 

@@ -110,9 +110,9 @@ def arms(cfg) -> list[tuple[str, str, str, float]]:
         raise UserError(f"sparse.distributions is empty; "
                         f"allowed: a comma list of {', '.join(SP.DISTRIBUTIONS.names())}")
     for m in methods:
-        check_choice("sparse method", m, SPARSE_METHODS)
+        check_choice("sparse.methods entry", m, SPARSE_METHODS)
     for d in dists:
-        check_choice("sparse distribution", d, SP.DISTRIBUTIONS)
+        check_choice("sparse.distributions entry", d, SP.DISTRIBUTIONS)
     out = []
     if "srste" in methods:   # one arm: the pattern fixes the density
         n, m = srste_pattern(cfg)
