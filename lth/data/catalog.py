@@ -29,12 +29,15 @@ OPTIONS = options(
     augment=("none", "training augmentation inside jit: none | crop_flip (pad 4, flip)"),
     tokenizer=("minilm_l6", "text: packaged model name, model dir, tokenizer.json or vocab.txt"),
     max_length=(128, "text: tokens per example (truncate / pad)"),
+    mlm_windows=(0, "masked-LM text (bbc_news_mlm): windows of max_length tokens kept per article (0 = all)"),
+    mlm_rate=(0.15, "masked-LM text: the fraction of tokens selected for prediction (BERT: 0.15; 80/10/10 rule)"),
 )
 
 
 @dataclasses.dataclass
 class Dataset:
-    """Whole splits as arrays: x float32 (N, ...), y int32 (N,)."""
+    """Whole splits as arrays: x float32 (N, ...) or token ids, y int32 (N,) — or, for a masked-LM
+    corpus (meta['objective'] == 'mlm'), y = the token ids themselves (N, T)."""
 
     name: str
     x_train: np.ndarray
@@ -97,6 +100,8 @@ def mnist_5k_source(cfg):
 
 def text_source(name):
     def load(cfg):
+        if name == "bbc_news_mlm":
+            return text.load_bbc_mlm(cfg)
         return text.load_bbc(cfg) if name == "bbc_news" else text.load_glue(name.split("/")[1])(cfg)
     return load
 

@@ -144,3 +144,57 @@ def load_glue(task):
 
 def _text(v) -> str:
     return v.decode("utf-8", errors="ignore") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+# ----- a masked-language-model corpus -------------------------------------------------------------
+def mlm_windows(tok, texts, max_length: int, per_text: int = 0) -> np.ndarray:
+    """int32 [N, max_length]: each text's tokens cut into consecutive windows of max_length − 2, each
+    as [CLS] window [SEP] [PAD]… (the last window of a text padded); `per_text` > 0 keeps each text's
+    first windows only."""
+    if max_length < 3:
+        raise UserError(f"data.max_length {max_length} out of range; allowed: 3 or more")
+    sp = special_ids(tok)
+    tok = tok.__class__.from_str(tok.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    body = max_length - 2
+    rows = []
+    for e in tok.encode_batch(list(texts), add_special_tokens=False):
+        ids = e.ids
+        starts = range(0, max(len(ids), 1), body)
+        for j, s in enumerate(starts):
+            if per_text and j == per_text:
+                break
+            w = [sp["cls"], *ids[s:s + body], sp["sep"]]
+            rows.append(w + [sp["pad"]] * (max_length - len(w)))
+    return np.asarray(rows, np.int32)
+
+
+def load_bbc_mlm(cfg):
+    """BBC News article text, unlabeled, as masked-LM data: the same seeded test articles as
+    `bbc_news` (so its test articles stay unseen), every article cut into windows (data.mlm_windows).
+    y = x (the original ids); lth/training/objective.py's MaskedLM masks them."""
+    texts, _, _ = bbc_articles()
+    if cfg.get("mlm_windows", 0) < 0:
+        raise UserError(f"data.mlm_windows {cfg.mlm_windows} out of range; allowed: 0 (all) or more")
+    rate = float(cfg.get("mlm_rate", 0.15))
+    if not 0.0 < rate < 1.0:
+        raise UserError(f"data.mlm_rate {rate} out of range; allowed: a fraction in (0, 1), e.g. 0.15 (BERT)")
+    tok = tokenizer(cfg.tokenizer)
+    perm = np.random.default_rng(cfg.split_seed + 1).permutation(len(texts))
+    n_test = int(round(BBC_TEST_FRACTION * len(texts)))
+    te, tr = (mlm_windows(tok, [texts[i] for i in part], cfg.max_length, cfg.get("mlm_windows", 0))
+              for part in (perm[:n_test], perm[n_test:]))
+    return (tr, tr.copy()), (te, te.copy()), tok.get_vocab_size(), mlm_meta(tok, cfg.max_length, rate)
+
+
+def mlm_meta(tok, max_length: int, rate: float) -> dict:
+    """A text dataset's meta plus what the MaskedLM objective needs: [MASK] and the ids never masked
+    (HF's all_special_ids of a BERT tokenizer: [PAD], [CLS], [SEP], [UNK], [MASK])."""
+    extra = {name: tok.token_to_id(t) for name, t in (("mask", "[MASK]"), ("unk", "[UNK]"))}
+    if extra["mask"] is None:
+        raise UserError("tokenizer has no [MASK] token; a masked-LM dataset needs a BERT WordPiece vocabulary")
+    m = meta(tok, max_length)
+    special = [m["pad_id"], m["cls_id"], m["sep_id"], extra["mask"]] + ([extra["unk"]] if extra["unk"] is not None
+                                                                        else [])
+    return {**m, "objective": "mlm", "mask_id": extra["mask"], "special_ids": sorted(special), "mlm_rate": rate}

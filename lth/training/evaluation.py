@@ -8,9 +8,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lth.training.devices import axis_size
+from lth.training.objective import EVAL_KEY
 
 
 def _slice(tree, i):
@@ -19,23 +19,27 @@ def _slice(tree, i):
 
 
 class Evaluation:
-    """Mixed into lth.train.Trainer; uses its apply, forward_params, shard, over_replicates, replicate_mode, mesh
-    and eval_batch_size."""
+    """Mixed into lth.train.Trainer; uses its apply, forward_params, shard, over_replicates, replicate_mode, mesh,
+    eval_batch_size and objective (the loss and metric: accuracy, or an MLM's token accuracy)."""
 
     @functools.cached_property
     def _jit_eval(self):
         return jax.jit(self.over_replicates(self._evaluate, (0, None, None, None, 0)))
 
     def _evaluate(self, state, xs, ys, ws, model_kw):
+        obj = self.objective
+
         def chunk(args):
-            xb, yb, wb = map(self.shard, args)
+            i, xb, yb, wb = args
+            if obj.prepares:   # the same masks at every evaluation (chunk i's fixed key)
+                xb, yb = obj.prepare(jax.random.fold_in(jax.random.PRNGKey(EVAL_KEY), i), xb, yb)
+            xb, yb, wb = map(self.shard, (xb, yb, wb))
             logits, _ = self.apply(self.forward_params(state.params, state), state.model_state, xb, False, state.rng,
                                    **model_kw)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-            return jnp.sum(loss * wb), jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
+            return obj.sums(logits, yb, wb)
 
-        loss, correct = jax.lax.map(chunk, (xs, ys, ws))
-        n = jnp.sum(ws)
+        loss, correct, n = jax.lax.map(chunk, (jnp.arange(len(ws)), xs, ys, ws))
+        n = jnp.maximum(jnp.sum(n), 1e-12)
         return jnp.sum(loss) / n, jnp.sum(correct) / n
 
     def evaluate(self, state, split, **model_kw):
@@ -59,6 +63,6 @@ class Evaluation:
         pad = n - len(y)
         w = np.concatenate([np.ones(len(y), np.float32), np.zeros(pad, np.float32)])
         xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-        yp = np.concatenate([y, np.zeros(pad, y.dtype)])
-        return (jnp.asarray(xp.reshape(n // c, c, *x.shape[1:])), jnp.asarray(yp.reshape(n // c, c)),
+        yp = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
+        return (jnp.asarray(xp.reshape(n // c, c, *x.shape[1:])), jnp.asarray(yp.reshape(n // c, c, *y.shape[1:])),
                 jnp.asarray(w.reshape(n // c, c)))

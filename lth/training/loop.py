@@ -111,12 +111,14 @@ def evaluate(trainer: Trainer, state: TrainState, data: DeviceData) -> dict:
 
 
 def summarize(history: list) -> list[dict]:
-    """Per replicate: final test accuracy, the early-stop step (minimum validation loss), and the
-    test accuracy there."""
+    """Per replicate: final test accuracy and loss, the early-stop step (minimum validation loss),
+    and the test accuracy there."""
     r = len(history[-1]["test_acc"])
     out = []
     for i in range(r):
         row = {"test_accuracy": history[-1]["test_acc"][i], "final_step": history[-1]["step"]}
+        if "test_loss" in history[-1]:   # an MLM's log perplexity
+            row["test_loss"] = history[-1]["test_loss"][i]
         if "val_loss" in history[-1]:
             best = min(history, key=lambda e: e["val_loss"][i])
             row.update(best_val_loss=best["val_loss"][i], best_val_loss_step=best["step"],

@@ -26,7 +26,7 @@ from lth.training.devices import axis_size
 from lth.training.distill import loss as distill_loss
 from lth.training.evaluation import Evaluation, _slice
 from lth.training.hosts import multi, to_host
-from lth.training.losses import weighted_mean
+from lth.training.objective import CLASSIFICATION
 from lth.training.optim import make_optimizer, make_schedule
 from lth.training.state import TrainState
 
@@ -52,6 +52,7 @@ class Trainer(Evaluation):
     #                                   (GMP, SET, RigL)
     drop_last: bool = True            # False: an epoch is ceil(N / B) steps, the last batch partial
     #                                   (PyTorch's DataLoader)
+    objective: Any = CLASSIFICATION   # the loss and metric (lth/training/objective.py): classification | mlm
 
     def shard(self, x):
         """Split one replicate's batch axis over the mesh's 'data' devices (params stay replicated
@@ -128,6 +129,8 @@ class Trainer(Evaluation):
         rng, step_rng, aug_rng = jax.random.split(state.rng, 3)
         if self.augment is not None:
             x = self.augment(aug_rng, x)
+        if self.objective.prepares:   # e.g. the MLM's fresh masking of each batch
+            x, y = self.objective.prepare(jax.random.fold_in(aug_rng, 1), x, y)
         x, y = self.shard(x), self.shard(y)
         target = None if self.teacher is None else self.teacher(teacher, x)
 
@@ -136,7 +139,7 @@ class Trainer(Evaluation):
                 logits, new_ms = self.apply(self.forward_params(params, state), state.model_state, x, True, step_rng)
             if target is not None:
                 return distill_loss(logits, target, y, self.distill_alpha, self.distill_temperature, weight), new_ms
-            return weighted_mean(optax.softmax_cross_entropy_with_integer_labels(logits, y), weight), new_ms
+            return self.objective.loss(logits, y, weight), new_ms
 
         (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         masks = state.masks
@@ -265,12 +268,12 @@ def steps_per_epoch(num_train: int, batch_size: int, drop_last: bool = True) -> 
 
 def make_trainer(model, train_cfg, num_train: int, *, total: int, warmup: int = 0, milestones=(), augment=None,
                  mesh=None, replicates: str = "vmap", teacher: Callable | None = None,
-                 drop_last: bool = True) -> Trainer:
+                 drop_last: bool = True, objective=CLASSIFICATION) -> Trainer:
     """The trainer of `model` for `num_train` examples: optimizer and batch sizes from `train_cfg`,
     the schedule over `total` steps with `warmup` steps and step-schedule `milestones` (step counts;
     lth.harness.trainer.trainer_from_config converts a config's durations). `teacher` (variables, x) →
     logits: distill with `train_cfg.distill`'s alpha and temperature. `drop_last` False: epochs of
-    ceil(N / B) steps, the last batch partial."""
+    ceil(N / B) steps, the last batch partial. `objective`: the loss and metric (lth/training/objective.py)."""
     if train_cfg.batch_size < 1 or train_cfg.batch_size > num_train:
         raise UserError(f"train.batch_size {train_cfg.batch_size} out of range; "
                         f"allowed: 1..{num_train} (training examples)")
@@ -287,4 +290,4 @@ def make_trainer(model, train_cfg, num_train: int, *, total: int, warmup: int = 
     return Trainer(model, make_optimizer(train_cfg), make_schedule(train_cfg, total, warmup, milestones),
                    train_cfg.batch_size, train_cfg.eval_batch_size, num_train, augment, mesh, replicates, max_loss,
                    teacher, float(d.alpha) if teacher else 1.0, float(d.temperature) if teacher else 1.0,
-                   drop_last=bool(drop_last))
+                   drop_last=bool(drop_last), objective=objective)
