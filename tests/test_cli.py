@@ -151,6 +151,7 @@ def _inverted_reference(scorer, v, prunable, density, rounds, rng):
     return masks
 
 
+@pytest.mark.slow   # over ~20 s on 2 cores: `make test-all`
 def test_pai_command_prunes_trains_and_runs_sanity_checks(capsys, tmp_path, monkeypatch):
     import jax
     import numpy as np

@@ -2,11 +2,13 @@
 `lth sparse` runs of the same identity (reused as they are)."""
 import os
 
+import pytest
 from conftest import DEMO, TINY, assert_refused
 
 import lth
 
 
+@pytest.mark.slow   # over ~20 s on 2 cores: `make test-all`
 def test_compare_reuses_the_studies_arms_and_counts_imps_trainings(tmp_path, capsys):
     sets = TINY + ["train.duration=40it", "prune.fraction=0.6", "compare.densities=0.2", "compare.pai=snip",
                    "compare.sparse=static", "compare.distributions=erk"]

@@ -162,6 +162,7 @@ def test_registered_score_model_dataset_distribution(plugin):
     assert lth.sparsity.densities(shapes, 0.3, "dense_last") == {"fc_0": 0.3, "out": 1.0}
 
 
+@pytest.mark.slow   # over ~20 s on 2 cores: `make test-all`
 def test_registered_study_through_cli_and_api(plugin, tmp_path, capsys, monkeypatch):
     """The study gets `lth twins` (its option settable with --set, part of its identity), a locked,
     resumable run directory, a table and a plot, `lth.twins` and `lth.open_run`; the registered score

@@ -29,6 +29,7 @@ def strict_load(path):
         return json.load(f, parse_constant=refuse)
 
 
+@pytest.mark.slow   # over ~20 s on 2 cores: `make test-all`
 def test_diverging_replicate_is_frozen_and_the_healthy_one_is_untouched():
     t, x, y = make("sgd", momentum=0.9, lr=0.05)
     both = start_state(t, [3, 4])
@@ -97,6 +98,7 @@ def test_lock_refuses_a_second_process_and_is_taken_over_after_a_crash(tmp_path)
     again.release()
 
 
+@pytest.mark.slow   # over ~20 s on 2 cores: `make test-all`
 def test_sigterm_mid_level_saves_that_step_and_resumes_bit_identically(tmp_path, monkeypatch):
     """SIGTERM arrives at step 45 of level 1 (checkpoints every 10): that step is saved, the rerun
     resumes there and ends with the same masks, weights and summary as an uninterrupted run."""
@@ -239,6 +241,7 @@ def pai_args(out, *sets):
                                                                           "pai.sanity=shuffle", *sets]], [])
 
 
+@pytest.mark.slow   # over ~20 s on 2 cores: `make test-all`
 def test_pai_sweep_resumes_per_arm_and_reuses_its_directory(tmp_path, monkeypatch):
     from lth.harness import run as harness
     real, trained = harness.fit, []

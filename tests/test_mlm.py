@@ -147,6 +147,7 @@ def test_bbc_mlm_corpus_keeps_bbc_news_test_articles_apart():
         text.load_bbc_mlm(cfg)
 
 
+@pytest.mark.slow   # over ~20 s on 2 cores: `make test-all`
 def test_lottery_on_the_mlm_objective_rewinds_to_the_pretrained_head(tmp_path, capsys):
     """IMP on bbc_news_mlm from the tiny HF BertForMaskedLM: the MLM head is read from the
     checkpoint (no classifier), evaluation masks are fixed (a rerun of the level-0 evaluation gives
