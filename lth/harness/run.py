@@ -59,6 +59,7 @@ PURPOSES = {
     "copy": 9,            # stability: the second copy's step and data-order keys (index 0: steps, 1: data)
     "sparse_mask": 10,    # `lth sparse`: the random starting mask of static / SET / RigL
     #                       (one per distribution and density)
+    "transfer": 11,       # `lth transfer`: the random control's mask (index: density · 10⁶)
 }
 
 BASE_SECTIONS = ("name", "seed", "replicates", "model", "data", "train")

@@ -245,3 +245,28 @@ def oneshot_accuracy(result: dict, path: str) -> str:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def transfer(summary: dict, path: str) -> str:
+    """`lth transfer`: test accuracy vs weights remaining, one line per ticket source and control; the
+    dense network dotted."""
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    rows = summary.get("rows", [])
+    for i, name in enumerate(dict.fromkeys(r["name"] for r in rows if r["kind"] != "dense")):
+        mine = sorted((r for r in rows if r["name"] == name), key=lambda r: -r["target_density"])
+        ax.errorbar([100 * r["target_density"] for r in mine], [100 * r["test_accuracy"] for r in mine],
+                    yerr=[100 * r["test_accuracy_std"] for r in mine], marker="o", ms=4, capsize=2,
+                    ls="--" if mine[0]["kind"] == "control" else "-", color=f"C{i}", label=name)
+    for r in rows:
+        if r["kind"] == "dense":
+            ax.axhline(100 * r["test_accuracy"], color="k", lw=0.8, ls=":", label="dense")
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"tickets transferred to {summary.get('task', 'the target')}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
