@@ -180,3 +180,25 @@ def test_lottery_on_the_mlm_objective_rewinds_to_the_pretrained_head(tmp_path, c
     np.testing.assert_array_equal(np.asarray(rw["params"]["mlm_bias"])[0],
                                   load_file(os.path.join(TINY, "model.safetensors"))["cls.predictions.bias"])
     assert "classifier" not in rw["params"]
+
+
+def test_sentence_order_pairs_are_consecutive_and_swapped_half_the_time():
+    """ALBERT's SOP: two consecutive sentences, label 0 in order, 1 swapped; never across articles;
+    bbc_sop's test pairs come from bbc_news's test articles."""
+    from lth.data import text
+    arts = [f"Title {a}\n" + " ".join(f"Article {a} sentence {i} is here." for i in range(12)) for a in range(300)]
+    first, second, labels = text.sop_pairs(arts, 2, seed=0)
+    assert len(labels) == 600 and set(labels) == {0, 1} and abs(labels.mean() - 0.5) < 4 * np.sqrt(0.25 / 600)
+    for a, b, lab in zip(first, second, labels):
+        (art_a, i), (art_b, j) = ((int(w.split()[1]), int(w.split()[3])) for w in (a, b))
+        assert art_a == art_b and (j - i) == (1 if lab == 0 else -1)
+    import ml_collections
+    cfg = ml_collections.ConfigDict(dict(tokenizer="minilm_l6", max_length=48, split_seed=0, sop_pairs=1))
+    (x, y), (xt, yt), classes, _ = text.load_bbc_sop(cfg)
+    texts, _, _ = text.bbc_articles()
+    n_test = int(round(text.BBC_TEST_FRACTION * len(texts)))
+    assert classes == 2 and len(xt) == n_test and len(x) == len(texts) - n_test
+    assert ((x == 102).sum(1) == 2).all()     # [CLS] A [SEP] B [SEP]
+    a, b, _ = text.sop_pairs([texts[i] for i in np.random.default_rng(1).permutation(len(texts))[:n_test]], 1, 3)
+    tok = text.tokenizer("minilm_l6")
+    assert list(xt[0][1:6]) == tok.encode(a[0], add_special_tokens=False).ids[:5]

@@ -198,3 +198,50 @@ def mlm_meta(tok, max_length: int, rate: float) -> dict:
     special = [m["pad_id"], m["cls_id"], m["sep_id"], extra["mask"]] + ([extra["unk"]] if extra["unk"] is not None
                                                                         else [])
     return {**m, "objective": "mlm", "mask_id": extra["mask"], "special_ids": sorted(special), "mlm_rate": rate}
+
+
+# ----- sentence-order prediction ----------------------------------------------------------------------
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"']?\s+(?=[\"'A-Z0-9])")
+
+
+def sentences(article: str) -> list[str]:
+    """The article's sentences (its title line left out): split after . ! ? before a capital, a
+    digit or a quote."""
+    body = article.split("\n", 1)[1] if "\n" in article else article
+    return [s.strip() for para in body.split("\n") for s in SENTENCE_END.split(para) if len(s.split()) >= 3]
+
+
+def sop_pairs(texts, per_text: int, seed: int):
+    """ALBERT's sentence-order prediction (Lan et al. 2020): from each text up to `per_text` pairs of
+    consecutive sentences (distinct positions, seeded), kept in order (label 0) or swapped (label 1)
+    with probability 1/2 — HF AlbertForPreTraining's sentence_order_label convention."""
+    rng = np.random.default_rng(seed)
+    first, second, labels = [], [], []
+    for t in texts:
+        ss = sentences(t)
+        if len(ss) < 2:
+            continue
+        for i in sorted(rng.choice(len(ss) - 1, min(per_text, len(ss) - 1), replace=False)):
+            a, b = ss[i], ss[i + 1]
+            swap = bool(rng.integers(2))
+            first.append(b if swap else a)
+            second.append(a if swap else b)
+            labels.append(int(swap))
+    return first, second, np.asarray(labels, np.int32)
+
+
+def load_bbc_sop(cfg):
+    """Sentence-order prediction on BBC News sentences: 2 classes (0 in order, 1 swapped); the same
+    seeded test articles as `bbc_news`; data.sop_pairs pairs per article."""
+    texts, _, _ = bbc_articles()
+    per = cfg.get("sop_pairs", 2)
+    if per < 1:
+        raise UserError(f"data.sop_pairs {per} out of range; allowed: 1 or more sentence pairs per article")
+    tok = tokenizer(cfg.tokenizer)
+    perm = np.random.default_rng(cfg.split_seed + 1).permutation(len(texts))
+    n_test = int(round(BBC_TEST_FRACTION * len(texts)))
+    out = []
+    for j, part in enumerate((perm[n_test:], perm[:n_test])):
+        a, b, y = sop_pairs([texts[i] for i in part], per, cfg.split_seed + 2 + j)
+        out.append((encode(tok, a, cfg.max_length, b), y))
+    return out[0], out[1], 2, meta(tok, cfg.max_length)
