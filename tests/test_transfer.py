@@ -38,6 +38,14 @@ def test_transfer_trains_the_source_ticket_and_matched_controls(finished_run, tm
         summary = json.load(f)
     names = [r["name"] for r in summary["rows"]]
     assert names == ["dense", "sgd", "random", "magnitude"]
+    # a name stays bound to its run: the same name for another run is refused, nothing trained
+    import shutil
+    other = str(tmp_path / "copy")
+    shutil.copytree(finished_run, other)
+    sets2 = target_sets(other, f"transfer.densities={d}")
+    assert main(argv + [a for x in sets2 for a in ("--set", x)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "this run directory trained 'sgd' from" in err[0]
 
     from lth.harness.config import load_config
     s = setup(load_config(DEMO, sets + [f"transfer.densities={d}"]), T.COMMAND)

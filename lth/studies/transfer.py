@@ -104,7 +104,7 @@ def validate(cfg) -> None:
 
 
 COMMAND = Command("transfer", BASE_SECTIONS + ("prune", "lottery", "transfer"),
-                  unhashed=("transfer.densities", "transfer.controls", "transfer.dense"),
+                  unhashed=("transfer.sources", "transfer.densities", "transfer.controls", "transfer.dense"),
                   validate=validate, check=lambda s: plan(s))
 
 
@@ -247,13 +247,22 @@ def _row(name, kind, density, rows) -> dict:
 
 def run(s, run_dir: str, log=print) -> dict:
     cfg = s.cfg
+    sources = dict(parse_sources(cfg.transfer.sources))
+    if os.path.exists(paths.summary(run_dir)):   # more sources or densities reuse the arms: a name keeps its run
+        before = read_json(paths.summary(run_dir), redo=run_dir).get("sources", {})
+        moved = {n: (before[n], d) for n, d in sources.items() if n in before and
+                 os.path.abspath(before[n]) != os.path.abspath(d)}
+        if moved:
+            n, (old, new) = next(iter(moved.items()))
+            raise UserError(f"transfer.sources names {n!r} {new!r}, but this run directory trained {n!r} from {old!r}; "
+                            f"allowed: the same run for a name (or a new name, or another --run-dir)")
+        sources = {**before, **sources}
     data = device_data(s.trainer, s.dataset)
     init_params, init_ms = init_variables(s, keys(s, "init"))
     rows = []
 
     def summary():
-        out = {"config": json.loads(cfg.to_json()), "task": cfg.data.name,
-               "sources": dict(parse_sources(cfg.transfer.sources)),
+        out = {"config": json.loads(cfg.to_json()), "task": cfg.data.name, "sources": sources,
                "densities": parse_densities(cfg.transfer.densities), "rows": rows}
         write_json(paths.summary(run_dir), out)
         return out
