@@ -30,11 +30,11 @@ def index_bits(m: int) -> int:
     return max(1, (int(m) - 1).bit_length())
 
 
-def nm_bytes(size: int, n: int, m: int, value_bytes: int) -> int:
-    """Bytes of a leaf of `size` entries stored N:M: size·n/m values of `value_bytes` each plus
-    ceil(log2 m) bits of index per kept value, rounded up to whole bytes for the leaf."""
+def nm_bytes(size: int, n: int, m: int, value_bytes: float) -> int:
+    """Bytes of a leaf of `size` entries stored N:M: size·n/m values of `value_bytes` each (0.5 for
+    int4) plus ceil(log2 m) bits of index per kept value, rounded up to whole bytes for the leaf."""
     kept = int(size) * int(n) // int(m)
-    return kept * int(value_bytes) + math.ceil(kept * index_bits(m) / 8)
+    return math.ceil(kept * value_bytes + kept * index_bits(m) / 8)
 
 
 def _groups(kernel, m: int) -> np.ndarray:

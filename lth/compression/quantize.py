@@ -10,8 +10,10 @@ stored in whichever format takes fewest bytes: dense (every entry), a bitmask (t
 plus ceil(n/8) bytes), indices (the non-zero values plus 2 bytes each when the layer has at most
 65,536 entries, else 4) or, for a leaf whose non-zeros are N:M along axis -2 (lth.compression.nm),
 N:M (n·N/M values plus ceil(log2 M) bits each) — a dense or nearly dense layer is never charged more
-than its dense size. int8 values take 1 byte plus one float32 scale per output channel; leaves qwix
-does not quantize (embeddings, biases, norms) and BatchNorm statistics stay float32 and dense.
+than its dense size. int8 values take 1 byte plus one float32 scale per output channel; int4 / int2
+values (lth/compression/lowbit.py) half / a quarter of a byte plus one scale per output channel and
+group of inputs, each leaf rounded up to whole bytes; leaves qwix does not quantize (embeddings,
+biases, norms) and BatchNorm statistics stay float32 and dense.
 """
 from __future__ import annotations
 
@@ -26,17 +28,24 @@ from lth.errors import UserError
 from lth.pruning import masks as M
 
 
-def rules(cfg, for_qat: bool = False):
-    """qwix rules for every module: int8 weights; int8 activations unless 'none'. QAT fine-tunes
-    with dynamic activation scales (static ones are calibrated afterwards, as for the ticket)."""
+def rules(cfg, for_qat: bool = False, bits: int = 8, group: int = 0, per_layer: dict | None = None):
+    """qwix rules for every module: int8 weights (or `bits`: 4, 2; `group` > 0: one scale per group
+    of that many inputs, qwix's tile_size); `per_layer` {kernel path: bits} first, one rule each
+    (Q-BERT's mixed precision); int8 activations unless 'none'. QAT fine-tunes with dynamic
+    activation scales (static ones are calibrated afterwards, as for the ticket)."""
     import qwix
 
+    from lth.compression import lowbit as LB
     act = cfg.compress.activations
     kw = {}
     if act != "none":
         kw = dict(act_qtype=jnp.int8, act_calibration_method=cfg.compress.act_calibration,
                   act_static_scale=act == "static" and not for_qat)
-    return [qwix.QtRule(module_path=".*", weight_qtype=jnp.int8, **kw)]
+    tile = group or None
+    out = [qwix.QtRule(module_path=LB.module_rule_path(p), weight_qtype=LB.qtype(b), tile_size=tile, **kw)
+           for p, b in (per_layer or {}).items()]
+    return out + [qwix.QtRule(module_path=".*", weight_qtype=LB.qtype(bits),
+                              tile_size=tile if bits != 8 or per_layer else None, **kw)]
 
 
 def check_supported(model, cfg, input_shape, dtype):
@@ -55,14 +64,14 @@ class Quantizer:
     """qwix's PTQ model of `model` under `cfg`'s rules, built once (with its abstract parameters and,
     for static activations, the calibrating QAT model); `predict` is compiled once for all replicates."""
 
-    def __init__(self, model, cfg, x0):
+    def __init__(self, model, cfg, x0, bits: int = 8, group: int = 0, per_layer: dict | None = None):
         import qwix
 
         self.static = cfg.compress.activations == "static"
-        self.ptq = qwix.quantize_model(model, qwix.PtqProvider(rules(cfg)))
+        self.ptq = qwix.quantize_model(model, qwix.PtqProvider(rules(cfg, False, bits, group, per_layer)))
         self.abstract = jax.eval_shape(lambda: self.ptq.init(jax.random.PRNGKey(0), x0))["params"]
         if self.static:
-            self.qt = qwix.quantize_model(model, qwix.QtProvider(rules(cfg)))
+            self.qt = qwix.quantize_model(model, qwix.QtProvider(rules(cfg, False, bits, group, per_layer)))
             init = jax.eval_shape(lambda: self.qt.init(jax.random.PRNGKey(0), x0))
             self.stats0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), init.get("quant_stats", {}))
         self.predict = jax.jit(lambda v, xb: jnp.argmax(self.ptq.apply(v, xb, train=False), -1))
@@ -94,10 +103,16 @@ def quantize(model, cfg, params, model_state, calib):
     return q.ptq, q(params, model_state, calib)
 
 
+def _unwrap(a):
+    """The QArray of a leaf, also when qwix wraps it (a subchannel kernel's WithAux)."""
+    return a if _is_q(a) else getattr(a, "array", a)
+
+
 def quantized_leaves(qparams) -> dict:
     """{path: QArray} of the quantized kernels."""
-    flat = jax.tree_util.tree_flatten_with_path(qparams, is_leaf=_is_q)[0]
-    return {"/".join(str(k.key) for k in path if hasattr(k, "key")): leaf for path, leaf in flat if _is_q(leaf)}
+    flat = jax.tree_util.tree_flatten_with_path(qparams, is_leaf=lambda a: _is_q(_unwrap(a)))[0]
+    return {"/".join(str(k.key) for k in path if hasattr(k, "key")): _unwrap(leaf) for path, leaf in flat
+            if _is_q(_unwrap(leaf))}
 
 
 def dequantize(q):
@@ -106,7 +121,7 @@ def dequantize(q):
 
 
 # ----- sizes ---------------------------------------------------------------------------------------
-def storage(n: int, nnz: int, value_bytes: int, nm: tuple[int, int] | None = None) -> dict:
+def storage(n: int, nnz: int, value_bytes: float, nm: tuple[int, int] | None = None) -> dict:
     """Bytes of a leaf of n entries with nnz non-zeros in the cheapest format: dense (n values), a
     bitmask (nnz values + ceil(n/8)), indices (nnz values + 2 bytes each up to 65,536 entries, else 4)
     or, when `nm` = (N, M) gives the leaf's N:M pattern (lth.compression.nm.nm_pattern_of), N:M
@@ -114,11 +129,11 @@ def storage(n: int, nnz: int, value_bytes: int, nm: tuple[int, int] | None = Non
     N:M (the format sparse hardware executes; 2:4 at exactly half density ties with the bitmask),
     then to the bitmask. {"bytes", "how"} with how one of dense, n:m, bitmask, indices; "pattern"
     ("2:4") when how is n:m."""
-    options = {"dense": n * value_bytes}
+    options = {"dense": math.ceil(n * value_bytes)}
     if nm is not None:
         options["n:m"] = NM.nm_bytes(n, nm[0], nm[1], value_bytes)
-    options.update({"bitmask": nnz * value_bytes + math.ceil(n / 8),
-                    "indices": nnz * (value_bytes + (2 if n <= 65536 else 4))})
+    options.update({"bitmask": math.ceil(nnz * value_bytes) + math.ceil(n / 8),
+                    "indices": math.ceil(nnz * (value_bytes + (2 if n <= 65536 else 4)))})
     how = min(options, key=options.get)
     out = {"bytes": options[how], "how": how}
     if how == "n:m":
@@ -137,8 +152,9 @@ def _pattern(mask, nm):
     return (int(n), int(m)) if NM.is_nm(mask, n, m) else None
 
 
-def _sizes(params, masks, prunable, scales: dict, model_state=None, nm="auto") -> dict:
-    """sizes() with the quantized leaves given as {path: number of float32 scales}."""
+def _sizes(params, masks, prunable, scales: dict, model_state=None, nm="auto", bits: dict | None = None) -> dict:
+    """sizes() with the quantized leaves given as {path: number of float32 scales} and their value
+    bits {path: bits} (8 where not given)."""
     dense = sparse32 = sparse8 = 0
     leaves = []
     for path, p, m, pr in zip(M.leaf_paths(params), jax.tree.leaves(params), jax.tree.leaves(masks),
@@ -149,7 +165,7 @@ def _sizes(params, masks, prunable, scales: dict, model_state=None, nm="auto") -
         pattern = _pattern(np.broadcast_to(mk, np.shape(p)), nm) if pr else None
         q = scales.get(path)
         f32 = storage(n, nnz, 4, pattern)
-        i8 = storage(n, nnz, 1, pattern) if q is not None else f32
+        i8 = storage(n, nnz, (bits or {}).get(path, 8) / 8, pattern) if q is not None else f32
         b8 = i8["bytes"] + (4 * q if q is not None else 0)
         dense, sparse32, sparse8 = dense + 4 * n, sparse32 + f32["bytes"], sparse8 + b8
         leaves.append({"path": path, "size": n, "nonzero": nnz, "f32_bytes": f32["bytes"], "int8_bytes": b8,
@@ -170,8 +186,10 @@ def sizes(params, masks, prunable, quantized: dict, model_state=None, nm="auto")
     mask is N:M along axis -2 for one of lth.compression.nm.PATTERNS may be stored N:M), a pattern
     (N, M) (only that one) or None (no N:M format). Each leaf's row names its pattern ("nm": "2:4")
     whether or not N:M was its cheapest format."""
+    from lth.compression.lowbit import bits_of
     scales = {path: int(np.size(q.scale)) for path, q in quantized.items()}
-    return _sizes(params, masks, prunable, scales, model_state, nm)
+    return _sizes(params, masks, prunable, scales, model_state, nm,
+                  {path: bits_of(q.qvalue.dtype) for path, q in quantized.items()})
 
 
 def model_bytes(params, masks=None, prunable=r".*kernel", model_state=None, quantized=None, nm="auto") -> dict:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from lth.compression import lowbit as LB
 from lth.compression import quantize as Q
 from lth.errors import UserError, check_choice
 from lth.harness import checkpoint, paths
@@ -41,6 +42,14 @@ QUANT_OPTIONS = options(
     calibration_batches=(8, "training batches that calibrate static activation scales"),
     qat_duration=("0it", "quantization-aware fine-tuning of the ticket ('0it' = PTQ only)"),
     qat_lr=(0.0, "its constant learning rate (0 = train.lr / 10)"),
+    low_bits=("", "comma list of weight bits for more PTQ stages: 4 | 2 (int4 / int2 kernels with per-group scales; "
+                  "lth/compression/lowbit.py)"),
+    group_size=(128, "low-bit and mixed stages: inputs per weight scale (qwix tile_size; 0 = one per output "
+                     "channel); must divide every quantized kernel's inputs"),
+    mixed=("", "Q-BERT mixed precision: comma list of weight bits (e.g. 8,4,2) given to equal groups of kernels by "
+               "their Hessian's top eigenvalue, the largest the most bits ('' = no mixed stage)"),
+    hessian_batches=(2, "mixed: calibration batches (train.batch_size each) whose eigenvalues give Ω = |mean| + std"),
+    power_iters=(100, "mixed: the power iteration's most steps (stops at a relative change under 1e-3)"),
 )
 OPTIONS = {"compress": {**QUANT_OPTIONS, **compress_stages.OPTIONS}}
 
@@ -113,7 +122,26 @@ def validate(cfg) -> None:
         raise UserError(f"compress.calibration_batches {c.calibration_batches} out of range; allowed: 1 or more")
     if c.qat_lr < 0:
         raise UserError(f"compress.qat_lr {c.qat_lr} out of range; allowed: 0 (train.lr / 10) or a positive rate")
+    LB.parse_bits(c.low_bits, "compress.low_bits")
+    LB.parse_bits(c.mixed, "compress.mixed")
+    if c.group_size < 0:
+        raise UserError(f"compress.group_size {c.group_size} out of range; allowed: 0 (per channel) or a group size")
+    if c.hessian_batches < 1 or c.power_iters < 1:
+        raise UserError(f"compress.hessian_batches {c.hessian_batches} / compress.power_iters {c.power_iters} out of "
+                        f"range; allowed: 1 or more")
     compress_stages.validate(cfg)
+
+
+def check_groups(s) -> None:
+    """Low-bit and mixed stages: compress.group_size divides the inputs of every kernel qwix quantizes."""
+    c = s.cfg.compress
+    if not (c.group_size and (LB.parse_bits(c.low_bits, "") or LB.parse_bits(c.mixed, ""))):
+        return
+    bad = [f"{p} ({x.shape[-2]} inputs)" for p, x in zip(M.leaf_paths(s.param_shapes), jax.tree.leaves(s.param_shapes))
+           if p.endswith("kernel") and len(x.shape) == 2 and x.shape[-2] % c.group_size]
+    if bad:
+        raise UserError(f"compress.group_size {c.group_size} does not divide the inputs of {', '.join(bad[:4])}; "
+                        f"allowed: a common divisor, or 0 (one scale per output channel)")
 
 
 COMMAND = Command("compress", BASE_SECTIONS + ("prune", "lottery", "compress"), validate=validate)
@@ -164,6 +192,7 @@ def from_run(run_dir: str, overrides=(), level: int | None = None, progress: boo
                         f"allowed: {', '.join('level_%d' % lv for lv in finished_levels(run_dir))}")
     s = setup(cfg, COMMAND)
     Q.check_supported(s.trainer.model, cfg, s.input_shape, s.dataset.x_train.dtype)
+    check_groups(s)
     s.duration(cfg.compress.qat_duration, "compress.qat_duration")
     s.duration(cfg.compress.finetune, "compress.finetune")
     plan = None
@@ -241,6 +270,7 @@ def stages(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> d
         if kd:
             stages[name]["teacher"] = sq.teacher.path
         log(f"{name}: {np.mean(out['test_accuracy']):.4f}")
+    lowbit_stages(s, model, final, calib, split, stages, log)
     for st in stages.values():
         acc = st["test_accuracy"]
         if isinstance(acc, list):
@@ -263,6 +293,42 @@ def stages(s, run_dir: str, level: int, out_dir: str, log=print, plan=None) -> d
     return result
 
 
+def lowbit_stages(s, model, final, calib, split, stages, log) -> None:
+    """PTQ at each of compress.low_bits (int4 / int2 per-group kernels) and Q-BERT's mixed precision
+    (compress.mixed): one allocation from replicate 0's Hessian eigenvalues, used by every replicate."""
+    cfg = s.cfg
+    c = cfg.compress
+    g = int(c.group_size)
+    for bits in LB.parse_bits(c.low_bits, "compress.low_bits"):
+        q = Q.Quantizer(model, cfg, calib[0], bits=bits, group=g)
+        out = compress_quant.ptq_stage(s, q, final.params, final.model_state, final.masks, calib, split)
+        stages[f"ticket_int{bits}_ptq"] = {**{k: v for k, v in out.items() if k not in ("leaves", "sparse_int8")},
+                                          "bytes": out["sparse_int8"], "bits": bits, "group_size": g}
+        log(f"int{bits} PTQ (groups of {g or 'all'} inputs): {np.mean(out['test_accuracy']):.4f}")
+    widths = LB.parse_bits(c.mixed, "compress.mixed")
+    if not widths:
+        return
+    ds, b = s.dataset, cfg.train.batch_size
+    n = min(c.hessian_batches, len(ds.y_train) // b)
+    batches = [(jnp.asarray(ds.x_train[i * b:(i + 1) * b]), jnp.asarray(ds.y_train[i * b:(i + 1) * b]))
+               for i in range(n)]
+    ms = M.index(final.model_state, 0)
+    apply_fn = lambda p, x: model.apply({"params": p, **ms}, x, train=False)  # noqa: E731
+    paths = stages["ticket_int8_ptq"]["quantized_layers"]
+    sens = LB.sensitivities(apply_fn, M.index(final.params, 0), paths, batches, s.trainer.objective.loss,
+                            jax.random.PRNGKey(cfg.seed), iters=c.power_iters)
+    per_layer = LB.allocate({p: v["omega"] for p, v in sens.items()}, widths)
+    q = Q.Quantizer(model, cfg, calib[0], group=g, per_layer=per_layer)
+    out = compress_quant.ptq_stage(s, q, final.params, final.model_state, final.masks, calib, split)
+    sizes = {p: int(np.prod(x.shape)) for p, x in zip(M.leaf_paths(s.param_shapes), jax.tree.leaves(s.param_shapes))}
+    stages["ticket_mixed_ptq"] = {**{k: v for k, v in out.items() if k not in ("leaves", "sparse_int8")},
+                                  "bytes": out["sparse_int8"], "bits": per_layer, "group_size": g,
+                                  "mean_bits": LB.mean_bits(per_layer, sizes),
+                                  "omega": {p: v["omega"] for p, v in sens.items()}}
+    log(f"mixed {'/'.join(map(str, widths))}-bit PTQ (Q-BERT, mean {stages['ticket_mixed_ptq']['mean_bits']:.2f} "
+        f"bits): {np.mean(out['test_accuracy']):.4f}")
+
+
 def table(result) -> str:
     b = result["bytes"]
     size = {"dense_f32": b["dense_f32"], "ticket_f32": b["sparse_f32"]}
@@ -273,7 +339,11 @@ def table(result) -> str:
              f"activations {result['activations']}", "",
              "| stage | test accuracy | bytes | × smaller than dense f32 |", "|---|---|---|---|"]
     for key, st in result["stages"].items():
-        nbytes = size.get(key, b["sparse_int8"])
+        nbytes = st.get("bytes", size.get(key, b["sparse_int8"]))
+        if key not in names:   # low-bit and mixed stages
+            names[key] = (f"ticket mixed PTQ (Q-BERT, mean {st['mean_bits']:.2f} bits)" if key == "ticket_mixed_ptq"
+                          else f"ticket int{st['bits']} PTQ")
+            names[key] += f", groups of {st['group_size']}" if st.get("group_size") else ", per channel"
         acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}"
                                                       if st.get("test_accuracy_std") else "")
         lines.append(f"| {names[key]} | {acc} | {nbytes:,.0f} | {b['dense_f32'] / nbytes:.1f}× |")
