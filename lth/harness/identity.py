@@ -17,7 +17,9 @@ LEGACY_OFF_UNLESS = {"train.distill": "teacher"}
 # Fields added to the schema after that format was left: absent from its identities.
 LEGACY_ABSENT = ("data.drop_last", "model.share_layers", "prune.structure", "compress.heads", "compress.mlps",
                  "compress.shrink", "compress.factorize", "compress.rank", "compress.energy", "compress.finetune",
-                 "compress.speed", "compress.speed_repeats", "prune.pattern")
+                 "compress.speed", "compress.speed_repeats", "prune.pattern", "data.mlm_windows", "data.mlm_rate",
+                 "data.sop_pairs", "compress.low_bits", "compress.group_size", "compress.mixed",
+                 "compress.hessian_batches", "compress.power_iters")
 
 
 def _fields(full: dict, sections, unhashed) -> dict:
