@@ -61,6 +61,8 @@ class BertConfig:
     layer_intermediate: tuple = ()   # MLP width of each layer of a shrunk model; () = `intermediate` in every layer
     share_groups: int = 0            # ALBERT cross-layer sharing: the layers in this many contiguous groups, each
                                      # group one block's params (1 = all layers share one block); 0 = no sharing
+    layerdrop: float = 0.0           # LayerDrop (Fan et al. 2020): each layer skipped with this probability in
+                                     # training (one coin per layer and batch), all layers at evaluation
 
     @classmethod
     def from_hf(cls, d: dict) -> "BertConfig":
@@ -91,6 +93,8 @@ class BertConfig:
                              f"0 (no sharing) or a divisor of {self.layers}")
         if self.share_groups and (self.layer_heads or self.layer_intermediate):
             raise ValueError("a shrunk model (per-layer heads or MLP widths) cannot share layers")
+        if not 0.0 <= self.layerdrop < 1.0:
+            raise ValueError(f"layerdrop {self.layerdrop} out of range; allowed: 0 <= rate < 1")
 
     @property
     def head_dim(self) -> int:
@@ -202,8 +206,13 @@ class Bert(nn.Module):
              + emb(c.type_vocab_size, "token_type")(token_types(ids, c.sep_id) * keep))
         h = drop(nn.LayerNorm(c.ln_eps, name="embeddings_ln")(h))
         blocks = [Layer(c, i, name=f"layer_{i}") for i in range(c.block_of(c.layers - 1) + 1)]
+        run = None
+        if train and c.layerdrop > 0:   # fairseq's LayerDrop: a layer runs when its coin is above the rate
+            run = jax.random.uniform(self.make_rng("dropout"), (c.layers,)) >= c.layerdrop
+            self.sow("intermediates", "layerdrop_run", run)
         for i in range(c.layers):
-            h = blocks[c.block_of(i)](h, keep, head_mask[:, i], mlp_mask[:, i], train)
+            out = blocks[c.block_of(i)](h, keep, head_mask[:, i], mlp_mask[:, i], train)
+            h = out if run is None else jnp.where(run[i], out, h)
         pooled = jnp.tanh(nn.Dense(c.hidden, kernel_init=init, name="pooler")(h[:, 0]))
         if features:
             return h, pooled
@@ -214,6 +223,26 @@ class Bert(nn.Module):
             word = self.variables["params"]["word"]["embedding"]
             return m @ word.T.astype(m.dtype) + self.param("mlm_bias", nn.initializers.zeros, (c.vocab_size,))
         return nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
+
+
+def drop_layers(model, params, kept):
+    """(model, params) with only the layers `kept` (indices, in order), renumbered layer_0…: Fan et
+    al.'s pruning of whole layers at inference, physically (fewer layers in the arrays and in an
+    exported checkpoint). A shrunk model keeps its kept layers' head counts and MLP widths."""
+    c = model.cfg
+    kept = list(kept)
+    if not kept or len(set(kept)) != len(kept) or not all(0 <= i < c.layers for i in kept):
+        raise UserError(f"layers to keep {kept}: allowed: distinct indices in 0..{c.layers - 1}, at least one")
+    if c.share_groups:
+        raise UserError(f"a model sharing its layers in {c.share_groups} groups cannot drop layers; allowed: "
+                        f"model.share_layers=0")
+    cfg = dataclasses.replace(c, layers=len(kept), layerdrop=0.0,
+                              layer_heads=tuple(c.layer_heads[i] for i in kept) if c.layer_heads else (),
+                              layer_intermediate=(tuple(c.layer_intermediate[i] for i in kept)
+                                                  if c.layer_intermediate else ()))
+    out = {k: v for k, v in params.items() if not k.startswith("layer_")}
+    out.update({f"layer_{j}": params[f"layer_{i}"] for j, i in enumerate(kept)})
+    return model.clone(cfg=cfg), out
 
 
 def with_head(model, head: str):

