@@ -296,7 +296,7 @@ FOUND = {
     "sparse": [(["sparse.custom=(=0.5"], []), ([], [("sparse.methods", ",\x1b")]),
                ([], [("sparse.distributions", "\x1b")])],
     "compare": [(["prune.fraction=1e-300"], []), (["prune.fraction=0.999999"], []),
-                (["lottery.rewind=1" + "0" * 400], [])],
+                (["lottery.rewind=1" + "0" * 400], []), (["lottery.rewind=0it", "model.width=0.1"], [])],
     "stability": [(["stability.eval_examples=-1"], [])],
 }
 

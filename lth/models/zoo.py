@@ -34,6 +34,8 @@ OPTIONS = options(
     share_layers=(0, "BERT: ALBERT cross-layer sharing in this many groups of layers (1: all share one block); "
                      "pretrained weights: group j starts from its first layer; 0 = none"),
     layerdrop=(0.0, "BERT: LayerDrop (Fan et al. 2020): each layer skipped in training with this probability"),
+    fit_size=(0, "BERT: TinyBERT's fit_dense, the hidden states projected to this width (a wider teacher's) for "
+                 "train.distill.kind=tinybert_layers; 0 = none"),
 )
 
 
@@ -104,12 +106,16 @@ def from_config(m, num_classes: int, input_shape):
     import dataclasses
 
     model = build(m.name, num_classes, Init.of(m), input_shape, m.width)
-    drop = m.get("layerdrop", 0.0)
-    if drop:
+    for key, kind in (("layerdrop", float), ("fit_size", int)):
+        value = m.get(key, 0)
+        if not value:
+            continue
         if not isinstance(getattr(model, "cfg", None), bert.BertConfig):
-            raise UserError(f"model.layerdrop {drop} needs a BERT model, not {m.name!r}; allowed: 0 for other models")
+            raise UserError(f"model.{key} {value} needs a BERT model, not {m.name!r}; allowed: 0 for other models")
+        if key == "fit_size" and value < 0:
+            raise UserError(f"model.fit_size {value} out of range; allowed: 0 (none) or a width")
         try:
-            model = model.clone(cfg=dataclasses.replace(model.cfg, layerdrop=float(drop)))
+            model = model.clone(cfg=dataclasses.replace(model.cfg, **{key: kind(value)}))
         except ValueError as e:
             raise UserError(f"model.{e}") from None
     share = m.get("share_layers", 0)

@@ -151,8 +151,12 @@ def plan(s) -> dict:
         scope = "global" if s.cfg.prune.scope == "global" else "layer"
         for method in _list(s.cfg.compare.oneshot):
             for d in densities(s.cfg):
-                oneshot.check(method, 1 - d, None, kernels, True, s.cfg.oneshot.blocksize, s.cfg.oneshot.fisher_block,
-                              scope)
+                try:
+                    oneshot.check(method, 1 - d, None, kernels, True, s.cfg.oneshot.blocksize,
+                                  s.cfg.oneshot.fisher_block, scope)
+                except UserError as e:   # the layers are the model's: name it
+                    raise UserError(f"compare.oneshot {method!r} on model.name {s.cfg.model.name!r} (model.width "
+                                    f"{s.cfg.model.width:g}): {e}") from None
         s.duration(s.cfg.compare.oneshot_recovery, "compare.oneshot_recovery")
     return out
 

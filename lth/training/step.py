@@ -23,7 +23,8 @@ from lth.models.layers import example_weights
 from lth.pruning import masks as M
 from lth.pruning.sparse_train import reset_slots
 from lth.training.devices import axis_size
-from lth.training.distill import loss as distill_loss
+from lth.training.distill import INTERMEDIATE
+from lth.training.distill import loss_of as distill_loss
 from lth.training.evaluation import Evaluation, _slice
 from lth.training.hosts import multi, to_host
 from lth.training.objective import CLASSIFICATION
@@ -48,6 +49,9 @@ class Trainer(Evaluation):
     teacher: Callable | None = None   # knowledge distillation (lth.distill): (teacher variables, x) → logits
     distill_alpha: float = 1.0
     distill_temperature: float = 1.0
+    distill_kind: str = "logits"      # lth/training/distill.py: logits | patient | tinybert_layers | tinybert_pred
+    distill_beta: float = 0.0
+    distill_normalize: bool = True
     sparse: Any = None                # lth.sparse_train.MaskUpdate: a mask that changes during training
     #                                   (GMP, SET, RigL)
     drop_last: bool = True            # False: an epoch is ceil(N / B) steps, the last batch partial
@@ -134,11 +138,16 @@ class Trainer(Evaluation):
         x, y = self.shard(x), self.shard(y)
         target = None if self.teacher is None else self.teacher(teacher, x)
 
+        layers = target is not None and self.distill_kind in INTERMEDIATE   # features="all" of both networks
+
         def loss_fn(params):
             with example_weights(weight):
-                logits, new_ms = self.apply(self.forward_params(params, state), state.model_state, x, True, step_rng)
+                logits, new_ms = self.apply(self.forward_params(params, state), state.model_state, x, True, step_rng,
+                                            **({"features": "all"} if layers else {}))
             if target is not None:
-                return distill_loss(logits, target, y, self.distill_alpha, self.distill_temperature, weight), new_ms
+                return distill_loss(self.distill_kind, logits, target, y, self.distill_alpha,
+                                    self.distill_temperature, self.distill_beta, self.distill_normalize,
+                                    weight), new_ms
             return self.objective.loss(logits, y, weight), new_ms
 
         (loss, new_ms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
