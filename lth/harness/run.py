@@ -217,9 +217,10 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     model = zoo.from_config(cfg.model, ds.num_classes, ds.input_shape)
     if objective.name == "mlm":
         model = with_head(model, "mlm")
-        if cfg.train.distill.teacher:
-            raise UserError(f"train.distill.teacher {cfg.train.distill.teacher!r}: distillation is of class "
-                            f"logits; allowed with a masked-LM dataset ({ds.name}): '' (none)")
+        if cfg.train.distill.teacher and cfg.train.distill.get("kind", "logits") != "tinybert_layers":
+            raise UserError(f"train.distill.kind {cfg.train.distill.get('kind', 'logits')!r} distils class logits; "
+                            f"allowed with a masked-LM dataset ({ds.name}): tinybert_layers (TinyBERT's "
+                            f"task-agnostic distillation), or no train.distill.teacher")
     params = check_input(model, cfg.model.name, ds)
     mesh = make_mesh(cfg.run.devices, cfg.run.parallel, cfg.replicates)
     trainer = trainer_from_config(model, cfg.train, len(ds.y_train), augment=make_augment(cfg.data.augment, ds.zero),

@@ -226,19 +226,20 @@ class Bert(nn.Module):
         if c.fit_size:   # TinyBERT's fit_dense (built at init, used by intermediate-layer distillation)
             fit_dense = nn.Dense(c.fit_size, kernel_init=init, name="fit_dense")
             fit = [fit_dense(x) for x in hidden] if features == "all" else fit_dense(h[:, :1])
-        if features == "all":   # intermediate-layer distillation (lth/training/distill.py)
-            logits = nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
-            return {"logits": logits, "hidden": tuple(hidden), "scores": tuple(scores),
-                    "fit": tuple(fit) if fit is not None else None}
-        if features:
+        if features is True:
             return h, pooled
         if self.head == "mlm":   # HF BertLMPredictionHead: dense, GELU, LayerNorm, the word embeddings' transpose
             #                      + a bias
             m = nn.gelu(nn.Dense(c.hidden, kernel_init=init, name="mlm_transform")(h), approximate=False)
             m = nn.LayerNorm(c.ln_eps, name="mlm_ln")(m)
             word = self.variables["params"]["word"]["embedding"]
-            return m @ word.T.astype(m.dtype) + self.param("mlm_bias", nn.initializers.zeros, (c.vocab_size,))
-        return nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
+            logits = m @ word.T.astype(m.dtype) + self.param("mlm_bias", nn.initializers.zeros, (c.vocab_size,))
+        else:
+            logits = nn.Dense(self.num_classes, kernel_init=init, name="classifier")(drop(pooled))
+        if features == "all":   # intermediate-layer distillation (lth/training/distill.py)
+            return {"logits": logits, "hidden": tuple(hidden), "scores": tuple(scores),
+                    "fit": tuple(fit) if fit is not None else None}
+        return logits
 
 
 def drop_layers(model, params, kept):
