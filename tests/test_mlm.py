@@ -202,3 +202,14 @@ def test_sentence_order_pairs_are_consecutive_and_swapped_half_the_time():
     a, b, _ = text.sop_pairs([texts[i] for i in np.random.default_rng(1).permutation(len(texts))[:n_test]], 1, 3)
     tok = text.tokenizer("minilm_l6")
     assert list(xt[0][1:6]) == tok.encode(a[0], add_special_tokens=False).ids[:5]
+
+
+def test_only_tinybert_layer_distillation_on_the_mlm_objective(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["lottery", "--config", os.path.join(ROOT, "configs", "bert_mlm_bbc.py"), "--out", str(out),
+                 "--set", f"model.name=bert:{TINY}", "--set", f"model.pretrained={TINY}", "--set", "data.max_length=16",
+                 "--set", "data.mlm_windows=1", "--set", "train.distill.teacher=/elsewhere/level_0",
+                 "--set", "train.distill.kind=patient"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "allowed with a masked-LM dataset (bbc_news_mlm): tinybert_layers" in err[0]
+    assert not out.exists() or not os.listdir(out)
