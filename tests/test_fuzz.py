@@ -298,6 +298,7 @@ FOUND = {
     "compare": [(["prune.fraction=1e-300"], []), (["prune.fraction=0.999999"], []),
                 (["lottery.rewind=1" + "0" * 400], []), (["lottery.rewind=0it", "model.width=0.1"], [])],
     "stability": [(["stability.eval_examples=-1"], [])],
+    "transfer": [([], [("transfer.sources", "out=0.1")])],
 }
 
 

@@ -93,7 +93,7 @@ def test_bad_sources_are_refused_before_anything_is_written(finished_run, tmp_pa
         ([f"transfer.sources=sgd={finished_run}", "transfer.controls=shuffle"], "transfer.controls entry"),
         ([f"transfer.sources=sgd={finished_run}", "transfer.weights=pretrained"], "transfer.weights"),
         ([f"transfer.sources=sgd={finished_run}", f"transfer.densities={d}", "model.name=lenet_30_12"],
-         "the source's masks do not fit this config's prunable weights: fc_0/kernel (40, 30) (source: (40, 24)), "
+         "do not fit this config's prunable weights: fc_0/kernel (40, 30) (source: (40, 24)), "
          "fc_1/kernel (30, 12)"),
     ], tmp_path)
 

@@ -113,7 +113,7 @@ def source_levels(run_dir: str) -> dict[int, float]:
     """{finished level: its mean density of the prunable weights} from the run's summary."""
     path = paths.summary(run_dir)
     if not os.path.isdir(run_dir) or not os.path.exists(path):
-        raise UserError(f"transfer source {run_dir!r} is not a finished `lth lottery` run (no summary.json); "
+        raise UserError(f"transfer.sources: {run_dir!r} is not a finished `lth lottery` run (no summary.json); "
                         f"allowed: a run directory of `lth lottery`")
     summary = read_json(path, redo=run_dir)
     done = set(paths.finished_levels(run_dir))
@@ -157,7 +157,8 @@ def check_fit(s, run_dir: str) -> None:
         if prunable[p] and shapes.get(p) != tuple(x.shape):
             bad.append(f"{p} {tuple(x.shape)}" + (f" (source: {shapes[p]})" if p in shapes else " (not in the source)"))
     if bad:
-        raise UserError(f"the source's masks do not fit this config's prunable weights: {', '.join(bad[:6])}"
+        raise UserError(f"transfer.sources: the masks of {run_dir} do not fit this config's prunable weights: "
+                        f"{', '.join(bad[:6])}"
                         + (f" (+{len(bad) - 6} more)" if len(bad) > 6 else ""))
 
 
@@ -198,7 +199,8 @@ def transferred(s, src_masks: dict, src_params: dict | None, init_params):
         params[p] = (np.stack([w[i % len(w)] for i in range(r)]) if w is not None and w.shape[1:] == v.shape[1:]
                      else v)
     if bad:
-        raise UserError(f"the source's masks do not fit this config's prunable weights: {', '.join(bad[:6])}"
+        raise UserError(f"transfer.sources: the source's masks do not fit this config's prunable weights: "
+                        f"{', '.join(bad[:6])}"
                         + (f" (+{len(bad) - 6} more)" if len(bad) > 6 else ""))
     unflat = lambda d: traverse_util.unflatten_dict(d, sep="/")  # noqa: E731
     return (jax.tree.map(jnp.asarray, unflat(params)), jax.tree.map(jnp.asarray, unflat(masks)))
