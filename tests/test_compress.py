@@ -246,3 +246,42 @@ def test_imp_distilled_from_its_dense_level_and_from_another_model(finished_run,
     (plain,) = [os.path.join(tmp_path / "plain", d) for d in os.listdir(tmp_path / "plain")]
     (taught,) = [os.path.join(tmp_path / "taught", d) for d in os.listdir(tmp_path / "taught")]
     assert history(plain, 0) != history(taught, 0)
+
+
+# ----- low-bit and mixed precision (lth/compression/lowbit.py), whole layers (LayerDrop) -----
+
+def test_compress_adds_low_bit_and_mixed_stages(capsys, finished_run):
+    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress",
+                 "--set", "compress.low_bits=4,2", "--set", "compress.group_size=4", "--set", "compress.mixed=8,4,2",
+                 "--set", "compress.power_iters=30"]) == 0
+    text = capsys.readouterr().out
+    for row in ("ticket int4 PTQ, groups of 4", "ticket int2 PTQ, groups of 4", "ticket mixed PTQ (Q-BERT, mean"):
+        assert row in text, text
+    found = [os.path.join(finished_run, "compress", d, "results.json")
+             for d in os.listdir(os.path.join(finished_run, "compress"))]
+    (res,) = [f for f in found if os.path.exists(f) and "ticket_mixed_ptq" in json.load(open(f))["stages"]]
+    st = json.load(open(res))["stages"]
+    # (groups of 4 inputs: a float32 scale per 4 weights outweighs int8's per-channel scales here)
+    assert st["ticket_int2_ptq"]["bytes"] < st["ticket_int4_ptq"]["bytes"]
+    assert all(st[k]["zeros_kept"] for k in ("ticket_int4_ptq", "ticket_int2_ptq", "ticket_mixed_ptq"))
+    mixed = st["ticket_mixed_ptq"]
+    order = sorted(mixed["omega"], key=lambda p: -mixed["omega"][p])
+    assert [mixed["bits"][p] for p in order] == [8, 4, 2]          # three kernels: one per width, by Ω
+    assert 2 < mixed["mean_bits"] < 8
+
+
+def test_group_size_that_does_not_divide_is_refused(capsys, finished_run):
+    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress",
+                 "--set", "compress.low_bits=4", "--set", "compress.group_size=8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compress.group_size 8 does not divide the inputs of out/kernel (12 inputs)" in err[0]
+    assert main(["compress", "--run-dir", finished_run, "--set", "compress.mixed=8,3"]) == 2
+    assert "compress.mixed entry '3'" in capsys.readouterr().err
+
+
+def test_layers_of_a_model_without_layers_are_refused(capsys, finished_run):
+    before = snapshot(finished_run)
+    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--set", "compress.layers=every_other"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compress.layers 'every_other' needs a BERT model" in err[0]
+    assert snapshot(finished_run) == before

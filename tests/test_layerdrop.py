@@ -61,15 +61,6 @@ def test_drop_layers_renumbers_and_refuses_bad_lists():
             drop_layers(model, params, bad)
 
 
-def test_layers_of_a_model_without_layers_are_refused(capsys, finished_run):
-    from test_cli import snapshot
-    before = snapshot(finished_run)
-    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--set", "compress.layers=every_other"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "compress.layers 'every_other' needs a BERT model" in err[0]
-    assert snapshot(finished_run) == before
-
-
 @pytest.mark.slow
 def test_compress_removes_layers_of_a_bert_ticket(pretrained, tmp_path, capsys):  # noqa: F811
     run = str(tmp_path / "run")

@@ -1,17 +1,13 @@
 """Low-bit weights and Q-BERT's Hessian-aware allocation (lth/compression/lowbit.py): the power
 iteration's eigenvalue equals the explicit Hessian's, the allocation gives the most bits to the
 largest Ω, qwix's int4 / int2 kernels with per-group scales keep pruned weights at 0 and are counted
-in bytes exactly, and `lth compress` adds the low-bit and mixed stages."""
-import json
-import os
-
+in bytes exactly (`lth compress`'s low-bit and mixed stages: tests/test_compress.py)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from lth.cli import main
 from lth.compression import lowbit as LB
 from lth.compression import quantize as Q
 from lth.errors import UserError
@@ -83,31 +79,3 @@ def test_low_bit_kernels_keep_zeros_and_are_counted_exactly(bits, group):
                   "indices": nnz * (bits / 8 + 2)}
         assert row["int8_bytes"] == int(np.ceil(min(values.values()))) + 4 * groups * n_out
 
-
-def test_compress_adds_low_bit_and_mixed_stages(capsys, finished_run):
-    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress",
-                 "--set", "compress.low_bits=4,2", "--set", "compress.group_size=4", "--set", "compress.mixed=8,4,2",
-                 "--set", "compress.power_iters=30"]) == 0
-    text = capsys.readouterr().out
-    for row in ("ticket int4 PTQ, groups of 4", "ticket int2 PTQ, groups of 4", "ticket mixed PTQ (Q-BERT, mean"):
-        assert row in text, text
-    (res_dir,) = [d for d in os.listdir(os.path.join(finished_run, "compress"))
-                  if "ticket_mixed_ptq" in json.load(open(os.path.join(finished_run, "compress", d,
-                                                                       "results.json")))["stages"]]
-    st = json.load(open(os.path.join(finished_run, "compress", res_dir, "results.json")))["stages"]
-    # (groups of 4 inputs: a float32 scale per 4 weights outweighs int8's per-channel scales here)
-    assert st["ticket_int2_ptq"]["bytes"] < st["ticket_int4_ptq"]["bytes"]
-    assert all(st[k]["zeros_kept"] for k in ("ticket_int4_ptq", "ticket_int2_ptq", "ticket_mixed_ptq"))
-    mixed = st["ticket_mixed_ptq"]
-    order = sorted(mixed["omega"], key=lambda p: -mixed["omega"][p])
-    assert [mixed["bits"][p] for p in order] == [8, 4, 2]          # three kernels: one per width, by Ω
-    assert 2 < mixed["mean_bits"] < 8
-
-
-def test_group_size_that_does_not_divide_is_refused(capsys, finished_run):
-    assert main(["compress", "--run-dir", finished_run, "--level", "1", "--no-progress",
-                 "--set", "compress.low_bits=4", "--set", "compress.group_size=8"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "compress.group_size 8 does not divide the inputs of out/kernel (12 inputs)" in err[0]
-    assert main(["compress", "--run-dir", finished_run, "--set", "compress.mixed=8,3"]) == 2
-    assert "compress.mixed entry '3'" in capsys.readouterr().err
