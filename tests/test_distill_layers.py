@@ -102,3 +102,26 @@ def test_a_student_distils_the_layers_of_another_runs_bert(pretrained, tmp_path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
     assert not out.exists() or not os.listdir(out)
+
+
+def test_a_shallower_student_reads_chosen_layers_of_a_checkpoint(tmp_path):
+    """model.pretrained_layers: student layer i is the checkpoint's layer kept[i]; the others are
+    left out; a list of the wrong length or an index past the checkpoint is refused."""
+    from lth.models.bert_import import load_weights, save_pretrained
+    deep = BertConfig(layers=4, hidden=16, heads=4, intermediate=32, vocab_size=40, max_positions=16, sep_id=3)
+    x = jnp.zeros((1, 8), jnp.int32)
+    params = Bert(deep, 3).init(jax.random.PRNGKey(1), x)["params"]
+    save_pretrained(str(tmp_path), params, deep)
+    student = Bert(BertConfig(layers=2, hidden=16, heads=4, intermediate=32, vocab_size=40, max_positions=16,
+                              sep_id=3), 3)
+    fresh = student.init(jax.random.PRNGKey(2), x)["params"]
+    got = load_weights(str(tmp_path), fresh, student.cfg, [1, 3])
+    for i, j in ((0, 1), (1, 3)):
+        for a, b in zip(jax.tree.leaves(got[f"layer_{i}"]), jax.tree.leaves(params[f"layer_{j}"])):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got["word"]["embedding"], params["word"]["embedding"])
+    for bad in ([0], [0, 4]):
+        with pytest.raises(UserError, match="model.pretrained_layers .*allowed: 2 layer indices .* 4 layers 0..3"):
+            load_weights(str(tmp_path), fresh, student.cfg, bad)
+    with pytest.raises(UserError, match="unknown keys"):   # without the list, layers 2 and 3 are unknown
+        load_weights(str(tmp_path), fresh, student.cfg)

@@ -20,7 +20,8 @@ LEGACY_ABSENT = ("data.drop_last", "model.share_layers", "prune.structure", "com
                  "compress.speed", "compress.speed_repeats", "prune.pattern", "data.mlm_windows", "data.mlm_rate",
                  "data.sop_pairs", "compress.low_bits", "compress.group_size", "compress.mixed",
                  "compress.hessian_batches", "compress.power_iters", "model.layerdrop", "compress.layers",
-                 "model.fit_size", "train.distill.kind", "train.distill.beta", "train.distill.normalize")
+                 "model.fit_size", "model.pretrained_layers", "train.distill.kind", "train.distill.beta",
+                 "train.distill.normalize")
 
 
 def _fields(full: dict, sections, unhashed) -> dict:

@@ -233,7 +233,13 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
         check_tokens(model, ds.name, ds.meta)
     pretrained = None
     if cfg.model.pretrained:  # read once, before anything is written: files, keys and shapes checked
-        pretrained = load_weights(resolve(cfg.model.pretrained), params, getattr(model, "cfg", None))
+        kept = cfg.model.get("pretrained_layers", "")
+        try:
+            kept = [int(v) for v in split_list(kept)] if kept else None
+        except ValueError:
+            raise UserError(f"model.pretrained_layers {cfg.model.pretrained_layers!r}: allowed: a comma list of "
+                            f"layer indices") from None
+        pretrained = load_weights(resolve(cfg.model.pretrained), params, getattr(model, "cfg", None), kept)
     prunable = M.prunable_tree(params, cfg.prune.prunable)
     if cfg.prune.structure == "units":   # the output layer's units are the classes: never removed
         order = prunable_order(model, ds.input_shape, prunable)

@@ -85,10 +85,13 @@ def _short(items, n=8):
     return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def load_weights(directory: str, params, cfg: BertConfig | None = None) -> dict:
+def load_weights(directory: str, params, cfg: BertConfig | None = None, layers=None) -> dict:
     """`params` (one replicate's tree, as template) with every tensor found in the checkpoint. With
     `cfg.share_groups` g, block j is read from the first HF layer of its group (j·L/g) and the other
-    layers' tensors are left out."""
+    layers' tensors are left out. `layers` (a list, one checkpoint layer per model layer): layer i
+    is read from checkpoint layer layers[i] and the checkpoint's other layers are left out — a
+    shallower student initialized from chosen teacher layers (PKD: the first k; TinyBERT / DistilBERT:
+    every other one)."""
     from safetensors.numpy import load_file
 
     path = os.path.join(directory, "model.safetensors")
@@ -101,11 +104,20 @@ def load_weights(directory: str, params, cfg: BertConfig | None = None) -> dict:
         raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     flat = traverse_util.flatten_dict(params, sep="/")
     size = cfg.layers // cfg.share_groups if cfg is not None and cfg.share_groups else 1
-    names = {p: hf_name(p, lambda b: b * size) for p in flat}
+    if layers is not None:
+        have = sorted({int(m.group(1)) for k in raw if (m := re.match(r"(?:bert\.)?encoder\.layer\.(\d+)\.", k))})
+        blocks = sorted({int(m.group(1)) for p in flat if (m := re.match(r"layer_(\d+)/", p))})
+        if len(layers) != len(blocks) or any(i not in have for i in layers):
+            raise UserError(f"model.pretrained_layers {','.join(map(str, layers))}: allowed: {len(blocks)} layer "
+                            f"indices (one per model layer) of the checkpoint's {len(have)} layers 0..{len(have) - 1}")
+    first = (lambda b: layers[b]) if layers is not None else (lambda b: b * size)
+    names = {p: hf_name(p, first) for p in flat}
     wanted = set(names.values())
     tensors = {_canonical(k): v for k, v in raw.items()
                if not IGNORED.fullmatch(_canonical(k)) and not (k.startswith("cls.") and k not in wanted)}
     unused = {f"encoder.layer.{i}." for i in range(cfg.layers) if i % size} if size > 1 else set()
+    if layers is not None:   # the checkpoint's layers not read
+        unused = {f"encoder.layer.{i}." for i in have if i not in layers}
     unknown = {k for k in set(tensors) - wanted if not any(k.startswith(u) for u in unused)}
     missing = {n for n in wanted - set(tensors) if not n.startswith(HEADS)}
     if any(k.startswith("cls.predictions.") for k in raw) and not any(k.startswith("pooler.") for k in tensors):

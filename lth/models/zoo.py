@@ -34,6 +34,8 @@ OPTIONS = options(
     share_layers=(0, "BERT: ALBERT cross-layer sharing in this many groups of layers (1: all share one block); "
                      "pretrained weights: group j starts from its first layer; 0 = none"),
     layerdrop=(0.0, "BERT: LayerDrop (Fan et al. 2020): each layer skipped in training with this probability"),
+    pretrained_layers=("", "BERT: the checkpoint layers read into the model's layers, one each in order (e.g. 0,2,4 "
+                           "for a 3-layer student of a 6-layer model); '' = the same layers"),
     fit_size=(0, "BERT: TinyBERT's fit_dense, the hidden states projected to this width (a wider teacher's) for "
                  "train.distill.kind=tinybert_layers; 0 = none"),
 )
