@@ -213,3 +213,12 @@ def test_only_tinybert_layer_distillation_on_the_mlm_objective(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "allowed with a masked-LM dataset (bbc_news_mlm): tinybert_layers" in err[0]
     assert not out.exists() or not os.listdir(out)
+
+
+def test_a_bert_on_a_dataset_without_text_is_refused(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["lottery", "--config", os.path.join(ROOT, "configs", "bert_mlm_bbc.py"), "--out", str(out),
+                 "--set", "data.name=mnist1d", "--set", "model.name=bert_tiny", "--set", "model.pretrained="])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "dataset 'mnist1d' holds no text" in err[0]
+    assert not out.exists() or not os.listdir(out)
