@@ -3,6 +3,7 @@ Gordon's survey of BERT compression (parameters removed, measured speed-up, accu
 
     python experiments/compression_table.py mnist1d    # the demo MLP (after `make demo`), ~2 min on 2 cores
     python experiments/compression_table.py minilm --run-dir RUN   # MiniLM-L6 on BBC News, ~40 min on 2 cores
+    python experiments/compression_table.py minilm --run-dir RUN --survey   # + every family below, hours on 2 cores
 
 mnist1d: `lth compress` on the demo run (runs/mnist1d_mlp-*; its IMP ticket masked, shrunk and int8;
 its dense level factorized by SVD at 90% energy and fine-tuned 2 epochs) and on a structured IMP
@@ -13,6 +14,13 @@ fine-tuned dense model). `lth compress` on level 0 with half of the heads remove
 (Michel et al.) and shrunk, with the FFN kernels and the word embedding factorized at rank 128
 (ALBERT's E = 128) and fine-tuned one epoch, and with both; and an ALBERT-style model (6 layers in 3
 groups of shared weights, from the pretrained layers 0, 2, 4) distilled from level 0 for 3 epochs.
+
+--survey adds the rest of Gordon's families, each from its own runs (reused when done): int4 and
+Q-BERT mixed 8/4/2-bit weights (bytes, no CPU kernels: no speed); LayerDrop (a fine-tune with
+model.layerdrop=0.2, every other layer removed at inference); a 3-layer student (MiniLM's layers 0,
+2, 4) distilled from level 0 by logits, Patient KD and TinyBERT's intermediate layers; and 50 %
+tickets found on the masked-LM objective (task-agnostic) and on the task itself, trained on BBC News
+(`lth transfer`).
 
 Each row prints the command that made it. Speed-ups are against dense f32 measured in the same
 command (side by side, interleaved), latency at batch 1 and throughput at batch 64, CPU.
@@ -97,13 +105,94 @@ def minilm(a) -> list[str]:
                    row("heads pruned + factorized, fine-tuned", both["factorized_ft"], d, c3)]
 
 
+def bytes_row(name, st, dense_bytes, command) -> str:
+    """A row of a stage counted in bytes (low-bit weights): bits removed against dense float32."""
+    acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}"
+                                                  if st.get("test_accuracy_std") else "")
+    key = COMMANDS.setdefault(command, chr(ord("A") + len(COMMANDS)))
+    removed = 100 * (1 - st["bytes"] / dense_bytes)
+    return f"| {name} | {st['bytes']:,.0f} bytes | {removed:.1f}% of the bits | - | - | {acc} | {key} |"
+
+
+def acc_row(name, summary_row, removed, command) -> str:
+    acc = f"{100 * summary_row['test_accuracy']:.2f}" + (f" ± {100 * summary_row['test_accuracy_std']:.2f}"
+                                                          if summary_row.get("test_accuracy_std") else "")
+    key = COMMANDS.setdefault(command, chr(ord("A") + len(COMMANDS)))
+    return f"| {name} | - | {removed} | - | - | {acc} | {key} |"
+
+
+def student_dir(layers: int) -> str:
+    """A config.json of MiniLM-L6 with `layers` layers (the distilled students' model), written once."""
+    import json
+
+    from lth.models.bert_import import resolve
+    d = os.path.join(ROOT, "runs", f"minilm_l{layers}_student")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(resolve("minilm_l6"), "config.json")) as f:
+        cfg = json.load(f)
+    cfg["num_hidden_layers"] = layers
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    return d
+
+
+def survey(a, d) -> list[str]:
+    """Gordon's other families on MiniLM-L6 / BBC News (module docstring)."""
+    out = []
+    sets = ["compress.low_bits=4", "compress.mixed=8,4,2", "compress.activations=none", "compress.hessian_batches=1",
+            "compress.power_iters=20"]   # 37 kernels: 20 Hessian-vector products each at most
+    low = lth.compress(a.run_dir, 0, sets, log=print)
+    cmd = f"lth compress --run-dir {os.path.relpath(a.run_dir, ROOT)} --level 0 " + " ".join(f"--set {x}" for x in sets)
+    dense_bytes = low.summary["bytes"]["dense_f32"]
+    st = low.summary["stages"]
+    out += [bytes_row("int8 weights (PTQ, weight-only)", {**st["ticket_int8_ptq"], "bytes": st["ticket_int8_ptq"]
+                                                           ["sparse_int8"]}, dense_bytes, cmd),
+            bytes_row("int4 weights, groups of 128 (PTQ)", st["ticket_int4_ptq"], dense_bytes, cmd),
+            bytes_row(f"mixed 8/4/2 bits by Hessian (Q-BERT), mean {st['ticket_mixed_ptq']['mean_bits']:.2f} bits",
+                      st["ticket_mixed_ptq"], dense_bytes, cmd)]
+    drop = lth.lottery("bert_minilm_bbc", ["model.layerdrop=0.2", "lottery.levels=0", "lottery.controls=",
+                                           "train.duration=3ep"], log=print)
+    ld, c = compress(drop.run_dir, 0, ["compress.layers=every_other"])
+    out += [row("LayerDrop 0.2 (3 epochs), every other layer removed", ld["layers_dropped"], ld["dense_f32"], c)]
+    sd = student_dir(3)
+    for kind, extra in (("logits", []), ("patient", ["train.distill.alpha=0.3"]), ("tinybert_layers", [])):
+        sets = [f"model.name=bert:{sd}", "model.pretrained_layers=0,2,4", "lottery.levels=0", "lottery.controls=",
+                "train.duration=3ep", f"train.distill.teacher={a.run_dir}/level_0", f"train.distill.kind={kind}",
+                *extra]
+        student = lth.lottery("bert_minilm_bbc", sets, log=print)
+        stc, c = compress(student.run_dir, 0, [])
+        # the student's speed against the teacher's dense, two commands apart (≈)
+        r = dict(stc["ticket_f32"], speedup_b1=d["latency_ms_b1"] / stc["ticket_f32"]["latency_ms_b1"],
+                 speedup_b64=stc["ticket_f32"]["throughput_b64"] / d["throughput_b64"])
+        out.append(row(f"3-layer student, {kind} distillation, 3 epochs (speed ≈: separate command)", r, d,
+                       "lth lottery --config configs/bert_minilm_bbc.py " + " ".join(f"--set '{x}'" for x in sets)))
+    mlm = lth.lottery("bert_mlm_bbc", ["prune.fraction=0.5", "prune.layer_fractions=pooler=0.5", "lottery.levels=1",
+                                       "lottery.controls="], log=print)
+    task = lth.lottery("bert_minilm_bbc", ["prune.fraction=0.5", "prune.layer_fractions=pooler=0.5",
+                                           "lottery.levels=1", "lottery.controls="], log=print)
+    sets = [f"transfer.sources=mlm={mlm.run_dir},bbc_news={task.run_dir}", "transfer.densities=0.5",
+            "transfer.weights=target", "transfer.dense=False"]
+    tr = lth.transfer("bert_minilm_bbc", sets, log=print)
+    cmd = "lth transfer --config configs/bert_minilm_bbc.py " + " ".join(f"--set '{x}'" for x in sets)
+    for r in tr.summary["rows"]:
+        label = {"mlm": "ticket found on the MLM objective (task-agnostic), 50%",
+                 "bbc_news": "ticket found on BBC News (downstream), 50%"}.get(r["name"], f"{r['name']} mask, 50%")
+        out.append(acc_row(label, r, "50% of the encoder (masked)", cmd))
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", choices=("mnist1d", "minilm"))
     p.add_argument("--run-dir", help="the lottery run (mnist1d: the demo run; minilm: required)")
+    p.add_argument("--survey", action="store_true", help="minilm: also every other family (module docstring)")
     a = p.parse_args(argv)
     try:
         lines = (mnist1d if a.model == "mnist1d" else minilm)(a)
+        if a.survey and a.model == "minilm":
+            dense = lth.compress(a.run_dir, 0, ["compress.heads=0.5", "compress.speed=true",
+                                                "compress.speed_repeats=5"]).summary["physical"]["dense_f32"]
+            lines += survey(a, dense)
     except lth.UserError as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
