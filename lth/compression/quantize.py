@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth.compression import lowbit as LB
 from lth.compression import nm as NM
 from lth.errors import UserError
 from lth.pruning import masks as M
@@ -35,7 +36,6 @@ def rules(cfg, for_qat: bool = False, bits: int = 8, group: int = 0, per_layer: 
     activation scales (static ones are calibrated afterwards, as for the ticket)."""
     import qwix
 
-    from lth.compression import lowbit as LB
     act = cfg.compress.activations
     kw = {}
     if act != "none":
@@ -186,10 +186,9 @@ def sizes(params, masks, prunable, quantized: dict, model_state=None, nm="auto")
     mask is N:M along axis -2 for one of lth.compression.nm.PATTERNS may be stored N:M), a pattern
     (N, M) (only that one) or None (no N:M format). Each leaf's row names its pattern ("nm": "2:4")
     whether or not N:M was its cheapest format."""
-    from lth.compression.lowbit import bits_of
     scales = {path: int(np.size(q.scale)) for path, q in quantized.items()}
     return _sizes(params, masks, prunable, scales, model_state, nm,
-                  {path: bits_of(q.qvalue.dtype) for path, q in quantized.items()})
+                  {path: LB.bits_of(q.qvalue.dtype) for path, q in quantized.items()})
 
 
 def model_bytes(params, masks=None, prunable=r".*kernel", model_state=None, quantized=None, nm="auto") -> dict:
