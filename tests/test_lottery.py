@@ -119,6 +119,7 @@ def test_killed_run_resumes_to_the_same_result(reference, tmp_path, monkeypatch)
         assert tree_equal(a.masks, b.masks) and tree_equal(a.params, b.params)
 
 
+@pytest.mark.slow   # over ~15 s on 2 cores: `make test-all`
 def test_same_seed_identical_and_other_seed_differs(reference, tmp_path):
     ref_path, s, ref_summary, _ = reference
     _, summary, _ = run(tmp_path / "a", *REWIND)

@@ -100,6 +100,7 @@ def test_tickets_at_each_k_come_from_imp_rewound_to_that_k(study):
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(imp[0]), jax.tree.leaves(imp[20])))
 
 
+@pytest.mark.slow   # over ~15 s on 2 cores: `make test-all`
 def test_copies_with_the_same_data_order_have_no_barrier(tmp_path, monkeypatch):
     from lth.harness.run import keys
 
