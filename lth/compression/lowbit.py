@@ -20,6 +20,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from lth.errors import UserError
 
@@ -73,13 +74,13 @@ def sensitivities(apply_fn, params, paths: list[str], batches, loss, key, iters:
                   tol: float = 1e-3) -> dict:
     """{path: {"eigenvalues": [λ per batch], "omega": |mean λ| + std λ}} of each kernel in `paths`
     (its Hessian block, the other params fixed), over `batches` [(x, y)]; `loss(logits, y)`."""
-    flat = {p: leaf for p, leaf in _flat(params).items()}
+    flat = traverse_util.flatten_dict(params, sep="/")
     out = {}
     for i, path in enumerate(paths):
         lams = []
         for j, (x, y) in enumerate(batches):
             def f(w, x=x, y=y, path=path):
-                return loss(apply_fn(_replace(params, path, w), x), y)
+                return loss(apply_fn(traverse_util.unflatten_dict({**flat, path: w}, sep="/"), x), y)
             lams.append(top_eigenvalue(f, jnp.asarray(flat[path]), jax.random.fold_in(key, i * 1000 + j), iters, tol))
         out[path] = {"eigenvalues": lams, "omega": abs(float(np.mean(lams))) + float(np.std(lams))}
     return out
@@ -111,20 +112,3 @@ def mean_bits(per_layer: dict, sizes: dict) -> float:
     total = sum(sizes[p] for p in per_layer)
     return sum(per_layer[p] * sizes[p] for p in per_layer) / total if total else math.nan
 
-
-def _flat(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        p = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flat(v, p))
-        else:
-            out[p] = v
-    return out
-
-
-def _replace(tree, path: str, value):
-    head, *rest = path.split("/")
-    if not rest:
-        return {**tree, head: value}
-    return {**tree, head: _replace(tree[head], "/".join(rest), value)}

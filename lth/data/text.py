@@ -116,14 +116,20 @@ def bbc_articles():
     return texts, np.asarray(labels, np.int32), classes
 
 
+def bbc_split(n: int, split_seed: int):
+    """(test, train) article indices: BBC_TEST_FRACTION of the n articles by `split_seed + 1` — one
+    split for bbc_news, bbc_news_mlm and bbc_sop, so no task sees another's test articles."""
+    perm = np.random.default_rng(split_seed + 1).permutation(n)
+    n_test = int(round(BBC_TEST_FRACTION * n))
+    return perm[:n_test], perm[n_test:]
+
+
 def load_bbc(cfg):
     """Seeded split: BBC_TEST_FRACTION of the articles (by `data.split_seed + 1`) are the test set."""
     texts, labels, classes = bbc_articles()
     tok = tokenizer(cfg.tokenizer)
     x = encode(tok, texts, cfg.max_length)
-    perm = np.random.default_rng(cfg.split_seed + 1).permutation(len(labels))
-    n_test = int(round(BBC_TEST_FRACTION * len(labels)))
-    te, tr = perm[:n_test], perm[n_test:]
+    te, tr = bbc_split(len(labels), cfg.split_seed)
     return (x[tr], labels[tr]), (x[te], labels[te]), len(classes), meta(tok, cfg.max_length)
 
 
@@ -181,10 +187,8 @@ def load_bbc_mlm(cfg):
     if not 0.0 < rate < 1.0:
         raise UserError(f"data.mlm_rate {rate} out of range; allowed: a fraction in (0, 1), e.g. 0.15 (BERT)")
     tok = tokenizer(cfg.tokenizer)
-    perm = np.random.default_rng(cfg.split_seed + 1).permutation(len(texts))
-    n_test = int(round(BBC_TEST_FRACTION * len(texts)))
     te, tr = (mlm_windows(tok, [texts[i] for i in part], cfg.max_length, cfg.get("mlm_windows", 0))
-              for part in (perm[:n_test], perm[n_test:]))
+              for part in bbc_split(len(texts), cfg.split_seed))
     return (tr, tr.copy()), (te, te.copy()), tok.get_vocab_size(), mlm_meta(tok, cfg.max_length, rate)
 
 
@@ -238,10 +242,9 @@ def load_bbc_sop(cfg):
     if per < 1:
         raise UserError(f"data.sop_pairs {per} out of range; allowed: 1 or more sentence pairs per article")
     tok = tokenizer(cfg.tokenizer)
-    perm = np.random.default_rng(cfg.split_seed + 1).permutation(len(texts))
-    n_test = int(round(BBC_TEST_FRACTION * len(texts)))
+    te, tr = bbc_split(len(texts), cfg.split_seed)
     out = []
-    for j, part in enumerate((perm[n_test:], perm[:n_test])):
+    for j, part in enumerate((tr, te)):
         a, b, y = sop_pairs([texts[i] for i in part], per, cfg.split_seed + 2 + j)
         out.append((encode(tok, a, cfg.max_length, b), y))
     return out[0], out[1], 2, meta(tok, cfg.max_length)

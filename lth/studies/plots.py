@@ -235,16 +235,7 @@ def oneshot_accuracy(result: dict, path: str) -> str:
                     ax.annotate(r["target"], (100 * r["density"], 100 * r[key]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
     ax.axhline(100 * result["trained"]["test_accuracy"], color="k", lw=0.8, ls=":", label="trained network")
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"one-shot pruning of level {result['level']}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _remaining_axis(fig, ax, f"one-shot pruning of level {result['level']}", path)
 
 
 def transfer(summary: dict, path: str) -> str:
@@ -260,10 +251,15 @@ def transfer(summary: dict, path: str) -> str:
     for r in rows:
         if r["kind"] == "dense":
             ax.axhline(100 * r["test_accuracy"], color="k", lw=0.8, ls=":", label="dense")
+    return _remaining_axis(fig, ax, f"tickets transferred to {summary.get('task', 'the target')}", path)
+
+
+def _remaining_axis(fig, ax, title: str, path: str) -> str:
+    """Weights remaining (%, falling to the right) against test accuracy, grid, legend, title; saved."""
     ax.invert_xaxis()
     ax.set_xlabel("weights remaining (%)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"tickets transferred to {summary.get('task', 'the target')}")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
