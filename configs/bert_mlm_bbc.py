@@ -4,7 +4,9 @@ MiniLM-L6 (rewinding to the pretrained weights), on BBC News article text withou
 
 The data are `bbc_news_mlm`: every article cut into 64-token windows, BERT's dynamic 15 % masking
 (80 % [MASK], 10 % random, 10 % unchanged; lth/training/objective.py), bbc_news's test articles held
-out. all-MiniLM-L6-v2 ships no MLM head, so the head (dense + LayerNorm, decoder tied to the word
+out. The decoder over the 30,522-token vocabulary runs at the selected tokens only (at most 20 a
+window, Google BERT's max_predictions_per_seq; over 20 of 62 at 15 % is rarer than 1 in 1,000).
+all-MiniLM-L6-v2 ships no MLM head, so the head (dense + LayerNorm, decoder tied to the word
 embeddings) starts fresh and is trained with the encoder; a checkpoint with `cls.predictions.*`
 (any HF BertForMaskedLM) loads its own. The metric is MLM accuracy on the masked test tokens; the
 summary's test_loss is log perplexity.
@@ -24,6 +26,7 @@ def get_config():
     c.data.name = "bbc_news_mlm"
     c.data.tokenizer = "minilm_l6"
     c.data.max_length = 64
+    c.data.mlm_predictions = 20              # the decoder at <= 20 selected tokens a window (Google BERT's gather)
     c.data.validation_size = 500
     c.train.optimizer = "adamw"
     c.train.lr = 5e-5

@@ -101,6 +101,47 @@ def test_masking_follows_berts_80_10_10_rule():
     assert (np.asarray(other) != labels).any()
 
 
+def test_gathered_predictions_equal_the_full_decoder_and_cap_at_k():
+    """data.mlm_predictions = K (Google BERT's max_predictions_per_seq / gather_indexes): the same
+    selection and 80/10/10 draws as K = 0 wherever a sequence has at most K selected tokens, the
+    first K of them otherwise; the tiny HF BertForMaskedLM's loss through the gathered head equals
+    the loss over every position."""
+    ref = np.load(os.path.join(DATA, "mlm_tiny_reference.npz"))
+    ids = np.asarray(ref["inputs"])
+    t = ids.shape[1]
+    full_obj = MaskedLM(mask_id=4, vocab_size=40, special=(0, 1, 2, 3, 4), rate=0.5)
+    key = jax.random.PRNGKey(5)
+    x0, y0 = map(np.asarray, full_obj.prepare(key, jnp.asarray(ids), jnp.asarray(ids)))
+    counts = (y0 != IGNORE).sum(1)
+    assert counts.max() >= 2 and len(set(counts)) > 1
+    model = with_head(Bert(config_from_file(TINY), 2), "mlm")
+    params = load_weights(TINY, template(model, t), model.cfg)
+    full = full_obj.loss(model.apply({"params": params}, jnp.asarray(x0)), jnp.asarray(y0))
+    for k in (int(counts.max()), t):   # no sequence over K: equal to the full decoder
+        obj = MaskedLM(mask_id=4, vocab_size=40, special=(0, 1, 2, 3, 4), rate=0.5, predictions=k)
+        xk, yk = map(np.asarray, obj.prepare(key, jnp.asarray(ids), jnp.asarray(ids)))
+        assert xk.shape == (len(ids), t + k) and yk.shape == (len(ids), k)
+        np.testing.assert_array_equal(xk[:, :t], x0)
+        pos = xk[:, t:]
+        for i in range(len(ids)):
+            sel = np.flatnonzero(y0[i] != IGNORE)
+            np.testing.assert_array_equal(pos[i, :len(sel)], sel)          # the selected positions, in order
+            np.testing.assert_array_equal(yk[i, :len(sel)], ids[i, sel])
+            assert (yk[i, len(sel):] == IGNORE).all()
+        gathered = with_head(Bert(config_from_file(TINY), 2), "mlm", k)
+        logits = gathered.apply({"params": params}, jnp.asarray(xk))
+        assert logits.shape[:2] == (len(ids), k)
+        assert abs(float(obj.loss(logits, jnp.asarray(yk))) - float(full)) < 1e-5
+    obj = MaskedLM(mask_id=4, vocab_size=40, special=(0, 1, 2, 3, 4), rate=0.5, predictions=1)   # capped
+    x1, y1 = map(np.asarray, obj.prepare(key, jnp.asarray(ids), jnp.asarray(ids)))
+    for i in range(len(ids)):
+        sel = np.flatnonzero(y0[i] != IGNORE)
+        if len(sel):
+            assert x1[i, t] == sel[0] and y1[i, 0] == ids[i, sel[0]]
+            rest = np.setdiff1d(np.arange(t), sel[:1])
+            np.testing.assert_array_equal(x1[i, rest], ids[i, rest])    # the others neither changed nor predicted
+
+
 def test_loss_and_metric_average_over_predicted_tokens():
     """HF's CrossEntropyLoss(ignore_index=-100): one mean over the batch's predicted tokens (not a
     mean of per-example means); padding examples of a partial batch weigh 0."""

@@ -70,7 +70,7 @@ def test_transfer_trains_the_source_ticket_and_matched_controls(finished_run, tm
             assert w[m].min() >= w[~m].max()
 
     # the weights: the source's rewind point (transfer.weights=source), this config's init otherwise
-    src_masks, src_params = T.read_source(finished_run, 1, True)
+    src_masks, src_params = T.read_source(finished_run, 1, "source")
     p_src, _ = T.transferred(s, src_masks, src_params, init)
     p_tgt, _ = T.transferred(s, src_masks, None, init)
     rewind = checkpoint.load(paths.rewind(finished_run), {"params": init, "model_state": {}})["params"]
@@ -92,8 +92,40 @@ def test_bad_sources_are_refused_before_anything_is_written(finished_run, tmp_pa
         ([f"transfer.sources=sgd={finished_run}", "transfer.densities=1.5"], "transfer.densities entry '1.5'"),
         ([f"transfer.sources=sgd={finished_run}", "transfer.controls=shuffle"], "transfer.controls entry"),
         ([f"transfer.sources=sgd={finished_run}", "transfer.weights=pretrained"], "transfer.weights"),
+        ([f"transfer.sources=sgd={finished_run}", "transfer.masks=imp"], "transfer.masks"),
         ([f"transfer.sources=sgd={finished_run}", f"transfer.densities={d}", "model.name=lenet_30_12"],
          "do not fit this config's prunable weights: fc_0/kernel (40, 30) (source: (40, 24)), "
          "fc_1/kernel (30, 12)"),
     ], tmp_path)
 
+
+
+def test_oneshot_masks_prune_the_trained_level_0_by_the_sources_rule(finished_run):
+    """transfer.masks=oneshot: the source's trained level 0, global magnitude to the density over its
+    prunable weights, each prune.layer_fractions group (here the last layer) ranked on its own at the
+    same density; transfer.weights=trained: those trained weights, masked (Gordon et al.)."""
+    import copy
+
+    src = T.source_setup(finished_run)
+    final = load_level(src, finished_run, 0)
+    flat_w, flat_on = T._flat(final.params), T._flat(src.prunable)
+    kernels = [p for p, on in flat_on.items() if on]
+    last = kernels[-1].rsplit("/", 1)[0]
+    grouped = copy.copy(src)
+    grouped.cfg = copy.deepcopy(src.cfg)
+    grouped.cfg.prune.layer_fractions = f"{last}=0.2"
+    for d in (0.5, 0.3):
+        masks = T._flat(T.oneshot_masks(grouped, final, d))
+        for members in (kernels[:-1], kernels[-1:]):
+            w = np.concatenate([np.abs(flat_w[p][0]).ravel() for p in members])
+            m = np.concatenate([masks[p][0].ravel() for p in members])
+            assert m.sum() == round(d * m.size)                    # each group at the density
+            assert w[m].min() >= w[~m].max()                       # the largest trained weights
+        masks, params = T.read_source(finished_run, 0, "trained", d)
+        w = np.concatenate([np.abs(flat_w[p][0]).ravel() for p in kernels])
+        m = np.concatenate([masks[p][0].ravel() for p in kernels])
+        assert m.sum() == round(d * m.size) and w[m].min() >= w[~m].max()   # one global ranking
+        for p, on in flat_on.items():
+            if not on:
+                assert masks[p].all()
+            np.testing.assert_array_equal(params[p], flat_w[p] * masks[p])   # trained, masked

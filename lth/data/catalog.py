@@ -32,6 +32,9 @@ OPTIONS = options(
     mlm_windows=(0, "masked-LM text (bbc_news_mlm): windows of max_length tokens kept per article (0 = all)"),
     sop_pairs=(2, "bbc_sop: sentence pairs drawn per article (ALBERT's sentence-order prediction)"),
     mlm_rate=(0.15, "masked-LM text: the fraction of tokens selected for prediction (BERT: 0.15; 80/10/10 rule)"),
+    mlm_predictions=(0, "masked-LM text: 0 = the decoder runs at every position (HF BertForMaskedLM) | K: at most K "
+                        "selected tokens per sequence, the decoder run at those only (Google BERT's "
+                        "max_predictions_per_seq, 20 at 128 tokens)"),
 )
 
 

@@ -186,13 +186,17 @@ def load_bbc_mlm(cfg):
     rate = float(cfg.get("mlm_rate", 0.15))
     if not 0.0 < rate < 1.0:
         raise UserError(f"data.mlm_rate {rate} out of range; allowed: a fraction in (0, 1), e.g. 0.15 (BERT)")
+    k = int(cfg.get("mlm_predictions", 0))
+    if not 0 <= k <= cfg.max_length:
+        raise UserError(f"data.mlm_predictions {k} out of range; allowed: 0 (every position) to data.max_length "
+                        f"({cfg.max_length})")
     tok = tokenizer(cfg.tokenizer)
     te, tr = (mlm_windows(tok, [texts[i] for i in part], cfg.max_length, cfg.get("mlm_windows", 0))
               for part in bbc_split(len(texts), cfg.split_seed))
-    return (tr, tr.copy()), (te, te.copy()), tok.get_vocab_size(), mlm_meta(tok, cfg.max_length, rate)
+    return (tr, tr.copy()), (te, te.copy()), tok.get_vocab_size(), mlm_meta(tok, cfg.max_length, rate, k)
 
 
-def mlm_meta(tok, max_length: int, rate: float) -> dict:
+def mlm_meta(tok, max_length: int, rate: float, predictions: int = 0) -> dict:
     """A text dataset's meta plus what the MaskedLM objective needs: [MASK] and the ids never masked
     (HF's all_special_ids of a BERT tokenizer: [PAD], [CLS], [SEP], [UNK], [MASK])."""
     extra = {name: tok.token_to_id(t) for name, t in (("mask", "[MASK]"), ("unk", "[UNK]"))}
@@ -201,7 +205,8 @@ def mlm_meta(tok, max_length: int, rate: float) -> dict:
     m = meta(tok, max_length)
     special = [m["pad_id"], m["cls_id"], m["sep_id"], extra["mask"]] + ([extra["unk"]] if extra["unk"] is not None
                                                                         else [])
-    return {**m, "objective": "mlm", "mask_id": extra["mask"], "special_ids": sorted(special), "mlm_rate": rate}
+    return {**m, "objective": "mlm", "mask_id": extra["mask"], "special_ids": sorted(special), "mlm_rate": rate,
+            "mlm_predictions": predictions}
 
 
 # ----- sentence-order prediction ----------------------------------------------------------------------

@@ -21,7 +21,8 @@ LEGACY_ABSENT = ("data.drop_last", "model.share_layers", "prune.structure", "com
                  "data.sop_pairs", "compress.low_bits", "compress.group_size", "compress.mixed",
                  "compress.hessian_batches", "compress.power_iters", "model.layerdrop", "compress.layers",
                  "model.fit_size", "model.pretrained_layers", "train.distill.kind", "train.distill.beta",
-                 "train.distill.normalize")
+                 "train.distill.normalize", "data.mlm_predictions",
+                 "transfer.masks")
 
 
 def _fields(full: dict, sections, unhashed) -> dict:

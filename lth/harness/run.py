@@ -216,7 +216,7 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
     objective = of_meta(ds.meta)   # classification, or a masked-LM corpus's MaskedLM (its BERT head)
     model = zoo.from_config(cfg.model, ds.num_classes, ds.input_shape)
     if objective.name == "mlm":
-        model = with_head(model, "mlm")
+        model = with_head(model, "mlm", objective.predictions)
         if cfg.train.distill.teacher and cfg.train.distill.get("kind", "logits") != "tinybert_layers":
             raise UserError(f"train.distill.kind {cfg.train.distill.get('kind', 'logits')!r} distils class logits; "
                             f"allowed with a masked-LM dataset ({ds.name}): tinybert_layers (TinyBERT's "

@@ -188,6 +188,7 @@ class Bert(nn.Module):
     cfg: BertConfig
     num_classes: int
     head: str = "classifier"   # classifier (logits [B, classes]) | mlm (BertForMaskedLM's head: logits [B, T, vocab])
+    mlm_predictions: int = 0   # mlm: K > 0 = the input's last K entries are the positions predicted (logits [B, K, V])
 
     @nn.compact
     def __call__(self, x, train=False, head_mask=None, mlp_mask=None, features=False):
@@ -197,6 +198,9 @@ class Bert(nn.Module):
         fit: the hidden states through `fit_dense` or None}."""
         c = self.cfg
         ids = jnp.asarray(x).astype(jnp.int32)
+        positions = None
+        if self.head == "mlm" and self.mlm_predictions:   # [ids | K positions] (lth/training/objective.py MaskedLM)
+            ids, positions = ids[:, :-self.mlm_predictions], ids[:, -self.mlm_predictions:]
         t = ids.shape[-1]
         if t > c.max_positions:
             raise ValueError(f"sequence length {t} is over the {c.max_positions} position embeddings")
@@ -229,8 +233,9 @@ class Bert(nn.Module):
         if features is True:
             return h, pooled
         if self.head == "mlm":   # HF BertLMPredictionHead: dense, GELU, LayerNorm, the word embeddings' transpose
-            #                      + a bias
-            m = nn.gelu(nn.Dense(c.hidden, kernel_init=init, name="mlm_transform")(h), approximate=False)
+            #                      + a bias; with positions, at those only (Google BERT's gather_indexes)
+            m = h if positions is None else jnp.take_along_axis(h, positions[..., None], axis=1)
+            m = nn.gelu(nn.Dense(c.hidden, kernel_init=init, name="mlm_transform")(m), approximate=False)
             m = nn.LayerNorm(c.ln_eps, name="mlm_ln")(m)
             word = self.variables["params"]["word"]["embedding"]
             logits = m @ word.T.astype(m.dtype) + self.param("mlm_bias", nn.initializers.zeros, (c.vocab_size,))
@@ -262,14 +267,15 @@ def drop_layers(model, params, kept):
     return model.clone(cfg=cfg), out
 
 
-def with_head(model, head: str):
-    """`model` with the output head a dataset's objective needs: `mlm` is BERT's masked-LM head."""
+def with_head(model, head: str, predictions: int = 0):
+    """`model` with the output head a dataset's objective needs: `mlm` is BERT's masked-LM head
+    (`predictions` K > 0: at the K positions the input carries after its ids)."""
     if head == "classifier":
         return model
     if not isinstance(model, Bert):
         raise UserError(f"a masked-language-model dataset needs a BERT model (see `lth models`), "
                         f"not {type(model).__name__}")
-    return model.clone(head=head)
+    return model.clone(head=head, mlm_predictions=int(predictions))
 
 
 def check_tokens(model, dataset: str, meta: dict) -> None:

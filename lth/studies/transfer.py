@@ -4,12 +4,18 @@ objective transfer to downstream tasks as well as each task's own?).
 
 The config is the *target*: its model, data and training. `transfer.sources` names finished `lth
 lottery` runs (NAME=RUN_DIR: the MLM run, each task's own run, a run on other data or with another
-optimizer). For each source and each of `transfer.densities`, the source's finished level at that
-density gives the mask (every prunable leaf of the target must be a leaf of the source's masks with
-the same shape, matched by path: an MLM head or another classifier stays out) and, with
-`transfer.weights=source`, the weights: the source's rewind point (IMP's level_0/rewind) where path
-and shape match and the target's `lottery.reinit` does not redraw them, the target's own init
-elsewhere. The arm is trained with the target's recipe from step 0.
+optimizer). For each source and each of `transfer.densities` the mask is, with `transfer.masks=level`, the
+source's finished level at that density (its IMP ticket), or with `transfer.masks=oneshot` the
+source's trained level 0 pruned in one shot to the density by the source's own rule (its
+prune.score, prune.scope and prune.layer_fractions groups, each group at the density): every density
+from one training of the source. Every prunable leaf of the target must be a leaf of the source's
+masks with the same shape, matched by path (an MLM head or another classifier stays out). The
+weights: `transfer.weights=source`, the source's rewind point (IMP's level_0/rewind); `trained`, the
+source's trained weights of that level (level 0 for oneshot), masked — Gordon et al.'s "prune the
+pre-trained (here: MLM-trained) model, then fine-tune"; both where path and shape match and the
+target's `lottery.reinit` does not redraw them, the target's own init elsewhere; `target`, the
+target's own init (e.g. its pretrained weights). The arm is trained with the target's recipe from
+step 0.
 
 Controls at each density, with the first source's per-layer counts: `random` (a random mask: each
 layer's kept count at random positions) and `magnitude` (each layer keeps its largest-magnitude
@@ -40,6 +46,7 @@ from lth.pruning import prune as P
 from lth.studies import plots
 from lth.studies.compress import load_level, run_config
 from lth.studies.lottery import COMMAND as LOTTERY
+from lth.studies.lottery import imp_scores
 from lth.training.loop import device_data
 
 OPTIONS = {"transfer": options(
@@ -48,8 +55,11 @@ OPTIONS = {"transfer": options(
                           "density (within 0.005)"),
     controls=("random,magnitude", "comma list: random (random positions) | magnitude (largest weights of this "
                                   "config's init), both with the first source's per-layer counts ('' = none)"),
-    weights=("source", "source (the source run's rewind weights where paths and shapes match) | target (this "
-                       "config's own init, e.g. its pretrained weights)"),
+    weights=("source", "source (the source run's rewind weights where paths and shapes match) | trained (its trained "
+                       "weights of that level, masked: prune-then-fine-tune) | target (this config's own init, e.g. "
+                       "its pretrained weights)"),
+    masks=("level", "level (the source's finished level at each density: its IMP ticket) | oneshot (its trained "
+                    "level 0 pruned in one shot to each density by its own prune.score / scope / layer_fractions)"),
     dense=(True, "also train the dense network from this config's init"),
 )}
 
@@ -58,7 +68,8 @@ DESCRIPTION = ("Train the tickets of finished `lth lottery` runs (transfer.sourc
                "(transfer.densities) with this config's task and recipe, beside random and magnitude masks of "
                "the same per-layer counts and the dense network.")
 CONTROLS = ("random", "magnitude")
-WEIGHTS = ("source", "target")
+WEIGHTS = ("source", "trained", "target")
+MASKS = ("level", "oneshot")
 TOLERANCE = 0.005
 PLOT_FILE = "transfer.png"
 
@@ -101,6 +112,7 @@ def validate(cfg) -> None:
     for c in split_list(t.controls):
         check_choice("transfer.controls entry", c, CONTROLS)
     check_choice("transfer.weights", t.weights, WEIGHTS)
+    check_choice("transfer.masks", t.get("masks", "level"), MASKS)
 
 
 COMMAND = Command("transfer", BASE_SECTIONS + ("prune", "lottery", "transfer"),
@@ -162,18 +174,37 @@ def check_fit(s, run_dir: str) -> None:
                         + (f" (+{len(bad) - 6} more)" if len(bad) > 6 else ""))
 
 
-def read_source(run_dir: str, level: int, need_weights: bool):
-    """(flat masks {path: [R, ...]}, flat rewind params or None) of a source run's level, read into
-    the source's own shapes (its model, e.g. an MLM head)."""
+def oneshot_masks(src, final, density: float):
+    """The source's trained network pruned in one shot to `density` by its own rule: its IMP score,
+    global or layerwise, each prune.layer_fractions group (its own ranking) at the same density."""
+    c = src.cfg.prune
+    if c.pattern or c.scope not in ("global", "layerwise") or c.structure != "weights":
+        raise UserError(f"transfer.masks=oneshot: the source prunes with prune.scope={c.scope!r}, "
+                        f"prune.pattern={c.pattern!r}, prune.structure={c.structure!r}; allowed: global or layerwise "
+                        f"unstructured weights (or transfer.masks=level)")
+    scores = imp_scores(src, final.params, final.model_state, final.masks, 1)
+    groups = [(p, 1.0 - density if f > 0 else 0.0) for p, f in P.parse_layer_fractions(c.layer_fractions)]
+    return P.prune_replicates(scores, final.masks, src.prunable, density=density, layer_fractions=groups,
+                              layerwise=c.scope == "layerwise")
+
+
+def read_source(run_dir: str, level: int, weights: str, density: float | None = None):
+    """(flat masks {path: [R, ...]}, flat params or None) of a source run's level, read into the
+    source's own shapes (its model, e.g. an MLM head). `density`: the masks pruned in one shot from
+    the level's trained weights (transfer.masks=oneshot). `weights`: source (the rewind point) |
+    trained (the level's trained weights, masked) | target (none)."""
     src = source_setup(run_dir)
     final = load_level(src, run_dir, level)
+    masks = final.masks if density is None else oneshot_masks(src, final, density)
+    if weights == "trained":
+        return _flat(masks), _flat(M.apply(final.params, masks))
     params = None
-    if need_weights:
+    if weights == "source":
         like = {"params": final.params, "model_state": final.model_state}
         if not checkpoint.exists(paths.rewind(run_dir)):
             raise UserError(f"{run_dir} has no rewind point (level_0/rewind); allowed with transfer.weights=target")
         params = _flat(checkpoint.load(paths.rewind(run_dir), like)["params"])
-    return _flat(final.masks), params
+    return _flat(masks), params
 
 
 def transferred(s, src_masks: dict, src_params: dict | None, init_params):
@@ -228,8 +259,12 @@ def plan(s) -> list[tuple[str, str, float, int]]:
     for name, run_dir in parse_sources(s.cfg.transfer.sources):
         source_levels(run_dir)   # a finished run, before its config is read
         check_fit(s, run_dir)
+        oneshot = s.cfg.transfer.get("masks", "level") == "oneshot"
+        if oneshot and 0 not in source_levels(run_dir):
+            raise UserError(f"transfer.masks=oneshot: {run_dir} has no finished level 0; allowed: a run whose level 0 "
+                            f"(the trained dense network) is finished")
         for d in parse_densities(s.cfg.transfer.densities):
-            out.append((name, run_dir, d, level_at(run_dir, d) if d < 1.0 else 0))
+            out.append((name, run_dir, d, 0 if oneshot or d >= 1.0 else level_at(run_dir, d)))
     return out
 
 
@@ -283,9 +318,10 @@ def run(s, run_dir: str, log=print) -> dict:
     if cfg.transfer.dense:
         arm("dense", "dense", 1.0, init_params, M.ones_like(init_params))
     first = {}
-    weights = cfg.transfer.weights == "source"
+    oneshot = cfg.transfer.get("masks", "level") == "oneshot"
     for name, src_dir, density, level in plan(s):
-        src_masks, src_params = read_source(src_dir, level, weights)
+        src_masks, src_params = read_source(src_dir, level, cfg.transfer.weights,
+                                            density if oneshot and density < 1.0 else None)
         params, masks = transferred(s, src_masks, src_params, init_params)
         first.setdefault(density, masks)
         arm(f"{name}-d{density:g}", "source", density, params, masks)

@@ -15,6 +15,14 @@ tokens of the batch (CrossEntropyLoss with ignore_index=-100); the metric is the
 and the evaluation's mean loss is the log of the perplexity. Evaluation masks each chunk with a fixed
 key (the same positions at every evaluation, for every replicate), so numbers are comparable across
 levels and arms.
+
+With `predictions` K > 0 (data.mlm_predictions; Google BERT's `max_predictions_per_seq`,
+run_pretraining.py `gather_indexes`): a sequence keeps at most its first K selected tokens (the rest
+are neither changed nor predicted), and the decoder over the vocabulary runs at those K positions
+only. `prepare` then returns the inputs [B, T + K] — the masked ids, then the K positions (selected
+first, in order; unused slots point at position 0 and are ignored) — and the labels [B, K]; the
+BERT's MLM head (`Bert.mlm_predictions`) splits them. Where no sequence has more than K selected
+tokens the loss and metric equal the ungathered ones; the decoder's cost falls by T / K.
 """
 from __future__ import annotations
 
@@ -53,6 +61,7 @@ class MaskedLM:
     vocab_size: int
     special: tuple            # ids never selected: [PAD], [CLS], [SEP], [UNK], [MASK]
     rate: float = 0.15
+    predictions: int = 0      # K > 0: at most K predicted tokens per sequence, gathered before the decoder
     name = "mlm"
     prepares = True
 
@@ -62,11 +71,21 @@ class MaskedLM:
         k_sel, k_mask, k_rand, k_tok = jax.random.split(key, 4)
         candidate = ~jnp.isin(ids, jnp.asarray(self.special, jnp.int32))
         selected = (jax.random.uniform(k_sel, ids.shape) < self.rate) & candidate
+        if self.predictions:   # the first K selected of each sequence
+            selected &= jnp.cumsum(selected, axis=-1) <= self.predictions
         to_mask = selected & (jax.random.uniform(k_mask, ids.shape) < 0.8)
         to_random = selected & ~to_mask & (jax.random.uniform(k_rand, ids.shape) < 0.5)
         random_ids = jax.random.randint(k_tok, ids.shape, 0, self.vocab_size, jnp.int32)
         masked = jnp.where(to_mask, self.mask_id, jnp.where(to_random, random_ids, ids))
-        return masked.astype(jnp.asarray(x).dtype), jnp.where(selected, ids, IGNORE)
+        labels = jnp.where(selected, ids, IGNORE)
+        if not self.predictions:
+            return masked.astype(jnp.asarray(x).dtype), labels
+        k = self.predictions
+        order = jnp.argsort(~selected, axis=-1, stable=True)[:, :k]     # the selected positions first, in order
+        used = jnp.take_along_axis(selected, order, axis=-1)
+        positions = jnp.where(used, order, 0).astype(jnp.int32)
+        packed = jnp.concatenate([masked, positions], axis=-1)
+        return packed.astype(jnp.asarray(x).dtype), jnp.where(used, jnp.take_along_axis(ids, order, axis=-1), IGNORE)
 
     @staticmethod
     def _token_losses(logits, labels):
@@ -92,5 +111,5 @@ def of_meta(meta: dict):
     """The objective a dataset's `meta` asks for (`objective: mlm` with its token ids), else classification."""
     if meta.get("objective") == "mlm":
         return MaskedLM(meta["mask_id"], meta["vocab_size"], tuple(meta["special_ids"]),
-                        float(meta.get("mlm_rate", 0.15)))
+                        float(meta.get("mlm_rate", 0.15)), int(meta.get("mlm_predictions", 0)))
     return CLASSIFICATION
