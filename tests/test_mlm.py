@@ -245,6 +245,24 @@ def test_sentence_order_pairs_are_consecutive_and_swapped_half_the_time():
     assert list(xt[0][1:6]) == tok.encode(a[0], add_special_tokens=False).ids[:5]
 
 
+def test_next_sentence_pairs_are_the_next_or_another_articles_half_the_time():
+    """BERT's NSP (bbc_nsp): label 0, B is A's next sentence; label 1, B is a sentence of another
+    article; about half of each."""
+    from lth.data import text
+    arts = [f"Title {a}\n" + " ".join(f"Article {a} sentence {i} is here." for i in range(12)) for a in range(300)]
+    first, second, labels = text.nsp_pairs(arts, 2, seed=0)
+    assert len(labels) == 600 and set(labels) == {0, 1} and abs(labels.mean() - 0.5) < 4 * np.sqrt(0.25 / 600)
+    for a, b, lab in zip(first, second, labels):
+        (art_a, i), (art_b, j) = ((int(w.split()[1]), int(w.split()[3])) for w in (a, b))
+        assert (art_a == art_b and j == i + 1) if lab == 0 else art_a != art_b
+    import ml_collections
+    cfg = ml_collections.ConfigDict(dict(tokenizer="minilm_l6", max_length=48, split_seed=0, sop_pairs=1))
+    (x, y), _, classes, _ = text.load_bbc_sop(cfg, "bbc_nsp")
+    (x2, _), _, _, _ = text.load_bbc_sop(cfg, "bbc_sop")
+    assert classes == 2 and ((x == 102).sum(1) == 2).all() and set(np.unique(y)) == {0, 1}
+    assert not np.array_equal(x, x2)
+
+
 def test_only_tinybert_layer_distillation_on_the_mlm_objective(tmp_path, capsys):
     out = tmp_path / "runs"
     code = main(["lottery", "--config", os.path.join(ROOT, "configs", "bert_mlm_bbc.py"), "--out", str(out),

@@ -38,6 +38,8 @@ DATASETS.add("bbc_news_mlm", Source(text_source("bbc_news_mlm"), "BBC News artic
                                     "windows (BERT's 15 % masking); test = bbc_news's test articles"))
 DATASETS.add("bbc_sop", Source(text_source("bbc_sop"), "sentence-order prediction on BBC News sentence pairs "
                                "(ALBERT's SOP: in order or swapped); test = bbc_news's test articles"))
+DATASETS.add("bbc_nsp", Source(text_source("bbc_nsp"), "next-sentence prediction on BBC News sentence pairs "
+                               "(BERT's NSP: the next sentence or another article's); test = bbc_news's test articles"))
 for task in ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli"):
     DATASETS.add(f"glue/{task}", Source(text_source(f"glue/{task}"), f"tfds GLUE {task.upper()} (needs a prepared "
                                         "data dir); token ids"))

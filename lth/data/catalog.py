@@ -30,7 +30,8 @@ OPTIONS = options(
     tokenizer=("minilm_l6", "text: packaged model name, model dir, tokenizer.json or vocab.txt"),
     max_length=(128, "text: tokens per example (truncate / pad)"),
     mlm_windows=(0, "masked-LM text (bbc_news_mlm): windows of max_length tokens kept per article (0 = all)"),
-    sop_pairs=(2, "bbc_sop: sentence pairs drawn per article (ALBERT's sentence-order prediction)"),
+    sop_pairs=(2, "bbc_sop / bbc_nsp: sentence pairs drawn per article (ALBERT's sentence-order / BERT's "
+                  "next-sentence prediction)"),
     mlm_rate=(0.15, "masked-LM text: the fraction of tokens selected for prediction (BERT: 0.15; 80/10/10 rule)"),
     mlm_predictions=(0, "masked-LM text: 0 = the decoder runs at every position (HF BertForMaskedLM) | K: at most K "
                         "selected tokens per sequence, the decoder run at those only (Google BERT's "
@@ -106,8 +107,8 @@ def text_source(name):
     def load(cfg):
         if name == "bbc_news_mlm":
             return text.load_bbc_mlm(cfg)
-        if name == "bbc_sop":
-            return text.load_bbc_sop(cfg)
+        if name in text.PAIR_TASKS:
+            return text.load_bbc_sop(cfg, name)
         return text.load_bbc(cfg) if name == "bbc_news" else text.load_glue(name.split("/")[1])(cfg)
     return load
 

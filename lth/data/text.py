@@ -239,9 +239,40 @@ def sop_pairs(texts, per_text: int, seed: int):
     return first, second, np.asarray(labels, np.int32)
 
 
-def load_bbc_sop(cfg):
-    """Sentence-order prediction on BBC News sentences: 2 classes (0 in order, 1 swapped); the same
-    seeded test articles as `bbc_news`; data.sop_pairs pairs per article."""
+def nsp_pairs(texts, per_text: int, seed: int):
+    """BERT's next-sentence prediction (Devlin et al. 2019; google-research/bert
+    create_pretraining_data.py): from each text up to `per_text` sentences A (distinct positions,
+    seeded), each followed by its next sentence (label 0, IsNext) or, with probability 1/2, by a random
+    sentence of another text (label 1, NotNext) — HF BertForPreTraining's next_sentence_label
+    convention."""
+    rng = np.random.default_rng(seed)
+    split = [sentences(t) for t in texts]
+    first, second, labels = [], [], []
+    for j, ss in enumerate(split):
+        if len(ss) < 2:
+            continue
+        for i in sorted(rng.choice(len(ss) - 1, min(per_text, len(ss) - 1), replace=False)):
+            nxt = ss[i + 1]
+            if rng.integers(2):
+                other = (j + 1 + int(rng.integers(len(split) - 1))) % len(split)   # any text but this one
+                while not split[other]:
+                    other = (other + 1) % len(split)
+                nxt = split[other][int(rng.integers(len(split[other])))]
+                labels.append(1)
+            else:
+                labels.append(0)
+            first.append(ss[i])
+            second.append(nxt)
+    return first, second, np.asarray(labels, np.int32)
+
+
+PAIR_TASKS = {"bbc_sop": sop_pairs, "bbc_nsp": nsp_pairs}
+
+
+def load_bbc_sop(cfg, task: str = "bbc_sop"):
+    """Sentence-order prediction on BBC News sentences: 2 classes (0 in order, 1 swapped); or with
+    task='bbc_nsp' next-sentence prediction (0 the next sentence, 1 a random other article's); the
+    same seeded test articles as `bbc_news`; data.sop_pairs pairs per article."""
     texts, _, _ = bbc_articles()
     per = cfg.get("sop_pairs", 2)
     if per < 1:
@@ -250,6 +281,6 @@ def load_bbc_sop(cfg):
     te, tr = bbc_split(len(texts), cfg.split_seed)
     out = []
     for j, part in enumerate((tr, te)):
-        a, b, y = sop_pairs([texts[i] for i in part], per, cfg.split_seed + 2 + j)
+        a, b, y = PAIR_TASKS[task]([texts[i] for i in part], per, cfg.split_seed + 2 + j)
         out.append((encode(tok, a, cfg.max_length, b), y))
     return out[0], out[1], 2, meta(tok, cfg.max_length)

@@ -233,7 +233,7 @@ def setup(cfg, command: Command, synthetic_ok: bool = False) -> Setup:
         check_tokens(model, ds.name, ds.meta)
     elif hasattr(getattr(model, "cfg", None), "vocab_size") and not np.issubdtype(ds.x_train.dtype, np.integer):
         raise UserError(f"model {cfg.model.name!r} (BERT) reads token ids; dataset {ds.name!r} holds no text (float "
-                        f"inputs); allowed: a text dataset (bbc_news, bbc_sop, bbc_news_mlm, glue/<task>) or "
+                        f"inputs); allowed: a text dataset (bbc_news, bbc_sop, bbc_nsp, bbc_news_mlm, glue/<task>) or "
                         f"integer token arrays")
     pretrained = None
     if cfg.model.pretrained:  # read once, before anything is written: files, keys and shapes checked
