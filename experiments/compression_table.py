@@ -18,9 +18,11 @@ groups of shared weights, from the pretrained layers 0, 2, 4) distilled from lev
 --survey adds the rest of Gordon's families, each from its own runs (reused when done): int4 and
 Q-BERT mixed 8/4/2-bit weights (bytes, no CPU kernels: no speed); LayerDrop (a fine-tune with
 model.layerdrop=0.2, every other layer removed at inference); a 3-layer student (MiniLM's layers 0,
-2, 4) distilled from level 0 by logits, Patient KD and TinyBERT's intermediate layers; and 50 %
-tickets found on the masked-LM objective (task-agnostic) and on the task itself, trained on BBC News
-(`lth transfer`).
+2, 4) distilled from level 0 by logits, Patient KD and TinyBERT's intermediate layers; and magnitude
+pruning at 50 / 70 %, task-agnostic vs downstream: one-shot magnitude tickets of the MLM-trained
+network (runs/bert_mlm) and of RUN's fine-tuned level 0, beside the pretrained weights' magnitude and
+a random mask, each fine-tuned on BBC News from the pretrained weights (`lth transfer`, the arms of
+docs/pages/results.md's transfer table when RUN is its runs/bert_bbc).
 
 Each row prints the command that made it. Speed-ups are against dense f32 measured in the same
 command (side by side, interleaved), latency at batch 1 and throughput at batch 64, CPU.
@@ -36,9 +38,12 @@ import lth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACT_BERT = r"layer_\d+/(intermediate|output)/kernel|word/embedding"
+# the MLM source of the task-agnostic tickets (docs/pages/results.md, "Pre-training vs downstream")
+MLM_SETS = ["lottery.levels=0", "lottery.controls=", "train.duration=300it", "train.eval_every=150it", "train.lr=1e-4"]
 
 
 COMMANDS: dict = {}   # command → its letter in the table
+DENSE: dict = {}      # minilm's dense f32 stage, measured in its first command
 
 
 def row(name, st, dense, command) -> str:
@@ -90,7 +95,7 @@ def minilm(a) -> list[str]:
                                              "train.duration=3ep", f"train.distill.teacher={a.run_dir}/level_0"],
                          log=print)
     sh, c4 = compress(shared.run_dir, 0, [])
-    d = heads["dense_f32"]
+    d = DENSE["physical"] = heads["dense_f32"]
     # the shared model runs every layer, as dense does: its speed is measured in its own command, so
     # its ratio to dense is of two commands minutes apart (marked ≈), not side by side
     shared_row = dict(sh["ticket_f32"], speedup_b1=d["latency_ms_b1"] / sh["ticket_f32"]["latency_ms_b1"],
@@ -166,18 +171,21 @@ def survey(a, d) -> list[str]:
                  speedup_b64=stc["ticket_f32"]["throughput_b64"] / d["throughput_b64"])
         out.append(row(f"3-layer student, {kind} distillation, 3 epochs (speed ≈: separate command)", r, d,
                        "lth lottery --config configs/bert_minilm_bbc.py " + " ".join(f"--set '{x}'" for x in sets)))
-    mlm = lth.lottery("bert_mlm_bbc", ["prune.fraction=0.5", "prune.layer_fractions=pooler=0.5", "lottery.levels=1",
-                                       "lottery.controls="], log=print)
-    task = lth.lottery("bert_minilm_bbc", ["prune.fraction=0.5", "prune.layer_fractions=pooler=0.5",
-                                           "lottery.levels=1", "lottery.controls="], log=print)
-    sets = [f"transfer.sources=mlm={mlm.run_dir},bbc_news={task.run_dir}", "transfer.densities=0.5",
-            "transfer.weights=target", "transfer.dense=False"]
-    tr = lth.transfer("bert_minilm_bbc", sets, log=print)
-    cmd = "lth transfer --config configs/bert_minilm_bbc.py " + " ".join(f"--set '{x}'" for x in sets)
-    for r in tr.summary["rows"]:
-        label = {"mlm": "ticket found on the MLM objective (task-agnostic), 50%",
-                 "bbc_news": "ticket found on BBC News (downstream), 50%"}.get(r["name"], f"{r['name']} mask, 50%")
-        out.append(acc_row(label, r, "50% of the encoder (masked)", cmd))
+    # task-agnostic vs downstream (the docs' transfer table, its arms reused): one-shot magnitude
+    # tickets of the MLM-trained and of the task-fine-tuned network, and the pretrained weights'
+    mlm = lth.lottery("bert_mlm_bbc", MLM_SETS, run_dir=os.path.join(ROOT, "runs", "bert_mlm"), log=print)
+    sets = [f"transfer.sources=mlm={os.path.relpath(mlm.run_dir, ROOT)},bbc_news={os.path.relpath(a.run_dir, ROOT)}",
+            "transfer.masks=oneshot", "transfer.densities=0.5,0.3", "transfer.weights=target", "transfer.dense=False"]
+    tr = lth.transfer("bert_minilm_bbc", sets, run_dir=os.path.join(ROOT, "runs", "transfer_bbc"), log=print)
+    cmd = ("lth transfer --config configs/bert_minilm_bbc.py --run-dir runs/transfer_bbc "
+           + " ".join(f"--set '{x}'" for x in sets))
+    labels = {"bbc_news": "magnitude ticket of the fine-tuned model (downstream)",
+              "mlm": "magnitude ticket of the MLM-trained model (task-agnostic)",
+              "magnitude": "magnitude of the pretrained weights", "random": "random mask"}
+    for r in sorted(tr.summary["rows"], key=lambda r: (-r["target_density"], list(labels).index(r["name"]))):
+        pruned = round(100 * (1 - r["target_density"]))
+        out.append(acc_row(f"{labels[r['name']]}, {pruned}% pruned, fine-tuned", r,
+                           f"{pruned}% of the encoder (masked)", cmd))
     return out
 
 
@@ -190,9 +198,7 @@ def main(argv=None) -> int:
     try:
         lines = (mnist1d if a.model == "mnist1d" else minilm)(a)
         if a.survey and a.model == "minilm":
-            dense = lth.compress(a.run_dir, 0, ["compress.heads=0.5", "compress.speed=true",
-                                                "compress.speed_repeats=5"]).summary["physical"]["dense_f32"]
-            lines += survey(a, dense)
+            lines += survey(a, DENSE["physical"])
     except lth.UserError as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2
