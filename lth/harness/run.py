@@ -120,6 +120,10 @@ class Setup:
         """Eval-mode logits: the model as the scores see it."""
         return self.trainer.model.apply(variables, x, train=False)
 
+    def stats_fn(self, variables, x):
+        """One train-mode pass: the model's updated batch_stats (NTK-SAP's BatchNorm calibration)."""
+        return self.trainer.model.apply(variables, x, train=True, mutable=["batch_stats"])[1]["batch_stats"]
+
     def score_batch(self):
         """A fixed batch of training examples for data-dependent scores (pai.batch_size × pai.batches)."""
         n = min(len(self.dataset.y_train), self.cfg.pai.batch_size * self.cfg.pai.batches)
@@ -131,7 +135,7 @@ class Setup:
 
         if method not in self._scorers:
             self._scorers[method] = Scorer(method, self.apply_fn, variables, self.prunable, self.score_batch(),
-                                           self.input_shape, self.cfg.pai)
+                                           self.input_shape, self.cfg.pai, self.stats_fn)
         return self._scorers[method]
 
     def distilling(self, data, run_dir: str, level: int = 0):

@@ -3,7 +3,7 @@ shaped like variables['params']; higher scores are kept. Each is registered belo
 lth.registry.SCORES as a Score (function, data needs, options declared beside it); Scorer binds one to
 a model and the config's options. A score from outside the package: lth.register('score', NAME, Score(...))."""
 from lth.registry import SCORES
-from lth.scores import basic, force, grasp, obd, prospr, snip, synflow
+from lth.scores import basic, force, grasp, ntksap, obd, prospr, snip, synflow
 from lth.scores.score import Score, data_free  # noqa: F401
 from lth.scores.scorer import Scorer, make_scorer  # noqa: F401
 
@@ -23,3 +23,6 @@ SCORES.add("obd", Score(obd.obd, True, {"method": "obd_method", "probes": "obd_p
 SCORES.add("iter_snip", Score(snip.snip, True, {"batches": "batches"}, rounds=10))
 SCORES.add("force", Score(force.force, True, {"batches": "batches"}, rounds=10, regrow=True))
 SCORES.add("prospr", Score(prospr.prospr, True, {"steps": "prospr_steps", "lr": "prospr_lr"}, declares=prospr.OPTIONS))
+# 20 rounds: YiteWang/NTK-SAP scripts/run.sh --prune-epochs 20
+SCORES.add("ntksap", Score(ntksap.ntksap, False, ntksap.READS, prepare=ntksap.prepare, rounds=20,
+                           declares=ntksap.OPTIONS, stats=True))

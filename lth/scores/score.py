@@ -30,6 +30,7 @@ class Score:
     rounds: int = 1                   # default score-and-prune rounds at init (pai.rounds = 0)
     regrow: bool = False              # each round selects among all weights (pruned ones may come back)
     declares: dict = dataclasses.field(default_factory=dict)  # pai field → Option (default, help)
+    stats: bool = False               # fn takes stats_fn(variables, x) → batch_stats (a train-mode pass)
 
     def defaults(self) -> dict:
         """{pai field: default} of the fields this score reads."""

@@ -16,6 +16,8 @@ RANGES = {
     "grasp_temperature": (lambda v: v > 0, "a positive temperature"),
     "prospr_steps": (lambda v: v >= 1, "1 or more inner steps"),
     "prospr_lr": (lambda v: v > 0, "a positive learning rate"),
+    "ntksap_epsilon": (lambda v: v > 0, "a positive standard deviation"),
+    "ntksap_r": (lambda v: v >= 1 and int(v) == v, "1 or more passes"),
 }
 
 
@@ -44,8 +46,9 @@ def check_options(options) -> None:
 
 
 class Scorer:
-    def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, options):
-        """`options`: the `pai` config section (or any mapping with its keys)."""
+    def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, options, stats_fn=None):
+        """`options`: the `pai` config section (or any mapping with its keys); `stats_fn(variables, x)`:
+        the model's train-mode pass returning its updated batch_stats (scores that declare `stats`)."""
         score = SCORES.get(method)
         if score.needs_data and batch is None:
             raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "
@@ -55,6 +58,8 @@ class Scorer:
             check_option(key, kw[arg], method)
         if score.prepare is not None:
             kw = score.prepare(apply_fn, variables, prunable, tuple(input_shape), kw)
+        if score.stats:
+            kw = {**kw, "stats_fn": stats_fn}
         self.method, self.batch, self.options = method, batch, kw
         self.precision = kw.get("precision")
         self.x64 = self.precision == "float64"
@@ -68,7 +73,7 @@ class Scorer:
         return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
 
 
-def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, **pai_options) -> Scorer:
+def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, stats_fn=None, **pai_options) -> Scorer:
     """A Scorer with the score's declared defaults, overridden by `pai_options` (its `pai` fields,
     e.g. synflow_precision='auto', obd_probes=8): for use outside a run."""
     options = SCORES.get(method).defaults()
@@ -78,4 +83,4 @@ def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, **pai
         if key not in options:
             raise UserError(f"unknown score option {key!r}; allowed: {', '.join(sorted(options))}")
         options[key] = value
-    return Scorer(method, apply_fn, variables, prunable, batch, input_shape, options)
+    return Scorer(method, apply_fn, variables, prunable, batch, input_shape, options, stats_fn)
