@@ -135,7 +135,7 @@ class Setup:
 
         if method not in self._scorers:
             self._scorers[method] = Scorer(method, self.apply_fn, variables, self.prunable, self.score_batch(),
-                                           self.input_shape, self.cfg.pai, self.stats_fn)
+                                           self.input_shape, self.cfg.pai, self.stats_fn, self.prunable_order)
         return self._scorers[method]
 
     def distilling(self, data, run_dir: str, level: int = 0):

@@ -156,7 +156,9 @@ def prune_at_init(scorer: Scorer, variables, prunable, density: float | None, *,
     t_score = t_select = 0.0
     for r, d in enumerate(densities(density, rounds, schedule)):
         t0 = time.perf_counter()
-        scores = scorer(variables, masks, jax.random.fold_in(rng, r))
+        key = jax.random.fold_in(rng, r)
+        scores = (scorer(variables, masks, key, density=d) if getattr(scorer, "takes_density", False)   # PHEW
+                  else scorer(variables, masks, key))
         if invert:
             scores = jax.tree.map(lambda s: -s, scores)
         t1 = time.perf_counter()

@@ -3,7 +3,7 @@ shaped like variables['params']; higher scores are kept. Each is registered belo
 lth.registry.SCORES as a Score (function, data needs, options declared beside it); Scorer binds one to
 a model and the config's options. A score from outside the package: lth.register('score', NAME, Score(...))."""
 from lth.registry import SCORES
-from lth.scores import basic, force, grasp, ntksap, obd, prospr, snip, synflow
+from lth.scores import basic, force, grasp, ntksap, obd, phew, prospr, snip, synflow
 from lth.scores.score import Score, data_free  # noqa: F401
 from lth.scores.scorer import Scorer, make_scorer  # noqa: F401
 
@@ -26,3 +26,6 @@ SCORES.add("prospr", Score(prospr.prospr, True, {"steps": "prospr_steps", "lr": 
 # 20 rounds: YiteWang/NTK-SAP scripts/run.sh --prune-epochs 20
 SCORES.add("ntksap", Score(ntksap.ntksap, False, ntksap.READS, prepare=ntksap.prepare, rounds=20,
                            declares=ntksap.OPTIONS, stats=True))
+# one round: PHEW builds its mask at the target density (ShreyasMalakarjunPatil/PHEW PHEW/phew.py)
+SCORES.add("phew", Score(phew.phew, False, phew.READS, prepare=phew.prepare, declares=phew.OPTIONS, host=True,
+                         density=True, order=True))

@@ -31,6 +31,9 @@ class Score:
     regrow: bool = False              # each round selects among all weights (pruned ones may come back)
     declares: dict = dataclasses.field(default_factory=dict)  # pai field → Option (default, help)
     stats: bool = False               # fn takes stats_fn(variables, x) → batch_stats (a train-mode pass)
+    host: bool = False                # fn runs on the host (numpy), not jit-compiled
+    density: bool = False             # fn takes the round's target density (a mask builder, e.g. PHEW)
+    order: bool = False               # fn takes the prunable paths in network order
 
     def defaults(self) -> dict:
         """{pai field: default} of the fields this score reads."""

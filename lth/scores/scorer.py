@@ -46,9 +46,10 @@ def check_options(options) -> None:
 
 
 class Scorer:
-    def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, options, stats_fn=None):
+    def __init__(self, method, apply_fn, variables, prunable, batch, input_shape, options, stats_fn=None, order=None):
         """`options`: the `pai` config section (or any mapping with its keys); `stats_fn(variables, x)`:
-        the model's train-mode pass returning its updated batch_stats (scores that declare `stats`)."""
+        the model's train-mode pass returning its updated batch_stats (scores that declare `stats`);
+        `order`: the prunable paths in network order (scores that declare `order`)."""
         score = SCORES.get(method)
         if score.needs_data and batch is None:
             raise UserError(f"score {method!r} needs data but no batch is available; allowed without data: "
@@ -60,20 +61,30 @@ class Scorer:
             kw = score.prepare(apply_fn, variables, prunable, tuple(input_shape), kw)
         if score.stats:
             kw = {**kw, "stats_fn": stats_fn}
+        if score.order:
+            kw = {**kw, "order": list(order) if order is not None else None}
+        self.takes_density = score.density
         self.method, self.batch, self.options = method, batch, kw
         self.precision = kw.get("precision")
         self.x64 = self.precision == "float64"
         fn = score.fn
-        self._fn = jax.jit(lambda v, m, b, k: fn(apply_fn, v, m, b, k, **kw))
+        if score.host:
+            self._fn = lambda v, m, b, k, **d: fn(apply_fn, v, m, b, k, **kw, **d)
+        else:
+            self._fn = jax.jit(lambda v, m, b, k: fn(apply_fn, v, m, b, k, **kw))
 
-    def __call__(self, variables, masks, rng):
+    def __call__(self, variables, masks, rng, density=None):
+        """Scores of `variables` under `masks`; `density`: the round's target (read by mask builders)."""
+        if self.takes_density:
+            return self._fn(variables, masks, self.batch, rng, density=1.0 if density is None else density)
         if self.x64:
             with jax.enable_x64(True):
                 return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
         return jax.block_until_ready(self._fn(variables, masks, self.batch, rng))
 
 
-def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, stats_fn=None, **pai_options) -> Scorer:
+def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, stats_fn=None, order=None,
+                **pai_options) -> Scorer:
     """A Scorer with the score's declared defaults, overridden by `pai_options` (its `pai` fields,
     e.g. synflow_precision='auto', obd_probes=8): for use outside a run."""
     options = SCORES.get(method).defaults()
@@ -83,4 +94,4 @@ def make_scorer(method, apply_fn, variables, prunable, batch, input_shape, stats
         if key not in options:
             raise UserError(f"unknown score option {key!r}; allowed: {', '.join(sorted(options))}")
         options[key] = value
-    return Scorer(method, apply_fn, variables, prunable, batch, input_shape, options, stats_fn)
+    return Scorer(method, apply_fn, variables, prunable, batch, input_shape, options, stats_fn, order)
