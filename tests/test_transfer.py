@@ -129,3 +129,38 @@ def test_oneshot_masks_prune_the_trained_level_0_by_the_sources_rule(finished_ru
             if not on:
                 assert masks[p].all()
             np.testing.assert_array_equal(params[p], flat_w[p] * masks[p])   # trained, masked
+
+
+def test_class_subsets_and_training_parts_for_transfer_across_data():
+    """data.classes keeps the listed labels in every split, relabeled 0..k-1 in the listed order;
+    data.train_part K/N keeps the K-th of N consecutive parts of the training split (the validation
+    carve unchanged); bad values are refused naming the key."""
+    import pytest
+
+    from lth.data import catalog as C
+    from lth.errors import UserError
+    from lth.harness.config import base
+
+    def load(**kw):
+        c = base().data
+        c.name = "mnist1d"
+        c.normalize = "0/1"   # fixed: the training split's own statistics would differ between subsets
+        for k, v in kw.items():
+            c[k] = v
+        return C.load(c)
+    full = load()
+    sub = load(classes="7,2,5")
+    assert sub.num_classes == 3
+    for x, y, fx, fy in ((sub.x_test, sub.y_test, full.x_test, full.y_test),):
+        want = np.isin(fy, [7, 2, 5])
+        np.testing.assert_array_equal(x, fx[want])
+        np.testing.assert_array_equal(y, np.select([fy[want] == 7, fy[want] == 2], [0, 1], 2))
+    assert set(sub.y_train) == set(sub.y_val) == {0, 1, 2}
+    halves = [load(train_part=f"{k}/2") for k in (1, 2)]
+    np.testing.assert_array_equal(np.concatenate([h.x_train for h in halves]), full.x_train)
+    np.testing.assert_array_equal(halves[0].x_val, full.x_val)
+    for bad, key in ((dict(classes="3"), "data.classes"), (dict(classes="1,1"), "data.classes"),
+                     (dict(classes="0,10"), "data.classes"), (dict(train_part="3/2"), "data.train_part"),
+                     (dict(train_part="half"), "data.train_part")):
+        with pytest.raises(UserError, match=key):
+            load(**bad)

@@ -10,7 +10,7 @@ import numpy as np
 
 from lth.data import files, mnist1d, mnist5k, text, tfds_source
 from lth.errors import NotPrepared, UserError
-from lth.options import options
+from lth.options import options, split_list
 from lth.registry import DATASETS
 
 # The `data` section of the config.
@@ -23,6 +23,10 @@ OPTIONS = options(
                      "(PyTorch's DataLoader, OpenLTH)"),
     validation_size=(500, "examples carved from train for validation / early stopping"),
     split_seed=(0, "seed of that carve (fixed across replicates)"),
+    classes=("", "keep only these labels (comma list, e.g. 0,1,2,3,4) in train, validation and test, relabeled "
+                 "0..k-1 in that order ('' = all): tickets across label sets, Morcos et al. 2019"),
+    train_part=("", "K/N: the training split (after the validation carve) cut into N consecutive equal parts, "
+                    "the K-th kept, e.g. 1/2 and 2/2 ('' = all)"),
     normalize=("train", "images: train (per-channel mean/std of the training split) | 'MEAN/STD', comma lists on "
                         "the [0, 1] pixel scale, e.g. '0.1307/0.3081'"),
     recipe_for=("", "datasets a recipe was written for (comma list; '' = any); others are refused"),
@@ -143,6 +147,44 @@ def shapes() -> dict:
     return {name: src.shape for name, src in DATASETS.items() if src.shape is not None}
 
 
+def parse_part(text: str):
+    """'K/N' → (K, N) with 1 <= K <= N; '' → None."""
+    if not str(text).strip():
+        return None
+    k, sep, n = str(text).partition("/")
+    try:
+        k, n = int(k), int(n)
+    except ValueError:
+        k = n = 0
+    if not sep or not 1 <= k <= n:
+        raise UserError(f"data.train_part {text!r}; allowed: K/N with 1 <= K <= N, e.g. 1/2 (or '' = all)")
+    return k, n
+
+
+def parse_classes(text: str, num_classes: int, label_ndim: int) -> list[int]:
+    """'0,1,2' → [0, 1, 2]: distinct labels of the dataset, at least two."""
+    if label_ndim != 1:
+        raise UserError(f"data.classes {text!r} needs one label per example; this dataset's labels are not "
+                        f"classes (e.g. masked-LM tokens); allowed: ''")
+    try:
+        keep = [int(v) for v in split_list(text)]
+    except ValueError:
+        keep = []
+    if len(keep) < 2 or len(set(keep)) != len(keep) or not all(0 <= c < num_classes for c in keep):
+        raise UserError(f"data.classes {text!r}; allowed: two or more distinct labels in 0..{num_classes - 1}, "
+                        f"e.g. 0,1,2,3,4")
+    return keep
+
+
+def subset_classes(x, y, keep):
+    """The examples labeled one of `keep`, relabeled by their position in it."""
+    y = np.asarray(y)
+    at = np.isin(y, keep)
+    relabel = np.zeros(max(int(y.max()) + 1, max(keep) + 1), np.int64)
+    relabel[keep] = np.arange(len(keep))
+    return x[at], relabel[y[at]]
+
+
 def split_validation(x, y, size: int, seed: int = 0):
     """Carve a fixed, seeded validation set of `size` examples out of the training set."""
     if not 0 <= size < len(y):
@@ -190,8 +232,17 @@ def load(cfg) -> Dataset:
         parse_stats(spec, 3)  # format check before reading anything
     if cfg.get("split_seed", 0) < 0:
         raise UserError(f"data.split_seed {cfg.split_seed} out of range; allowed: 0 or more")
+    part = parse_part(cfg.get("train_part", ""))
     (xtr, ytr), (xte, yte), num_classes, *meta = DATASETS.get(cfg.name).load(cfg)
+    if cfg.get("classes", ""):
+        keep = parse_classes(cfg.classes, num_classes, np.ndim(ytr))
+        (xtr, ytr), (xte, yte) = (subset_classes(x, y, keep) for x, y in ((xtr, ytr), (xte, yte)))
+        num_classes = len(keep)
     xtr, ytr, xva, yva = split_validation(xtr, ytr, cfg.validation_size, cfg.split_seed)
+    if part is not None:
+        k, n = part
+        lo, hi = (k - 1) * len(ytr) // n, k * len(ytr) // n
+        xtr, ytr = xtr[lo:hi], ytr[lo:hi]
     (xtr, xva, xte), zero = normalize(xtr, xva, xte, spec=spec)
     return Dataset(cfg.name, xtr, ytr.astype(np.int32), xva, yva.astype(np.int32), xte, yte.astype(np.int32),
                    num_classes, *(meta or [{}]), zero=zero)

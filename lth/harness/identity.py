@@ -22,7 +22,7 @@ LEGACY_ABSENT = ("data.drop_last", "model.share_layers", "prune.structure", "com
                  "compress.hessian_batches", "compress.power_iters", "model.layerdrop", "compress.layers",
                  "model.fit_size", "model.pretrained_layers", "train.distill.kind", "train.distill.beta",
                  "train.distill.normalize", "data.mlm_predictions",
-                 "transfer.masks")
+                 "transfer.masks", "data.classes", "data.train_part")
 
 
 def _fields(full: dict, sections, unhashed) -> dict:
