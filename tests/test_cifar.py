@@ -175,3 +175,25 @@ def test_batch_not_divisible_by_devices_is_refused():
                      mesh=SimpleNamespace(size=3, shape={"replicas": 1, "data": 3}))
     with pytest.raises(UserError, match="run.devices 9"):
         make_mesh(9)
+
+
+@pytest.mark.slow
+def test_synflow_figure_6_reproduction_runs_end_to_end_on_a_fake_cifar100_folder(tmp_path, capsys):
+    """experiments/reproduce_synflow_fig6.py --smoke on a tiny cifar-100-python folder: every score of
+    the figure pruned and trained, the table printed beside the published numbers."""
+    import importlib.util
+
+    from test_data_files import write_cifar
+    write_cifar(tmp_path / "data" / "cifar-100-python", name="cifar100", per_batch=40, n_test=16)
+    spec = importlib.util.spec_from_file_location("fig6", os.path.join(ROOT, "experiments",
+                                                                       "reproduce_synflow_fig6.py"))
+    fig6 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig6)
+    assert fig6.main(["--data-dir", str(tmp_path / "data"), "--smoke", "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    for method, pub in fig6.PUBLISHED.items():
+        line = next(x for x in out.splitlines() if x.startswith(f"| {method} |"))
+        assert f"| {pub[0]} |" in line and not line.split("|")[2].strip().startswith("-")
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert {a["method"] for a in summary["arms"]} == set(fig6.PUBLISHED)
+    assert summary["config"]["data"]["name"] == "cifar100" and summary["config"]["pai"]["batches"] == 1

@@ -87,6 +87,12 @@ def test_synflow_recipes():
     assert (vgg.model.init, vgg.model.bias_init, vgg.model.bn_init) == ("kaiming_normal", "zeros", "ones")
     assert (r18.model.init, r18.model.out_init, r18.model.bias_init) == ("kaiming_normal_fan_out", "torch_default",
                                                                          "torch_default")
+    c100 = cfg_of("synflow_cifar100_vgg_16")   # 0520_2020_cifar100_lottery_vgg16_bn/args.json, Utils/load.py
+    assert (c100.data.name, c100.data.normalize) == ("cifar100", "0.507,0.487,0.441/0.267,0.256,0.276")
+    assert (c100.pai.batch_size * c100.pai.batches, c100.pai.compression, c100.replicates) == (
+        1000, "10^1,10^2,10^3", 3)
+    assert (c100.train.lr, c100.train.milestones, c100.train.weight_decay, c100.train.duration) == (
+        0.1, "60ep,120ep", 1e-4, "160ep")
 
 
 @pytest.mark.parametrize("sets, match", [
