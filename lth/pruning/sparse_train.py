@@ -65,6 +65,7 @@ SPARSE_METHODS.add("rigl", Method("random", "move", lambda g, rng, p: jnp.abs(g)
 SPARSE_METHODS.add("srste", Method("dense", "srste"))
 SPARSE_METHODS.add("movement_hard", Method("dense", "movement"))   # lth/pruning/movement.py
 SPARSE_METHODS.add("movement_soft", Method("dense", "movement"))
+SPARSE_METHODS.add("edgepopup", Method("dense", "movement"))        # lth/pruning/supermask.py (the same protocol)
 
 
 def srste_mask(w, n: int, m: int):
@@ -153,7 +154,7 @@ class MaskUpdate:
     pattern: tuple | None = None      # srste: (N, M)
     decay: float = 2e-4               # srste: λ of the sparse-refined gradient
     fix: int = -1                     # srste, movement: the step that fixes the mask (the last one)
-    rule: Any = None                  # movement: lth.pruning.movement.Movement
+    rule: Any = None                  # movement: lth.pruning.movement.Movement; edgepopup: supermask.EdgePopup
 
     @property
     def spec(self) -> Method:
@@ -190,6 +191,11 @@ class MaskUpdate:
         if step is None:
             return out
         return jax.tree.map(lambda a, b: jnp.where(step > self.fix, a, b), params, out)
+
+    def start_params(self, params):
+        """The params an arm starts from (one replicate): the rule's (edge-popup's frozen signed
+        constants), else as they are."""
+        return self.rule.start_params(params) if hasattr(self.rule, "start_params") else params
 
     def wrap_tx(self, tx, schedule):
         """The optimizer of an arm: `tx`, with movement pruning's scores and their Adam around it."""

@@ -29,6 +29,7 @@ from lth.pruning import sparsity as SP
 from lth.pruning.movement import Movement
 from lth.pruning.nm import check_nm, parse_pattern
 from lth.pruning.sparse_train import MaskUpdate, moves
+from lth.pruning.supermask import EdgePopup
 from lth.registry import SPARSE_METHODS
 from lth.studies.plots import sparse_accuracy_vs_density
 from lth.studies.tables import sparse_table
@@ -39,7 +40,8 @@ OPTIONS = {"sparse": options(
     methods=("gmp,static,set,rigl", "comma list: gmp (Zhu & Gupta) | static (random mask, fixed) | set | rigl | "
                                     "srste (N:M from scratch, sparse.pattern; one arm, not per density) | "
                                     "movement_hard (top-k of learned scores, per density) | movement_soft (σ(S) > τ "
-                                    "with an l1 penalty; one arm per sparse.soft_lambdas, its density an outcome)"),
+                                    "with an l1 penalty; one arm per sparse.soft_lambdas, its density an outcome) | "
+                                    "edgepopup (supermask: scores of frozen signed-constant weights, per density)"),
     distributions=("erk,uniform", "layer densities (lth/pruning/sparsity.py): uniform | uniform_plus | er | erk"),
     densities=("0.2,0.1,0.05", "final densities of the prunable weights, each in (0, 1)"),
     custom=("", "'LAYER=DENSITY,...': layers fixed at a density, outside the distribution's budget"),
@@ -123,7 +125,7 @@ def arms(cfg) -> list[tuple[str, str, str, float]]:
         for m in methods:
             if m in ("srste", "movement_soft"):
                 continue
-            if m == "movement_hard":   # each layer keeps the same fraction of its scores
+            if m in ("movement_hard", "edgepopup"):   # each layer keeps the same fraction of its scores
                 out.append((f"{m}-uniform@{dens:g}", m, "uniform", dens))
                 continue
             for dist in (["global"] if m == "gmp" and cfg.sparse.gmp_scope == "global" else dists):
@@ -242,6 +244,8 @@ def mask_update(s, method: str, layer_density: dict, gmp_scope: str, dist: str =
     begin, end, every = schedule(s)
     params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
     dens = tuple(layer_density.get(p) for p in M.leaf_paths(params))
+    if method == "edgepopup":   # lth/pruning/supermask.py: only the scores learn; the mask is fixed at the last step
+        return MaskUpdate(method, dens, begin, end, every, fix=s.total - 1, rule=EdgePopup(dens))
     if method.startswith("movement"):   # lth/pruning/movement.py; the mask is fixed at the last step
         c, soft = s.cfg.sparse, method == "movement_soft"
         rule = Movement(tuple(d is not None for d in dens), soft,
@@ -278,7 +282,8 @@ def run(s, run_dir: str, log=print) -> dict:
                 s.trainer, sparse=step_rule, tx=step_rule.wrap_tx(s.trainer.tx, s.trainer.schedule)))
         else:
             sa = setups[key]
-        _, rows = train_arm(sa, adir, params, ms, start, 0, data, label=name)
+        start_params = params if paths.done(adir) else jax.jit(jax.vmap(mu.start_params))(params)
+        _, rows = train_arm(sa, adir, start_params, ms, start, 0, data, label=name)
         e = arm_entry(rows, arm=name, method=method, distribution=dist, target_density=dens,
                       seconds=read_json(paths.metrics(adir)).get("seconds"))
         if method == "movement_soft":   # no target: its density is where the penalty took it
