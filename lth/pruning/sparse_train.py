@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lth.pruning import srigl
 from lth.pruning.prune import keep_top_k
 from lth.pruning.sparsity import kept
 from lth.registry import SPARSE_METHODS
@@ -66,6 +67,7 @@ SPARSE_METHODS.add("srste", Method("dense", "srste"))
 SPARSE_METHODS.add("movement_hard", Method("dense", "movement"))   # lth/pruning/movement.py
 SPARSE_METHODS.add("movement_soft", Method("dense", "movement"))
 SPARSE_METHODS.add("edgepopup", Method("dense", "movement"))        # lth/pruning/supermask.py (the same protocol)
+SPARSE_METHODS.add("srigl", Method("const_fan", "srigl", lambda g, rng, p: jnp.abs(g)))   # lth/pruning/srigl.py
 
 
 def srste_mask(w, n: int, m: int):
@@ -155,6 +157,8 @@ class MaskUpdate:
     decay: float = 2e-4               # srste: λ of the sparse-refined gradient
     fix: int = -1                     # srste, movement: the step that fixes the mask (the last one)
     rule: Any = None                  # movement: lth.pruning.movement.Movement; edgepopup: supermask.EdgePopup
+    gamma: float = 0.3                # srigl: γ_sal, the salient weights a neuron needs (fraction of k₀, or a count)
+    protect: tuple = ()               # srigl: per params leaf, never ablated (the classifier)
 
     @property
     def spec(self) -> Method:
@@ -170,7 +174,7 @@ class MaskUpdate:
 
     @property
     def skips_step(self) -> bool:
-        return self.spec.update == "move"
+        return self.spec.update in ("move", "srigl")
 
     @property
     def transforms(self) -> bool:
@@ -208,6 +212,10 @@ class MaskUpdate:
         if self.spec.start == "dense":
             return jax.tree.map(lambda p: jnp.ones(p.shape, bool), params)
         ks = jax.random.split(rng, len(leaves))
+        if self.spec.start == "const_fan":   # SRigL: every neuron the same number of random inputs
+            out = [jnp.ones(p.shape, bool) if d is None or d >= 1 else srigl.const_fan_mask(k, p.shape, d)
+                   for k, p, d in zip(ks, leaves, self.density)]
+            return jax.tree.unflatten(treedef, out)
         out = [jnp.ones(p.shape, bool) if d is None else random_mask(k, p.shape, kept(p.size, d))
                for k, p, d in zip(ks, leaves, self.density)]
         return jax.tree.unflatten(treedef, out)
@@ -246,6 +254,12 @@ class MaskUpdate:
                     out[i] = keep_top_k(jnp.abs(p_leaves[i]).ravel(), m_leaves[i].ravel(), k).reshape(p_leaves[i].shape)
             return jax.tree.unflatten(treedef, out)
         f = drop_fraction(step, self.alpha, self.end)
+        if self.spec.update == "srigl":
+            for i in idx:
+                if self.density[i] < 1:
+                    out[i] = srigl.update(p_leaves[i], m_leaves[i], g_leaves[i], f, self.density[i], self.gamma,
+                                          bool(self.protect[i]) if self.protect else False)[0]
+            return jax.tree.unflatten(treedef, out)
         ks = jax.random.split(rng, len(p_leaves))
         for i in idx:
             n_on = jnp.sum(m_leaves[i], dtype=jnp.int32)

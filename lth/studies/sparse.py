@@ -41,7 +41,8 @@ OPTIONS = {"sparse": options(
                                     "srste (N:M from scratch, sparse.pattern; one arm, not per density) | "
                                     "movement_hard (top-k of learned scores, per density) | movement_soft (σ(S) > τ "
                                     "with an l1 penalty; one arm per sparse.soft_lambdas, its density an outcome) | "
-                                    "edgepopup (supermask: scores of frozen signed-constant weights, per density)"),
+                                    "edgepopup (supermask: scores of frozen signed-constant weights, per density) | "
+                                    "srigl (RigL with a constant fan-in per neuron and neuron ablation)"),
     distributions=("erk,uniform", "layer densities (lth/pruning/sparsity.py): uniform | uniform_plus | er | erk"),
     densities=("0.2,0.1,0.05", "final densities of the prunable weights, each in (0, 1)"),
     custom=("", "'LAYER=DENSITY,...': layers fixed at a density, outside the distribution's budget"),
@@ -56,6 +57,10 @@ OPTIONS = {"sparse": options(
     soft_initial=(0.0, "movement_soft: the threshold τ on σ(S) at sparse.begin (Sanh et al.'s soft: 0)"),
     soft_final=(0.1, "movement_soft: τ from sparse.end on (Sanh et al.'s soft: 0.1)"),
     soft_lambdas=("400", "movement_soft: comma list of the l1 penalty's final weight λ (one arm each)"),
+    gamma_sal=(0.3, "srigl: a neuron with fewer salient weights than γ·k₀ (γ < 1) or γ (γ >= 1) is ablated; 0 = never "
+                    "(condensed-sparsity's min_salient_weights_per_neuron)"),
+    no_ablation=("out/.*|classifier/.*", "srigl: regex of param paths never ablated (the reference protects its "
+                                         "classifier)"),
 )}
 
 
@@ -195,12 +200,27 @@ def custom_map(s, shapes: dict) -> dict:
     return out
 
 
+def _valid_regex(text: str) -> bool:
+    try:
+        re.compile(text)
+    except re.error:
+        return False
+    return True
+
+
 def check(s) -> dict:
     """Every arm's layer densities and the schedule, checked before anything is trained."""
     schedule(s)
     shapes = layer_shapes(s)
     custom = custom_map(s, shapes)
     resnet = family(s.cfg.model.name).residual   # smart_ratio's ResNet formula
+    c = s.cfg.sparse
+    if "srigl" in _list(c.methods):
+        if not _valid_regex(c.no_ablation):
+            raise UserError(f"sparse.no_ablation {c.no_ablation!r} is not a regular expression; allowed: a regex of "
+                            f"param paths, e.g. out/.*")
+        if not c.gamma_sal >= 0:
+            raise UserError(f"sparse.gamma_sal {c.gamma_sal} out of range; allowed: 0 (no ablation) or more")
     out = {}
     for name, method, dist, dens in arms(s.cfg):
         if method == "srste":
@@ -257,6 +277,10 @@ def mask_update(s, method: str, layer_density: dict, gmp_scope: str, dist: str =
         pattern = srste_pattern(s.cfg)
         return MaskUpdate(method, dens, s.total - 1, s.total - 1, 1, pattern=pattern, decay=float(s.cfg.sparse.decay),
                           fix=s.total - 1)
+    if method == "srigl":   # lth/pruning/srigl.py
+        c = s.cfg.sparse
+        protect = tuple(bool(re.fullmatch(c.no_ablation, p)) for p in M.leaf_paths(params))
+        return MaskUpdate(method, dens, begin, end, every, float(c.alpha), gamma=float(c.gamma_sal), protect=protect)
     return MaskUpdate(method, dens, begin, end, every, float(s.cfg.sparse.alpha), gmp_scope)
 
 
