@@ -26,6 +26,7 @@ ported.
 from __future__ import annotations
 
 import random
+import re
 
 import jax
 import numpy as np
@@ -184,6 +185,11 @@ def to_reference(kernels: list[np.ndarray]) -> tuple[list[np.ndarray], list]:
     return out, undo
 
 
+def _natural(path: str):
+    """'conv_10/kernel' after 'conv_2/kernel': the order of lth's layer names without a model to trace."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
+
+
 def _unpermute(m, perm):
     if perm is None:
         return m
@@ -198,7 +204,7 @@ def phew(apply_fn, variables, masks, batch, rng, *, density=1.0, order=None, pru
     from flax import traverse_util
     flat = traverse_util.flatten_dict(jax.tree.map(np.asarray, variables["params"]), sep="/")
     on = traverse_util.flatten_dict(prunable, sep="/")
-    paths = [p for p in (order or [q for q in flat if on[q]])]
+    paths = list(order) if order else sorted((q for q in flat if on[q]), key=_natural)   # network order
     ref, undo = to_reference([flat[p] for p in paths])
     total = sum(w.size for w in ref)
     seed = int(jax.random.randint(rng, (), 0, 2 ** 31 - 1))
