@@ -187,9 +187,9 @@ def load_bbc_mlm(cfg):
     if not 0.0 < rate < 1.0:
         raise UserError(f"data.mlm_rate {rate} out of range; allowed: a fraction in (0, 1), e.g. 0.15 (BERT)")
     k = int(cfg.get("mlm_predictions", 0))
-    if not 0 <= k <= cfg.max_length:
-        raise UserError(f"data.mlm_predictions {k} out of range; allowed: 0 (every position) to data.max_length "
-                        f"({cfg.max_length})")
+    if k < 0:
+        raise UserError(f"data.mlm_predictions {k} out of range; allowed: 0 (every position) or more")
+    k = min(k, cfg.max_length)   # more than a window holds is never reached (as max_predictions_per_seq)
     tok = tokenizer(cfg.tokenizer)
     te, tr = (mlm_windows(tok, [texts[i] for i in part], cfg.max_length, cfg.get("mlm_windows", 0))
               for part in bbc_split(len(texts), cfg.split_seed))
