@@ -36,6 +36,7 @@ from lth.models import zoo
 from lth.models.bert import check_tokens, with_head
 from lth.models.bert_import import load_weights, resolve
 from lth.models.inits import Init
+from lth.models.layers import input_shape as model_input_shape
 from lth.options import split_list
 from lth.pruning import masks as M
 from lth.pruning import prune as P
@@ -273,7 +274,8 @@ def check_input(model, name: str, ds):
     """One replicate's param shapes; a UserError when the data's inputs cannot go through the model."""
     try:
         k = jax.random.PRNGKey(0)
-        variables = jax.eval_shape(lambda: model.init({"params": k, "dropout": k}, jnp.zeros((1, *ds.input_shape)),
+        shape = model_input_shape(model, ds.input_shape)
+        variables = jax.eval_shape(lambda: model.init({"params": k, "dropout": k}, jnp.zeros((1, *shape)),
                                                       train=False))
     except Exception as e:   # flax / lax raise several types for a shape mismatch
         first = first_line(e)

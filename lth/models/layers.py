@@ -65,6 +65,16 @@ def example_weights(weight):
         _EXAMPLE_WEIGHTS.reset(token)
 
 
+def input_shape(model, shape) -> tuple:
+    """The shape of one input `model` takes when the data's inputs have `shape`: the same, except for a
+    BERT masked-LM head with gathered predictions (`mlm_predictions` K > 0), whose inputs carry K
+    positions after the ids (lth/training/objective.py MaskedLM.prepare). Every model init goes
+    through this: a zero input of the data's shape would hand that head no ids where K >= T."""
+    k = int(getattr(model, "mlm_predictions", 0) or 0)
+    shape = tuple(shape)
+    return (*shape[:-1], shape[-1] + k) if k else shape
+
+
 class BatchNorm(nn.Module):
     """torch.nn.BatchNorm2d over the last axis: normalize with the biased batch variance in training,
     and update the running variance with the *unbiased* one (n / (n - 1)), momentum 0.1 in PyTorch's

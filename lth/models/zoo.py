@@ -15,7 +15,7 @@ import re
 from typing import Callable
 
 from lth.errors import UserError
-from lth.models import bert
+from lth.models import bert, layers
 from lth.models.inits import Init, coerce
 from lth.options import options
 from lth.registry import MODELS
@@ -156,7 +156,7 @@ def network_order(model, input_shape, paths) -> list[str]:
 
     def init():
         with nn.intercept_methods(record):
-            return model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape)))
+            return model.init(jax.random.PRNGKey(0), jnp.zeros((1, *layers.input_shape(model, input_shape))))
 
     jax.eval_shape(init)
     rank = lambda p: seen.get(p.rsplit("/", 1)[0], len(seen))  # noqa: E731

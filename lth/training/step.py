@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lth.errors import UserError
 from lth.models.layers import example_weights
+from lth.models.layers import input_shape as model_input_shape
 from lth.pruning import masks as M
 from lth.pruning.sparse_train import reset_slots
 from lth.training.devices import axis_size
@@ -121,7 +122,7 @@ class Trainer(Evaluation):
     def init_replicates(self, rngs, input_shape):
         """(params, model_state) stacked over the [R] keys `rngs` (compiled once per model and input
         shape in a process, whichever trainer asks: Flax modules compare by value)."""
-        return _init_replicates(self.model, rngs, tuple(input_shape))
+        return _init_replicates(self.model, rngs, model_input_shape(self.model, input_shape))
 
     # ----- training --------------------------------------------------------------------------
     def train_step(self, state: TrainState, x, y, teacher=None, update=False, weight=None):
