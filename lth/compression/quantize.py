@@ -51,7 +51,8 @@ def rules(cfg, for_qat: bool = False, bits: int = 8, group: int = 0, per_layer: 
 
 def check_supported(model, cfg, input_shape, dtype):
     """UserError for a combination qwix does not quantize: convolutions need int8 activations too."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *model_input_shape(model, input_shape)), dtype)))
+    x = jnp.zeros((1, *model_input_shape(model, input_shape)), dtype)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
     if cfg.compress.activations == "none" and any(np.ndim(x) == 4 for x in jax.tree.leaves(shapes["params"])):
         raise UserError(f"compress.activations 'none' (weight-only) with model {cfg.model.name!r}: qwix quantizes "
                         f"convolutions only with int8 activations; allowed: dynamic, static")

@@ -74,7 +74,8 @@ def replicate_mode(mode: str, model, input_shape, replicates: int = 2, mesh: Mes
         return mode
     if jax.default_backend() != "cpu":
         return "vmap"
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *model_input_shape(model, input_shape)))))
+    x = jnp.zeros((1, *model_input_shape(model, input_shape)))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
     if not any(x.ndim == 4 for x in jax.tree.leaves(shapes["params"])):
         return "vmap"
     return "unroll" if replicates <= 2 else "sequential"
