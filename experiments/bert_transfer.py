@@ -8,7 +8,9 @@ and sentence-order prediction (configs/bert_minilm_sop.py), one epoch each. Each
 magnitude ticket at each density (`transfer.masks=oneshot`: its trained weights pruned by its own
 rule) is fine-tuned on each target task from the pretrained weights (`transfer.weights=target`),
 beside a random mask and the pretrained weights' magnitude with the MLM ticket's per-layer counts.
-Runs are reused when finished (runs/bert_*, runs/transfer_*).
+Then Gordon et al. 2020's "prune during pre-training, then fine-tune": the MLM source's one-shot
+tickets at 30 / 60 / 90 % pruned keep their MLM-trained weights (`transfer.weights=trained`) and are
+fine-tuned on BBC topics. Runs are reused when finished (runs/bert_*, runs/transfer_*).
 
     .venv/bin/python experiments/bert_transfer.py                      # ~2.5 h on 2 cores, one seed
     .venv/bin/python experiments/bert_transfer.py --targets bbc_news --densities 0.5
@@ -38,6 +40,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", default=",".join(TARGETS), help="comma list of " + ", ".join(TARGETS))
     p.add_argument("--densities", default="0.5,0.3", help="densities of the encoder's prunable weights")
+    p.add_argument("--gordon", default="0.7,0.4,0.1", help="densities of the MLM tickets fine-tuned from their "
+                                                           "MLM-trained weights ('' = none)")
     a = p.parse_args(argv)
     try:
         targets = [t.strip() for t in a.targets.split(",") if t.strip()]
@@ -69,6 +73,16 @@ def main(argv=None) -> int:
                 f"{100 * cells[(name, t, d)]:.2f}" if (name, t, d) in cells else "-" for t, d in cols) + " |")
         print("| dense, fine-tuned (no pruning) | " + " | ".join(f"{100 * dense[t]:.2f}" for t, _ in cols) + " |")
         print(f"\nthe MLM source's own masked-token accuracy: {100 * dense['mlm']:.2f} %")
+        if a.gordon.strip():
+            res = lth.transfer("bert_minilm_bbc", [f"transfer.sources=mlm={runs['mlm']}", "transfer.masks=oneshot",
+                                                   f"transfer.densities={a.gordon}", "transfer.weights=trained",
+                                                   "transfer.dense=False", "transfer.controls="],
+                               run_dir=os.path.join(ROOT, "runs", "transfer_gordon"), log=print)
+            rows = sorted(res.summary["rows"], key=lambda r: -r["target_density"])
+            print("\n| pruned during pre-training (MLM weights kept), fine-tuned on bbc_news | "
+                  + " | ".join(f"{100 - 100 * r['target_density']:.0f} % pruned" for r in rows) + " |")
+            print("|---|" + "---|" * len(rows))
+            print("| test accuracy % | " + " | ".join(f"{100 * r['test_accuracy']:.2f}" for r in rows) + " |")
     except lth.UserError as e:
         print(f"lth: error: {e}", file=sys.stderr)
         return 2

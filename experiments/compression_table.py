@@ -46,13 +46,14 @@ COMMANDS: dict = {}   # command → its letter in the table
 DENSE: dict = {}      # minilm's dense f32 stage, measured in its first command
 
 
-def row(name, st, dense, command) -> str:
+def row(name, st, dense, command, family=None) -> str:
     removed = 100 * (1 - st["nonzero"] / dense["nonzero"])
     acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}"
                                                   if st.get("test_accuracy_std") else "")
     sp = (f"{st['speedup_b1']:.2f}× | {st['speedup_b64']:.2f}×" if "speedup_b1" in st else "- | -")
     key = COMMANDS.setdefault(command, chr(ord("A") + len(COMMANDS)))
-    return f"| {name} | {st['params']:,} | {removed:.1f}% | {sp} | {acc} | {key} |"
+    fam = "" if family is None else f"| {family} "
+    return f"{fam}| {name} | {st['params']:,} | {removed:.1f}% | {sp} | {acc} | {key} |"
 
 
 def compress(run_dir, level, sets):
@@ -64,6 +65,7 @@ def compress(run_dir, level, sets):
 
 HEAD = ["| model | params | removed | speed-up b1 | speed-up b64 | test accuracy % | command |",
         "|---|---|---|---|---|---|---|"]
+FAMILY_HEAD = ["| family " + HEAD[0], "|---" + HEAD[1]]   # minilm: Gordon's families
 
 
 def mnist1d(a) -> list[str]:
@@ -100,30 +102,34 @@ def minilm(a) -> list[str]:
     # its ratio to dense is of two commands minutes apart (marked ≈), not side by side
     shared_row = dict(sh["ticket_f32"], speedup_b1=d["latency_ms_b1"] / sh["ticket_f32"]["latency_ms_b1"],
                       speedup_b64=sh["ticket_f32"]["throughput_b64"] / d["throughput_b64"])
-    return HEAD + [row("dense f32 (MiniLM-L6 fine-tuned)", d, d, c1),
-                   row("int8 PTQ (qwix)", heads["ticket_int8"], d, c1),
-                   row("50% of heads pruned (Michel et al.), shrunk", heads["ticket_shrunk"], d, c1),
-                   row("FFN + word embedding rank 128, fine-tuned 1 epoch", fact["factorized_ft"], d, c2),
-                   row("ALBERT-style sharing (3 groups), distilled 3 epochs (speed ≈: separate command)", shared_row,
-                       d, c4),
-                   row("heads pruned + shrunk, int8", heads["ticket_shrunk_int8"], d, c1),
-                   row("heads pruned + factorized, fine-tuned", both["factorized_ft"], d, c3)]
+    approx = "(≈: timed in its own command)"
+    return FAMILY_HEAD + [
+        row("dense f32 (MiniLM-L6 fine-tuned)", d, d, c1, "-"),
+        row("int8 PTQ (qwix, dynamic activations)", heads["ticket_int8"], d, c1, "quantization"),
+        row("50% of heads pruned (Michel et al.), shrunk", heads["ticket_shrunk"], d, c1, "pruning"),
+        row("heads pruned + shrunk, int8", heads["ticket_shrunk_int8"], d, c1, "pruning + quantization"),
+        row("FFN + word embedding at rank 128 (ALBERT's E), fine-tuned 1 epoch", fact["factorized_ft"], d, c2,
+            "factorization"),
+        row("heads pruned + shrunk + factorized, fine-tuned 1 epoch", both["factorized_ft"], d, c3,
+            "pruning + factorization"),
+        row(f"ALBERT-style, 3 groups of 2 layers, distilled 3 epochs {approx}", shared_row, d, c4, "weight sharing")]
 
 
-def bytes_row(name, st, dense_bytes, command) -> str:
+def bytes_row(name, st, dense_bytes, command, family="quantization") -> str:
     """A row of a stage counted in bytes (low-bit weights): bits removed against dense float32."""
     acc = f"{100 * st['test_accuracy']:.2f}" + (f" ± {100 * st['test_accuracy_std']:.2f}"
                                                   if st.get("test_accuracy_std") else "")
     key = COMMANDS.setdefault(command, chr(ord("A") + len(COMMANDS)))
     removed = 100 * (1 - st["bytes"] / dense_bytes)
-    return f"| {name} | {st['bytes']:,.0f} bytes | {removed:.1f}% of the bits | - | - | {acc} | {key} |"
+    return f"| {family} | {name} | {st['bytes']:,.0f} bytes | {removed:.1f}% of the bits | - | - | {acc} | {key} |"
 
 
-def acc_row(name, summary_row, removed, command) -> str:
-    acc = f"{100 * summary_row['test_accuracy']:.2f}" + (f" ± {100 * summary_row['test_accuracy_std']:.2f}"
-                                                          if summary_row.get("test_accuracy_std") else "")
+def acc_row(family, name, rows, removed, command) -> str:
+    """A row of masked (unstructured) networks: no speed-up on dense kernels; accuracies joined by ' / '."""
+    acc = " / ".join(f"{100 * r['test_accuracy']:.2f}" + (f" ± {100 * r['test_accuracy_std']:.2f}"
+                                                           if r.get("test_accuracy_std") else "") for r in rows)
     key = COMMANDS.setdefault(command, chr(ord("A") + len(COMMANDS)))
-    return f"| {name} | - | {removed} | - | - | {acc} | {key} |"
+    return f"| {family} | {name} | - | {removed} | - | - | {acc} | {key} |"
 
 
 def student_dir(layers: int) -> str:
@@ -158,8 +164,10 @@ def survey(a, d) -> list[str]:
     drop = lth.lottery("bert_minilm_bbc", ["model.layerdrop=0.2", "lottery.levels=0", "lottery.controls=",
                                            "train.duration=3ep"], log=print)
     ld, c = compress(drop.run_dir, 0, ["compress.layers=every_other"])
-    out += [row("LayerDrop 0.2 (3 epochs), every other layer removed", ld["layers_dropped"], ld["dense_f32"], c)]
+    out += [row("LayerDrop 0.2 (3 epochs), every other layer removed", ld["layers_dropped"], ld["dense_f32"], c,
+                "layer dropping")]
     sd = student_dir(3)
+    names = {"logits": "logits", "patient": "Patient KD (α = 0.3)", "tinybert_layers": "TinyBERT's intermediate layers"}
     for kind, extra in (("logits", []), ("patient", ["train.distill.alpha=0.3"]), ("tinybert_layers", [])):
         sets = [f"model.name=bert:{sd}", "model.pretrained_layers=0,2,4", "lottery.levels=0", "lottery.controls=",
                 "train.duration=3ep", f"train.distill.teacher={a.run_dir}/level_0", f"train.distill.kind={kind}",
@@ -169,8 +177,10 @@ def survey(a, d) -> list[str]:
         # the student's speed against the teacher's dense, two commands apart (≈)
         r = dict(stc["ticket_f32"], speedup_b1=d["latency_ms_b1"] / stc["ticket_f32"]["latency_ms_b1"],
                  speedup_b64=stc["ticket_f32"]["throughput_b64"] / d["throughput_b64"])
-        out.append(row(f"3-layer student, {kind} distillation, 3 epochs (speed ≈: separate command)", r, d,
-                       "lth lottery --config configs/bert_minilm_bbc.py " + " ".join(f"--set '{x}'" for x in sets)))
+        out.append(row(f"3-layer student (layers 0, 2, 4), {names[kind]}, 3 epochs (≈: timed in its own command)",
+                       r, d,
+                       "lth lottery --config configs/bert_minilm_bbc.py "
+                       + " ".join(f"--set '{x.replace(ROOT + os.sep, '')}'" for x in sets), "distillation"))
     # task-agnostic vs downstream (the docs' transfer table, its arms reused): one-shot magnitude
     # tickets of the MLM-trained and of the task-fine-tuned network, and the pretrained weights'
     mlm = lth.lottery("bert_mlm_bbc", MLM_SETS, run_dir=os.path.join(ROOT, "runs", "bert_mlm"), log=print)
@@ -179,12 +189,15 @@ def survey(a, d) -> list[str]:
     tr = lth.transfer("bert_minilm_bbc", sets, run_dir=os.path.join(ROOT, "runs", "transfer_bbc"), log=print)
     cmd = ("lth transfer --config configs/bert_minilm_bbc.py --run-dir runs/transfer_bbc "
            + " ".join(f"--set '{x}'" for x in sets))
-    labels = {"bbc_news": "magnitude ticket of the fine-tuned model (downstream)",
-              "mlm": "magnitude ticket of the MLM-trained model (task-agnostic)",
-              "magnitude": "magnitude of the pretrained weights", "random": "random mask"}
-    for r in sorted(tr.summary["rows"], key=lambda r: (-r["target_density"], list(labels).index(r["name"]))):
-        pruned = round(100 * (1 - r["target_density"]))
-        out.append(acc_row(f"{labels[r['name']]}, {pruned}% pruned, fine-tuned", r,
+    labels = {"bbc_news": ("pruning", "magnitude ticket of the fine-tuned model (downstream)"),
+              "mlm": ("pre-train vs downstream", "magnitude ticket of the MLM-trained model (task-agnostic)"),
+              "magnitude": ("pruning (control)", "magnitude of the pretrained weights"),
+              "random": ("pruning (control)", "random mask")}
+    dens = sorted({r["target_density"] for r in tr.summary["rows"]}, reverse=True)
+    pruned = " / ".join(f"{round(100 * (1 - x))}" for x in dens)
+    for name, (family, label) in labels.items():
+        rows = sorted((r for r in tr.summary["rows"] if r["name"] == name), key=lambda r: -r["target_density"])
+        out.append(acc_row(family, f"{label}, {pruned} % pruned, fine-tuned", rows,
                            f"{pruned}% of the encoder (masked)", cmd))
     return out
 
