@@ -67,6 +67,7 @@ SPARSE_METHODS.add("srste", Method("dense", "srste"))
 SPARSE_METHODS.add("movement_hard", Method("dense", "movement"))   # lth/pruning/movement.py
 SPARSE_METHODS.add("movement_soft", Method("dense", "movement"))
 SPARSE_METHODS.add("edgepopup", Method("dense", "movement"))        # lth/pruning/supermask.py (the same protocol)
+SPARSE_METHODS.add("supermask", Method("dense", "movement"))        # lth/pruning/supermask.py Bernoulli (Zhou et al.)
 SPARSE_METHODS.add("srigl", Method("const_fan", "srigl", lambda g, rng, p: jnp.abs(g)))   # lth/pruning/srigl.py
 
 
@@ -196,6 +197,16 @@ class MaskUpdate:
             return out
         return jax.tree.map(lambda a, b: jnp.where(step > self.fix, a, b), params, out)
 
+    @property
+    def resamples(self) -> bool:
+        """A stochastic mask (Zhou et al.'s Bernoulli supermask): its rule keys each sample by its state,
+        and rescales the weights it keeps when the mask is fixed (`fixed_params`)."""
+        return hasattr(self.rule, "fixed_params")
+
+    def fixed_params(self, params, opt_state):
+        """The params at the step that fixes the mask: the rule's (the supermask's W · r), else as they are."""
+        return self.rule.fixed_params(params, opt_state) if self.resamples else params
+
     def start_params(self, params):
         """The params an arm starts from (one replicate): the rule's (edge-popup's frozen signed
         constants), else as they are."""
@@ -227,7 +238,9 @@ class MaskUpdate:
         idx = [i for i, d in enumerate(self.density) if d is not None]
         out = list(m_leaves)
         if self.spec.update == "movement":
-            for i, b in enumerate(self.rule.masks(opt_state.scores, opt_state.count)):
+            bs = (self.rule.masks(opt_state) if self.resamples
+                  else self.rule.masks(opt_state.scores, opt_state.count))
+            for i, b in enumerate(bs):
                 if b is not None:
                     out[i] = m_leaves[i] & b
             return jax.tree.unflatten(treedef, out)

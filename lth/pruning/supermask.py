@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,5 +105,124 @@ class EdgePopup:
             lr = schedule(state.count)
             scores = jax.tree.map(lambda s, u: s + lr * u, state.scores, u_s)
             return jax.tree.map(jnp.zeros_like, grads), State(state.inner, scores, score_opt, state.count + 1)
+
+        return optax.GradientTransformation(init, update)
+
+
+# ----- Zhou et al. 2019: the Bernoulli supermask ---------------------------------------------------
+class ZhouState(NamedTuple):
+    """The optimizer state of a Bernoulli-supermask arm: State's fields plus the replicate's key."""
+
+    inner: Any
+    scores: Any       # per params leaf: S (scored kernels) or a scalar placeholder
+    score_opt: Any
+    count: jax.Array  # steps taken: each forward's sample is keyed by it
+    key: jax.Array    # the replicate's sampling key
+
+
+def layer_std(w):
+    """tf.nn.moments' standard deviation over the whole kernel (the population std)."""
+    return jnp.sqrt(jnp.mean(jnp.square(w - jnp.mean(w))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Bernoulli:
+    """Zhou et al. 2019, "Deconstructing lottery tickets: zeros, signs, and the supermask", as
+    uber-research/deconstructing-lottery-tickets implements it (masked_networks.py
+    get_effective_mask / make_signed_consts / MaskedDense.call, train_supermask.py).
+
+    Every scored kernel W is frozen (`weights=signed_constant`: sign(W₀) · std(W₀) · multiplier, the
+    layer's population std as tf.nn.moments gives it; `init`: W₀ as drawn) and gets mask scores S, all
+    at `bias` (the reference's --sigmoid_bias, Constant init). Each training forward draws
+    b ~ Bernoulli(σ(S)) afresh and uses W ⊙ m · r with m = b + σ(S) − stop_gradient(σ(S)) (value b,
+    gradient σ'(S)) and, with `rescale` (--dynamic_scaling), r = numel / Σ m — whose gradient reaches
+    S too: ∂L/∂S_j = σ'(S_j) · (r · G_j W_j − numel / (Σm)² · Σ_i G_i W_i m_i), G = ∂L/∂(W ⊙ m · r).
+    Only S learns (every other parameter stays at its init: the reference's kernels and biases are
+    non-trainable). The mask is fixed at the last step to one more sample (the reference samples at
+    test time too), and each kernel then holds W · r of that sample. A layer whose sample keeps
+    nothing divides by 1, where the reference divides by zero. Its density is an outcome
+    (σ(bias) at the start)."""
+
+    scored: tuple          # per params leaf: whether it carries a supermask
+    bias: float = 0.0
+    weights: str = "signed_constant"
+    multiplier: float = 1.0
+    rescale: bool = True
+
+    def start_params(self, params):
+        leaves, treedef = jax.tree.flatten(params)
+        if self.weights != "signed_constant":
+            return params
+        return jax.tree.unflatten(treedef, [jnp.sign(p) * layer_std(p) * self.multiplier if on else p
+                                            for p, on in zip(leaves, self.scored)])
+
+    def init_state(self, params):
+        leaves, treedef = jax.tree.flatten(params)
+        seed = sum(jnp.sum(jnp.abs(p) * (i + 1)) for i, (p, on) in enumerate(zip(leaves, self.scored)) if on)
+        key = jax.random.PRNGKey(jax.lax.bitcast_convert_type(jnp.float32(seed), jnp.int32))
+        scores = jax.tree.unflatten(treedef, [jnp.full(p.shape, self.bias, jnp.float32) if on else jnp.zeros(())
+                                              for p, on in zip(leaves, self.scored)])
+        return scores, key
+
+    def samples(self, scores, key, count):
+        """Per params leaf: b ~ Bernoulli(σ(S)) of this step (a float 0/1 array), or None."""
+        leaves = jax.tree.leaves(scores)
+        keys = jax.random.split(jax.random.fold_in(key, count), len(leaves))
+        return [jax.random.bernoulli(k, jax.nn.sigmoid(s)).astype(jnp.float32) if on else None
+                for k, s, on in zip(keys, leaves, self.scored)]
+
+    def _scale(self, b):
+        return b.size / jnp.maximum(jnp.sum(b), 1.0) if self.rescale else jnp.float32(1.0)
+
+    def forward(self, params, opt_state):
+        """W ⊙ b · r on the scored leaves (its gradient handed to the rule unchanged, ste_mask)."""
+        leaves, treedef = jax.tree.flatten(params)
+        bs = self.samples(opt_state.scores, opt_state.key, opt_state.count)
+        return jax.tree.unflatten(treedef, [p if b is None else ste_mask(p, (b * self._scale(b)).astype(p.dtype))
+                                            for p, b in zip(leaves, bs)])
+
+    def score_grads(self, g_leaves, p_leaves, s_leaves, bs):
+        out = []
+        for g, w, s, b, on in zip(g_leaves, p_leaves, s_leaves, bs, self.scored):
+            if not on:
+                out.append(jnp.zeros(()))
+                continue
+            sig = jax.nn.sigmoid(s)
+            gw = (g * w).astype(jnp.float32)
+            r = self._scale(b)
+            d = r * gw
+            if self.rescale:
+                d = d - b.size / jnp.square(jnp.maximum(jnp.sum(b), 1.0)) * jnp.sum(gw * b)
+            out.append(sig * (1.0 - sig) * d)
+        return out
+
+    def masks(self, opt_state):
+        """Per params leaf: the fixed mask (one more sample) or None."""
+        return [None if b is None else b > 0 for b in self.samples(opt_state.scores, opt_state.key,
+                                                                    opt_state.count)]
+
+    def fixed_params(self, params, opt_state):
+        """The params once the mask is fixed: each scored kernel W · r of the final sample."""
+        leaves, treedef = jax.tree.flatten(params)
+        bs = self.samples(opt_state.scores, opt_state.key, opt_state.count)
+        return jax.tree.unflatten(treedef, [p if b is None else p * self._scale(b).astype(p.dtype)
+                                            for p, b in zip(leaves, bs)])
+
+    def wrap(self, tx: optax.GradientTransformation, schedule) -> optax.GradientTransformation:
+        """The weights frozen (zero updates); the scores stepped by `tx` at schedule(t)."""
+        def init(params):
+            scores, key = self.init_state(params)
+            return ZhouState(optax.EmptyState(), scores, tx.init(scores), jnp.zeros((), jnp.int32), key)
+
+        def update(grads, state, params=None):
+            bs = self.samples(state.scores, state.key, state.count)
+            g_s = jax.tree.unflatten(jax.tree.structure(state.scores),
+                                     self.score_grads(jax.tree.leaves(grads), jax.tree.leaves(params),
+                                                      jax.tree.leaves(state.scores), bs))
+            u_s, score_opt = tx.update(g_s, state.score_opt, state.scores)
+            lr = schedule(state.count)
+            scores = jax.tree.map(lambda s, u: s + lr * u, state.scores, u_s)
+            return (jax.tree.map(jnp.zeros_like, grads),
+                    ZhouState(state.inner, scores, score_opt, state.count + 1, state.key))
 
         return optax.GradientTransformation(init, update)

@@ -29,7 +29,7 @@ from lth.pruning import sparsity as SP
 from lth.pruning.movement import Movement
 from lth.pruning.nm import check_nm, parse_pattern
 from lth.pruning.sparse_train import MaskUpdate, moves
-from lth.pruning.supermask import EdgePopup
+from lth.pruning.supermask import Bernoulli, EdgePopup
 from lth.registry import SPARSE_METHODS
 from lth.studies.plots import sparse_accuracy_vs_density
 from lth.studies.tables import sparse_table
@@ -42,7 +42,9 @@ OPTIONS = {"sparse": options(
                                     "movement_hard (top-k of learned scores, per density) | movement_soft (σ(S) > τ "
                                     "with an l1 penalty; one arm per sparse.soft_lambdas, its density an outcome) | "
                                     "edgepopup (supermask: scores of frozen signed-constant weights, per density) | "
-                                    "srigl (RigL with a constant fan-in per neuron and neuron ablation)"),
+                                    "srigl (RigL with a constant fan-in per neuron and neuron ablation) | supermask "
+                                    "(Zhou et al.'s Bernoulli supermask of frozen weights; one arm per "
+                                    "sparse.supermask_biases, its density an outcome)"),
     distributions=("erk,uniform", "layer densities (lth/pruning/sparsity.py): uniform | uniform_plus | er | erk"),
     densities=("0.2,0.1,0.05", "final densities of the prunable weights, each in (0, 1)"),
     custom=("", "'LAYER=DENSITY,...': layers fixed at a density, outside the distribution's budget"),
@@ -57,6 +59,11 @@ OPTIONS = {"sparse": options(
     soft_initial=(0.0, "movement_soft: the threshold τ on σ(S) at sparse.begin (Sanh et al.'s soft: 0)"),
     soft_final=(0.1, "movement_soft: τ from sparse.end on (Sanh et al.'s soft: 0.1)"),
     soft_lambdas=("400", "movement_soft: comma list of the l1 penalty's final weight λ (one arm each)"),
+    supermask_biases=("0", "supermask: comma list of the mask scores' initial value (--sigmoid_bias; σ(0): half the "
+                           "weights kept at the start), one arm each"),
+    supermask_weights=("signed_constant", "supermask: the frozen weights: signed_constant (sign(W₀) · std(W₀), "
+                                          "the paper's best) | init (W₀ as drawn)"),
+    supermask_rescale=(True, "supermask: dynamic weight rescaling, numel / Σ mask per layer (--dynamic_scaling)"),
     gamma_sal=(0.3, "srigl: a neuron with fewer salient weights than γ·k₀ (γ < 1) or γ (γ >= 1) is ablated; 0 = never "
                     "(condensed-sparsity's min_salient_weights_per_neuron)"),
     no_ablation=("out/.*|classifier/.*", "srigl: regex of param paths never ablated (the reference protects its "
@@ -90,6 +97,22 @@ def srste_pattern(cfg) -> tuple[int, int]:
     if nm is None:
         raise UserError(f"sparse.pattern {cfg.sparse.pattern!r}: srste trains an N:M pattern; allowed: N:M such as 2:4")
     return nm
+
+
+def supermask_biases(cfg) -> list[float]:
+    out = []
+    for item in _list(cfg.sparse.supermask_biases):
+        try:
+            b = float(item)
+        except ValueError:
+            b = float("nan")
+        if not -20.0 <= b <= 20.0:
+            raise UserError(f"sparse.supermask_biases entry {item!r}: allowed: numbers in [-20, 20] (σ(bias) is the "
+                            f"starting keep probability), e.g. 0")
+        out.append(b)
+    if not out:
+        raise UserError("sparse.supermask_biases is empty; allowed: a comma list of initial scores, e.g. 0")
+    return out
 
 
 def soft_lambdas(cfg) -> list[float]:
@@ -126,9 +149,11 @@ def arms(cfg) -> list[tuple[str, str, str, float]]:
         out.append((f"srste-{n}of{m}", "srste", "nm", n / m))
     if "movement_soft" in methods:   # one arm per λ: the density is an outcome (recorded when trained)
         out += [(f"movement_soft-l1={lam:g}", "movement_soft", f"l1={lam:g}", 1.0) for lam in soft_lambdas(cfg)]
+    if "supermask" in methods:   # one arm per initial score: the density is an outcome
+        out += [(f"supermask-bias={b:g}", "supermask", f"bias={b:g}", 1.0) for b in supermask_biases(cfg)]
     for dens in parse_densities(cfg.sparse.densities):
         for m in methods:
-            if m in ("srste", "movement_soft"):
+            if m in ("srste", "movement_soft", "supermask"):
                 continue
             if m in ("movement_hard", "edgepopup"):   # each layer keeps the same fraction of its scores
                 out.append((f"{m}-uniform@{dens:g}", m, "uniform", dens))
@@ -161,6 +186,7 @@ def validate(cfg) -> None:
         raise UserError(f"sparse.decay {cfg.sparse.decay} out of range; allowed: λ >= 0")
     if not 0.0 < cfg.sparse.alpha <= 1.0:
         raise UserError(f"sparse.alpha {cfg.sparse.alpha} out of range; allowed: 0 < alpha <= 1")
+    check_choice("sparse.supermask_weights", cfg.sparse.supermask_weights, ("signed_constant", "init"))
     SP.parse_custom(cfg.sparse.custom)
 
 
@@ -228,7 +254,7 @@ def check(s) -> dict:
             for p, shape in shapes.items():
                 check_nm(n, m, shape[-2] if len(shape) >= 2 else 0, f" (sparse.pattern) for {p}")
             out[name] = {p: dens for p in shapes}
-        elif method == "movement_soft":   # every prunable layer scored; no target density
+        elif method in ("movement_soft", "supermask"):   # every prunable layer scored; no target density
             out[name] = {p: 1.0 for p in shapes}
         else:
             out[name] = SP.densities(shapes, dens, "uniform" if dist == "global" else dist, custom, resnet)
@@ -237,7 +263,7 @@ def check(s) -> dict:
 
 COMMAND = Command("sparse", BASE_SECTIONS + ("prune.prunable", "sparse"),
                   unhashed=("sparse.methods", "sparse.distributions", "sparse.densities", "sparse.pattern",
-                            "sparse.soft_lambdas"), prefix="sparse_",
+                            "sparse.soft_lambdas", "sparse.supermask_biases"), prefix="sparse_",
                   validate=validate, check=check)
 
 HELP = "prune during training (GMP) and train sparse from scratch (static, SET, RigL) at each density"
@@ -264,6 +290,11 @@ def mask_update(s, method: str, layer_density: dict, gmp_scope: str, dist: str =
     begin, end, every = schedule(s)
     params = jax.eval_shape(lambda: M.index(random_init(s, keys(s, "init"))[0], 0))
     dens = tuple(layer_density.get(p) for p in M.leaf_paths(params))
+    if method == "supermask":   # lth/pruning/supermask.py Bernoulli: only the scores learn; fixed at the last step
+        c = s.cfg.sparse
+        rule = Bernoulli(tuple(d is not None for d in dens), float(dist.partition("=")[2]), c.supermask_weights,
+                         rescale=bool(c.supermask_rescale))
+        return MaskUpdate(method, dens, begin, end, every, fix=s.total - 1, rule=rule)
     if method == "edgepopup":   # lth/pruning/supermask.py: only the scores learn; the mask is fixed at the last step
         return MaskUpdate(method, dens, begin, end, every, fix=s.total - 1, rule=EdgePopup(dens))
     if method.startswith("movement"):   # lth/pruning/movement.py; the mask is fixed at the last step
@@ -310,7 +341,7 @@ def run(s, run_dir: str, log=print) -> dict:
         _, rows = train_arm(sa, adir, start_params, ms, start, 0, data, label=name)
         e = arm_entry(rows, arm=name, method=method, distribution=dist, target_density=dens,
                       seconds=read_json(paths.metrics(adir)).get("seconds"))
-        if method == "movement_soft":   # no target: its density is where the penalty took it
+        if method in ("movement_soft", "supermask"):   # no target: its density is an outcome
             e["target_density"] = round(e["density"], 4)
         summary["arms"].append(e)
         acc = f"{e['test_accuracy']:.4f}" if "test_accuracy" in e else "diverged"

@@ -165,6 +165,8 @@ class Trainer(Evaluation):
             updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
             lr = self.schedule(state.step)
             params = jax.tree.map(lambda p, u: p + (lr * u).astype(p.dtype), state.params, updates)
+            if update and self.sparse.resamples:   # the supermask's kept weights rescaled as the mask is fixed
+                params = self.sparse.fixed_params(params, state.opt_state)
             params = M.apply(params, masks)
         # divergence guard: from the first step whose loss is non-finite (or over max_loss) on, this
         # replicate's params, optimizer and model state stop changing; the step is recorded
